@@ -1,0 +1,696 @@
+"""Experiment harness: config validation, output folders, resumable results.
+
+An experiment is a module ``experiments/NAME.py`` that declares
+
+* ``DEFAULTS: dict`` -- every allowed config key with its default. The default's
+  type is the schema: ``bool``/``int``/``float``/``str`` must match (an ``int`` is
+  accepted where a ``float`` is expected and converted), a non-empty list default
+  fixes the element type (checked against ``default[0]``), a non-empty dict default
+  is validated recursively, ``None`` (or an empty list/dict) accepts anything of
+  that shape.
+* ``run(cfg: dict, ctx: Context) -> None`` -- reads the resolved config, calls the
+  library, stores every measured number through ``ctx`` and writes figures.
+
+A config YAML is ``experiment: NAME`` plus keys. :func:`run_experiment` resolves
+and validates it, creates the output folder, and hands the experiment a
+:class:`Context`. Results live in ``results.json``; each write is atomic, so a
+killed run keeps every finished measurement, and a rerun into the same folder with
+the same resolved config skips them (see :meth:`Context.cached`).
+
+Conventions:
+
+* a key ending in ``_dir`` whose value is not ``None`` names a folder that must
+  exist (relative paths are relative to the current directory);
+* optional keys ``seed`` (int, default 0) and ``dtype`` (``"float32"`` or
+  ``"float64"``, default ``"float64"``) feed ``ctx.seed`` / ``ctx.dtype``;
+* non-finite floats are stored as JSON ``null`` (results.json stays strict JSON).
+"""
+from __future__ import annotations
+
+import ast
+import copy
+import datetime as _dt
+import difflib
+import importlib.util
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+RESULTS_FILE = "results.json"
+CONFIG_FILE = "config.yaml"
+TABLE_FILE = "table.txt"
+_RESERVED = ("experiment",)
+_DTYPES = ("float32", "float64")
+
+
+class ConfigError(ValueError):
+    """A config, override, path or device that cannot be used. The message is for the user."""
+
+
+# --------------------------------------------------------------------------- locations
+
+
+def repo_root() -> Path:
+    """The repository root (the folder that holds ``wideNN/``, ``experiments/``, ``configs/``)."""
+    return Path(__file__).resolve().parents[1]
+
+
+def experiments_dir(override: str | os.PathLike | None = None) -> Path:
+    """Folder of experiment modules: ``override``, else ``$WIDENN_EXPERIMENTS_DIR``, else ``<repo>/experiments``."""
+    if override is not None:
+        return Path(override)
+    env = os.environ.get("WIDENN_EXPERIMENTS_DIR")
+    return Path(env) if env else repo_root() / "experiments"
+
+
+def configs_dir(override: str | os.PathLike | None = None) -> Path:
+    """Folder of configs: ``override``, else ``$WIDENN_CONFIGS_DIR``, else ``<repo>/configs``."""
+    if override is not None:
+        return Path(override)
+    env = os.environ.get("WIDENN_CONFIGS_DIR")
+    return Path(env) if env else repo_root() / "configs"
+
+
+def available_experiments(exp_dir: str | os.PathLike | None = None) -> list[str]:
+    """Sorted names of the experiment modules in ``exp_dir`` (files ``NAME.py``, not ``_*.py``)."""
+    d = experiments_dir(exp_dir)
+    if not d.is_dir():
+        return []
+    return sorted(p.stem for p in d.glob("*.py") if not p.stem.startswith("_"))
+
+
+def experiment_summary(name: str, exp_dir: str | os.PathLike | None = None) -> str:
+    """First line of the module docstring of experiment ``name``, read without importing it."""
+    path = experiments_dir(exp_dir) / f"{name}.py"
+    try:
+        doc = ast.get_docstring(ast.parse(path.read_text()))
+    except (OSError, SyntaxError):
+        return ""
+    return doc.strip().splitlines()[0] if doc else ""
+
+
+def configs_by_experiment(cfg_dir: str | os.PathLike | None = None) -> dict[str, list[Path]]:
+    """Map experiment name -> config files (``*.yaml``/``*.yml`` in ``cfg_dir``) whose ``experiment:`` names it.
+
+    Unreadable configs are grouped under the key ``"<unreadable>"``.
+    """
+    d = configs_dir(cfg_dir)
+    out: dict[str, list[Path]] = {}
+    if not d.is_dir():
+        return out
+    for p in sorted([*d.glob("*.yaml"), *d.glob("*.yml")]):
+        try:
+            data = yaml.safe_load(p.read_text())
+            name = data.get("experiment") if isinstance(data, dict) else None
+        except (OSError, yaml.YAMLError):
+            name = None
+        out.setdefault(str(name) if name else "<unreadable>", []).append(p)
+    return out
+
+
+def load_experiment(name: str, exp_dir: str | os.PathLike | None = None) -> ModuleType:
+    """Import ``<experiments dir>/<name>.py`` and check it has ``DEFAULTS`` (dict) and ``run``.
+
+    The module is loaded from its file, not registered in ``sys.modules``, so two
+    experiments dirs never shadow each other.
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ConfigError(f"config key 'experiment': {name!r} is not a valid experiment name")
+    d = experiments_dir(exp_dir)
+    path = d / f"{name}.py"
+    if not path.is_file():
+        known = available_experiments(d)
+        hint = _did_you_mean(name, known)
+        raise ConfigError(
+            f"config key 'experiment': no experiment {name!r} in {d}{hint}"
+            f" (available: {', '.join(known) or 'none'})"
+        )
+    spec = importlib.util.spec_from_file_location(f"wideNN_experiments_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not isinstance(getattr(module, "DEFAULTS", None), dict) or not callable(getattr(module, "run", None)):
+        raise ConfigError(f"experiment module {path} must define DEFAULTS: dict and run(cfg, ctx)")
+    return module
+
+
+# --------------------------------------------------------------------------- config
+
+
+def load_config(path: str | os.PathLike) -> dict:
+    """Read a config YAML (a mapping with an ``experiment`` key)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(p)!r} must be a mapping of keys to values")
+    if "experiment" not in data:
+        raise ConfigError(f"config file {str(p)!r} has no 'experiment' key")
+    return data
+
+
+def apply_overrides(cfg: Mapping, overrides: Iterable[str]) -> dict:
+    """Return a copy of ``cfg`` with each ``"a.b=value"`` applied; the value is parsed by ``yaml.safe_load``.
+
+    Dotted keys address nested dicts (missing levels are created, so a typo is
+    caught later by validation with the full dotted name).
+    """
+    out = copy.deepcopy(dict(cfg))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        key, _, raw = item.partition("=")
+        key = key.strip()
+        parts = key.split(".")
+        if not key or any(not p for p in parts):
+            raise ConfigError(f"--set {item!r}: empty key")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {e}") from None
+        node = out
+        for i, p in enumerate(parts[:-1]):
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {key}: {'.'.join(parts[: i + 1])!r} is not a mapping")
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def _did_you_mean(key: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _type_name(default: Any) -> str:
+    return "float" if isinstance(default, float) else type(default).__name__
+
+
+def _check(key: str, value: Any, default: Any, errors: list[str]) -> Any:
+    """Check ``value`` against the schema given by ``default``; return the normalized value."""
+    if default is None:
+        return value
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok:
+            return float(value)
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    elif isinstance(default, (list, tuple)):
+        if not isinstance(value, (list, tuple)):
+            ok = False
+        else:
+            if not default:
+                return list(value)
+            return [_check(f"{key}[{i}]", v, default[0], errors) for i, v in enumerate(value)]
+    elif isinstance(default, dict):
+        if not isinstance(value, dict):
+            ok = False
+        else:
+            if not default:
+                return dict(value)
+            return _merge(value, default, errors, prefix=f"{key}.")
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        errors.append(
+            f"config key {key!r}: expected {_type_name(default)}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _merge(cfg: Mapping, defaults: Mapping, errors: list[str], prefix: str = "") -> dict:
+    out: dict = {}
+    for k in cfg:
+        if k not in defaults and not (not prefix and k in _RESERVED):
+            errors.append(f"unknown config key {prefix + str(k)!r}{_did_you_mean(str(k), map(str, defaults))}")
+    for k, d in defaults.items():
+        out[k] = _check(prefix + k, cfg[k], d, errors) if k in cfg else copy.deepcopy(d)
+    return out
+
+
+def _dir_keys(cfg: Mapping, prefix: str = "") -> Iterable[tuple[str, Any]]:
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            yield from _dir_keys(v, f"{prefix}{k}.")
+        elif str(k).endswith("_dir") and v is not None:
+            yield prefix + str(k), v
+
+
+def resolve_config(cfg: Mapping, defaults: Mapping) -> dict:
+    """Merge ``cfg`` over ``defaults`` and validate it; raise :class:`ConfigError` listing every problem.
+
+    Returns ``{"experiment": name, **resolved keys}`` with every key of ``defaults``.
+    """
+    errors: list[str] = []
+    resolved = {"experiment": cfg.get("experiment")}
+    resolved.update(_merge(cfg, defaults, errors))
+    if "seed" in resolved and not (isinstance(resolved["seed"], int) and not isinstance(resolved["seed"], bool)):
+        errors.append(f"config key 'seed': expected int, got {resolved['seed']!r}")
+    if "dtype" in resolved and resolved["dtype"] not in _DTYPES:
+        errors.append(f"config key 'dtype': expected one of {_DTYPES}, got {resolved['dtype']!r}")
+    if not errors:
+        for key, value in _dir_keys(resolved):
+            if not isinstance(value, (str, os.PathLike)):
+                errors.append(f"config key {key!r}: expected a folder path, got {value!r}")
+            elif not Path(value).expanduser().is_dir():
+                errors.append(f"config key {key!r}: folder {str(value)!r} does not exist")
+    if errors:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
+    return resolved
+
+
+# --------------------------------------------------------------------------- json
+
+
+def to_jsonable(value: Any) -> Any:
+    """Convert tensors, numpy arrays/scalars, tuples, paths to plain JSON types; NaN/inf become ``None``."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "detach") and hasattr(value, "tolist"):  # torch.Tensor
+        return to_jsonable(value.detach().cpu().tolist())
+    if hasattr(value, "tolist"):  # numpy array or scalar
+        return to_jsonable(value.tolist())
+    if hasattr(value, "item"):
+        return to_jsonable(value.item())
+    raise TypeError(f"cannot store {type(value).__name__} in results.json")
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old or the new file, never a partial one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _canonical(cfg: Mapping) -> str:
+    return json.dumps(to_jsonable(cfg), sort_keys=True)
+
+
+def _config_diff(old: Mapping, new: Mapping, prefix: str = "") -> list[str]:
+    lines = []
+    for k in sorted(set(old) | set(new), key=str):
+        a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += _config_diff(a, b, f"{prefix}{k}.")
+        elif to_jsonable(a) != to_jsonable(b):
+            lines.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return lines
+
+
+# --------------------------------------------------------------------------- table
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def format_table(rows: Sequence[Mapping], columns: Sequence[str] | None = None) -> str:
+    """Plain-text table of ``rows`` (dicts); ``columns`` defaults to the keys in first-seen order."""
+    if columns is None:
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+    cells = [[str(c) for c in columns]] + [[_fmt(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    numeric = [all(_is_num(r.get(c)) for r in rows if c in r) for c in columns]
+
+    def line(row: list[str]) -> str:
+        return "  ".join(s.rjust(w) if n else s.ljust(w) for s, w, n in zip(row, widths, numeric)).rstrip()
+
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([line(cells[0]), sep, *(line(r) for r in cells[1:])])
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# --------------------------------------------------------------------------- context
+
+
+def resolve_device(name: str | None) -> "torch.device":  # noqa: F821
+    """``"cpu"``, ``"cuda"``, ``"cuda:N"`` -> ``torch.device``; a clear error when CUDA is unavailable."""
+    import torch
+
+    name = name or "cpu"
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name!r}: expected cpu or cuda[:N]") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"--device {name}: CUDA is not available (torch {torch.__version__}, "
+                f"built with CUDA {torch.version.cuda or 'no'}); use --device cpu"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    elif dev.type != "cpu":
+        raise ConfigError(f"--device {name!r}: expected cpu or cuda[:N]")
+    return dev
+
+
+def _device_name(dev: "torch.device") -> str:  # noqa: F821
+    import torch
+
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def _versions() -> dict:
+    import torch
+
+    def version(dist: str) -> str | None:
+        try:
+            from importlib.metadata import version as v
+
+            return v(dist)
+        except Exception:
+            return None
+
+    try:
+        import gpytorch
+
+        gp = gpytorch.__version__
+    except Exception:
+        gp = version("gpytorch")
+    return {
+        "wideNN": version("wideNN") or getattr(sys.modules.get("wideNN"), "__version__", None),
+        "torch": torch.__version__,
+        "gpytorch": gp,
+        "python": platform.python_version(),
+    }
+
+
+class Context:
+    """What an experiment's ``run(cfg, ctx)`` uses to store results, figures and the final table.
+
+    Attributes: ``out_dir`` (Path), ``config`` (the resolved config), ``device``
+    (torch.device), ``dtype`` (torch.dtype), ``seed`` (int).
+
+    Results are JSON values stored under string keys in ``results.json``
+    (section ``"results"``; table rows in section ``"rows"``). Every write is
+    atomic. A key that is present is *done*: a resumed run gets its stored value
+    back instead of recomputing it.
+    """
+
+    def __init__(self, out_dir: Path, config: dict, device: "torch.device", state: dict,  # noqa: F821
+                 quiet: bool = False) -> None:
+        import torch
+
+        self.out_dir = Path(out_dir)
+        self.config = config
+        self.device = device
+        self.dtype = {"float32": torch.float32, "float64": torch.float64}[config.get("dtype", "float64")]
+        self.seed = int(config.get("seed", 0))
+        self.quiet = quiet
+        self._state = state
+        self._table: tuple[list[dict], list[str] | None] | None = None
+        self._reused: set[str] = set()
+
+    # ---- results
+
+    @property
+    def results(self) -> dict:
+        """All results recorded so far (read-only view by convention; use :meth:`record`)."""
+        return self._state["results"]
+
+    def done(self, key: str) -> bool:
+        """Whether ``key`` already has a stored result (from this run or a previous one)."""
+        return key in self._state["results"]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The stored result under ``key``, or ``default``."""
+        return self._state["results"].get(key, default)
+
+    def record(self, key: str, value: Any) -> Any:
+        """Store ``value`` (converted by :func:`to_jsonable`) under ``key`` and write results.json atomically.
+
+        Overwrites an existing value. Returns the stored (JSON) form.
+        """
+        stored = to_jsonable(value)
+        self._state["results"][str(key)] = stored
+        self.flush()
+        return stored
+
+    def cached(self, key: str, fn: Callable[[], T]) -> Any:
+        """Return the stored result under ``key`` if done; otherwise call ``fn()``, record it and return it.
+
+        The return value is always the stored JSON form (tensors/arrays become nested
+        lists, NaN becomes None), so the code after it behaves the same on a fresh
+        run and on a resumed one.
+        """
+        key = str(key)
+        if key in self._state["results"]:
+            self._reused.add(key)
+            return self._state["results"][key]
+        return self.record(key, fn())
+
+    # ---- rows
+
+    @property
+    def rows(self) -> list[dict]:
+        """Rows added with :meth:`add_row`, in insertion order (including rows from a resumed run)."""
+        return list(self._state["rows"].values())
+
+    def add_row(self, key: str, row: Mapping) -> dict:
+        """Store a table row under ``key`` (replacing one with the same key, keeping its position)."""
+        stored = to_jsonable(dict(row))
+        self._state["rows"][str(key)] = stored
+        self.flush()
+        return stored
+
+    def has_row(self, key: str) -> bool:
+        """Whether a row with ``key`` is stored."""
+        return str(key) in self._state["rows"]
+
+    # ---- outputs
+
+    def path(self, name: str) -> Path:
+        """A path inside the output folder (for files an experiment writes itself)."""
+        return self.out_dir / name
+
+    def savefig(self, fig: Any, name: str, dpi: int = 150) -> Path:
+        """Write ``fig`` as PNG ``<out_dir>/<name>`` (``.png`` added if missing) atomically, then close it."""
+        import io
+
+        if not name.endswith(".png"):
+            name += ".png"
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+        path = self.out_dir / name
+        atomic_write_bytes(path, buf.getvalue())
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is not None:
+            pyplot.close(fig)
+        figures = self._state["figures"]
+        if name not in figures:
+            figures.append(name)
+            self.flush()
+        return path
+
+    def table(self, rows: Sequence[Mapping], columns: Sequence[str] | None = None) -> str:
+        """Set the final table (printed at the end and saved as table.txt); returns its text.
+
+        Without a call, the rows from :meth:`add_row` are used.
+        """
+        self._table = ([dict(r) for r in rows], list(columns) if columns is not None else None)
+        return format_table(*self._table)
+
+    def progress(self, iterable: Iterable[T], desc: str | None = None, total: int | None = None) -> Iterable[T]:
+        """``tqdm`` over ``iterable``; silent when stderr is not a TTY or ``WIDENN_NO_PROGRESS=1``."""
+        from tqdm.auto import tqdm
+
+        disable = self.quiet or os.environ.get("WIDENN_NO_PROGRESS") == "1" or not sys.stderr.isatty()
+        return tqdm(iterable, desc=desc, total=total, disable=disable, leave=False)
+
+    def log(self, msg: str) -> None:
+        """Print a line (unless quiet)."""
+        if not self.quiet:
+            print(msg, flush=True)
+
+    def generator(self, offset: int = 0, device: Any = None) -> "torch.Generator":  # noqa: F821
+        """A fresh ``torch.Generator`` on ``device`` (default ``ctx.device``) seeded with ``seed + offset``."""
+        import torch
+
+        g = torch.Generator(device=device if device is not None else self.device)
+        g.manual_seed(self.seed + offset)
+        return g
+
+    # ---- internal
+
+    def flush(self) -> None:
+        """Write results.json now (atomic)."""
+        meta = self._state["metadata"]
+        meta["wall_time_s"] = time.perf_counter() - self._t0 if hasattr(self, "_t0") else 0.0
+        data = json.dumps(self._state, indent=1, allow_nan=False).encode()
+        atomic_write_bytes(self.out_dir / RESULTS_FILE, data)
+
+    def final_table(self) -> str | None:
+        if self._table is not None:
+            return format_table(*self._table)
+        if self._state["rows"]:
+            return format_table(self.rows)
+        return None
+
+
+# --------------------------------------------------------------------------- runner
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def run_experiment(
+    config: str | os.PathLike | Mapping,
+    out_dir: str | os.PathLike | None = None,
+    overrides: Iterable[str] = (),
+    device: str | None = "cpu",
+    fresh: bool = False,
+    experiments_dir: str | os.PathLike | None = None,
+    quiet: bool = False,
+) -> Context:
+    """Validate ``config`` (a YAML path or a dict), run its experiment into ``out_dir`` and return the Context.
+
+    ``out_dir`` defaults to ``runs/<config stem>`` (relative to the current
+    directory; for a dict config, ``runs/<experiment name>``). If the folder holds
+    a results.json from an earlier run, the run resumes: keys already recorded are
+    not recomputed. A different resolved config raises :class:`ConfigError` unless
+    ``fresh=True``, which discards the old results. On an exception inside the
+    experiment, results.json is kept with ``metadata.status == "failed"`` and the
+    exception propagates.
+    """
+    import torch
+
+    if isinstance(config, Mapping):
+        raw, stem = dict(config), str(config.get("experiment"))
+    else:
+        raw, stem = load_config(config), Path(config).stem
+    raw = apply_overrides(raw, overrides)
+    module = load_experiment(raw.get("experiment"), experiments_dir)
+    resolved = resolve_config(raw, module.DEFAULTS)
+    dev = resolve_device(device)
+
+    out = Path(out_dir) if out_dir is not None else Path("runs") / stem
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / RESULTS_FILE
+    prior: dict | None = None
+    if results_path.exists() and not fresh:
+        try:
+            prior = json.loads(results_path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{results_path} is unreadable ({e}); rerun with --fresh to start over") from None
+        if _canonical(prior.get("config", {})) != _canonical(resolved):
+            diff = "\n  ".join(_config_diff(prior.get("config", {}), to_jsonable(resolved)))
+            raise ConfigError(
+                f"{out} holds results of a different config:\n  {diff}\n"
+                "use another --out folder, or --fresh to discard the old results"
+            )
+    elif fresh:
+        for name in (RESULTS_FILE, TABLE_FILE):
+            (out / name).unlink(missing_ok=True)
+
+    meta = {
+        "experiment": resolved["experiment"],
+        "status": "running",
+        "seed": int(resolved.get("seed", 0)),
+        "dtype": resolved.get("dtype", "float64"),
+        "device": str(dev),
+        "device_name": _device_name(dev),
+        "versions": _versions(),
+        "host": platform.node(),
+        "argv": sys.argv,
+        "start_time": _now(),
+        "wall_time_s": 0.0,
+    }
+    if prior is not None:
+        old = prior.get("metadata", {})
+        meta["first_start_time"] = old.get("first_start_time", old.get("start_time"))
+        meta["sessions"] = int(old.get("sessions", 1)) + 1
+        meta["previous_wall_time_s"] = float(old.get("previous_wall_time_s", 0.0)) + float(old.get("wall_time_s", 0.0))
+    else:
+        meta["first_start_time"] = meta["start_time"]
+        meta["sessions"] = 1
+        meta["previous_wall_time_s"] = 0.0
+    state = {
+        "config": to_jsonable(resolved),
+        "metadata": meta,
+        "results": dict(prior.get("results", {})) if prior else {},
+        "rows": dict(prior.get("rows", {})) if prior else {},
+        "figures": list(prior.get("figures", [])) if prior else [],
+    }
+
+    atomic_write_bytes(out / CONFIG_FILE, yaml.safe_dump(to_jsonable(resolved), sort_keys=False).encode())
+    ctx = Context(out, resolved, dev, state, quiet=quiet)
+    ctx._t0 = time.perf_counter()
+    ctx.flush()
+    if prior is not None:
+        ctx.log(f"resuming {out}: {len(state['results'])} result(s), {len(state['rows'])} row(s) already done")
+
+    # Seeding the global RNG too makes library code that draws from it (without a
+    # generator argument) reproducible from the config's seed.
+    torch.manual_seed(ctx.seed)
+    try:
+        module.run(copy.deepcopy(resolved), ctx)
+    except BaseException as e:
+        meta["status"] = "failed" if not isinstance(e, KeyboardInterrupt) else "interrupted"
+        meta["error"] = "".join(traceback.format_exception_only(type(e), e)).strip()
+        ctx.flush()
+        raise
+    meta["status"] = "complete"
+    meta.pop("error", None)
+    meta["end_time"] = _now()
+    table = ctx.final_table()
+    if table is not None:
+        atomic_write_bytes(out / TABLE_FILE, (table + "\n").encode())
+    ctx.flush()
+    if table is not None:
+        ctx.log(table)
+    ctx.log(f"results in {out} ({meta['wall_time_s']:.1f} s)")
+    return ctx
