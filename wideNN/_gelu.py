@@ -1,0 +1,143 @@
+r"""Closed-form dual kernels of the (exact, erf-based) GELU activation.
+
+GELU is :math:`\phi(u) = u\,\Phi(u)` with :math:`\Phi` the standard normal CDF
+(``torch.nn.functional.gelu(x, approximate="none")``); its derivative is
+:math:`\phi'(u) = \Phi(u) + u\,\varphi(u)` with :math:`\varphi` the standard
+normal pdf.  For :math:`(u, v) \sim N(0, [[k_{11}, k_{12}], [k_{12}, k_{22}]])`
+this module computes
+
+.. math::
+
+    T   = E[\phi(u)\phi(v)],\qquad  \dot T = E[\phi'(u)\phi'(v)].
+
+Closed forms
+------------
+Write :math:`S = (1+k_{11})(1+k_{22})`, :math:`D = S - k_{12}^2
+= 1 + k_{11} + k_{22} + (k_{11}k_{22} - k_{12}^2)` and
+:math:`A = \arcsin(k_{12}/\sqrt S) = \operatorname{atan2}(k_{12}, \sqrt D)`.
+Then
+
+.. math::
+
+    T &= \frac{k_{12}}{4} + \frac{k_{12} A}{2\pi}
+         + \frac{k_{11}k_{22} D + k_{12}^2}{2\pi\, S \sqrt D}, \\
+    \dot T &= \frac14 + \frac{A}{2\pi}
+         + \frac{k_{12}\,[(3 + k_{11} + k_{22}) D + k_{12}^2]}{2\pi\, S\, D^{3/2}}.
+
+On the diagonal (:math:`k_{11}=k_{12}=k_{22}=k`, so :math:`D = 1+2k`,
+:math:`A = \arcsin(k/(1+k))`):
+
+.. math::
+
+    E[\phi(u)^2]  &= \frac k4 + \frac{kA}{2\pi} + \frac{k^2}{\pi(1+k)\sqrt{1+2k}},\\
+    E[\phi'(u)^2] &= \frac14 + \frac{A}{2\pi} + \frac{k(3+5k)}{2\pi(1+k)(1+2k)^{3/2}}.
+
+Derivation (own; the result agrees with the GELU kernel of Tsuchida, Pearce,
+van der Heide, Roosta & Gallagher, "Avoiding kernel fixed points: computing
+with ELU and GELU infinite networks", AAAI 2021):
+
+* :math:`\Phi(u)\Phi(v) = P(a \le u, b \le v \mid u, v)` with
+  :math:`a, b \sim N(0,1)` independent of :math:`(u, v)`, so
+  :math:`T = E[u v\, 1\{p>0, q>0\}]` with :math:`p = u-a`, :math:`q = v-b`,
+  :math:`\operatorname{Var} p = 1+k_{11}`, :math:`\operatorname{Var} q = 1+k_{22}`,
+  :math:`\operatorname{Cov}(p,q) = k_{12}`, correlation :math:`\rho = k_{12}/\sqrt S`.
+* Regress :math:`u, v` on the standardized :math:`X = (p/s_1, q/s_2)` (correlation
+  matrix :math:`R`): :math:`u = c^\top X + e_1`, :math:`v = d^\top X + e_2` with
+  residuals independent of :math:`X`.  With the orthant moments
+  :math:`P = 1/4 + \arcsin\rho/(2\pi)` and
+  :math:`E[XX^\top 1\{X>0\}] = P R + \frac{\sqrt{1-\rho^2}}{2\pi}[[\rho,1],[1,\rho]]`,
+  :math:`T = k_{12} P + \frac{\sqrt{1-\rho^2}}{2\pi} c^\top [[\rho,1],[1,\rho]] d`,
+  which simplifies (using :math:`R^{-1}[[\rho,1],[1,\rho]] = [[0,1],[1,0]]`) to the
+  expression above.
+* :math:`\dot T = \partial T / \partial k_{12}` by Price's theorem
+  (R. Price, IRE Trans. Inf. Theory 1958: :math:`\partial_{k_{12}} E[f(u)g(v)]
+  = E[f'(u)g'(v)]` at fixed variances), using :math:`\partial_{k_{12}} A = D^{-1/2}`.
+
+Numerics
+--------
+For any positive semi-definite input :math:`D \ge 1 + k_{11} + k_{22} \ge 1`, so
+the formulas have no singularity at coincident points (:math:`k_{12}^2 =
+k_{11}k_{22}`, :math:`|\rho_{uv}| = 1`): the GELU kernels are real-analytic in
+:math:`(k_{11}, k_{12}, k_{22})` on a neighbourhood of the PSD cone, including at
+:math:`k \to 0` (no :math:`\sqrt{k}` appears).  Inputs slightly outside the
+cone because of rounding are therefore handled by the smooth analytic
+continuation (a hard clamp of :math:`k_{12}` would put a kink into the
+gradient exactly at coincident points).  :math:`D` is formed as
+:math:`1 + k_{11} + k_{22} + (k_{11}k_{22} - k_{12}^2)` to limit cancellation,
+:math:`\arcsin` is evaluated as ``atan2(k12, sqrt(D))`` (exact identity,
+well-conditioned as :math:`|\rho| \to 1`, and :math:`\sqrt{1-\rho^2} = \sqrt{D/S}`
+is never formed through a trig call).  As a guard against invalid input only,
+:math:`D` and :math:`1+k_{ii}` are floored at 1/2 — inactive on the valid domain
+(:math:`k_{ii} \ge 0`, :math:`k_{12}^2 \le k_{11}k_{22}` up to rounding), so
+autograd gradients there are the exact analytic ones.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = ["gelu_dual", "gelu_dual_diag"]
+
+_INV_2PI = 1.0 / (2.0 * math.pi)
+_INV_PI = 1.0 / math.pi
+# Floor for D and 1 + k (see module docstring): never active for valid kernels.
+_FLOOR = 0.5
+
+
+def _as_float_tensors(*xs):
+    ts = [torch.as_tensor(x) for x in xs]
+    dtype = ts[0].dtype
+    for t in ts[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    if not dtype.is_floating_point:
+        dtype = torch.get_default_dtype()
+    return [t.to(dtype) for t in ts]
+
+
+def gelu_dual(k11: Tensor, k12: Tensor, k22: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Dual kernels of GELU for a bivariate centred Gaussian.
+
+    Args:
+        k11, k22: variances of ``u`` and ``v``; k12: their covariance.  Any
+            broadcastable shapes (typically ``(N, 1)``, ``(N, M)``, ``(1, M)``).
+
+    Returns:
+        ``(T, Td)`` with ``T = E[gelu(u) gelu(v)]`` and
+        ``Td = E[gelu'(u) gelu'(v)]``, both of the broadcast shape.  See the
+        module docstring for the formulas and their derivation.
+    """
+    k11, k12, k22 = _as_float_tensors(k11, k12, k22)
+    a1 = torch.clamp_min(1.0 + k11, _FLOOR)  # Var(u - a)
+    a2 = torch.clamp_min(1.0 + k22, _FLOOR)  # Var(v - b)
+    s = a1 * a2
+    k12sq = k12 * k12
+    prod = k11 * k22
+    # D = S - k12^2, written to reduce cancellation near coincident points.
+    d = torch.clamp_min((1.0 + k11 + k22) + (prod - k12sq), _FLOOR)
+    sqrt_d = torch.sqrt(d)
+    ang = torch.atan2(k12, sqrt_d)  # = arcsin(k12 / sqrt(S))
+
+    t = k12 * (0.25 + _INV_2PI * ang) + _INV_2PI * (prod * d + k12sq) / (s * sqrt_d)
+    td = (0.25 + _INV_2PI * ang) + _INV_2PI * k12 * ((3.0 + k11 + k22) * d + k12sq) / (
+        s * d * sqrt_d
+    )
+    return t, td
+
+
+def gelu_dual_diag(k: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Diagonal dual kernels ``(E[gelu(u)^2], E[gelu'(u)^2])`` for ``u ~ N(0, k)``.
+
+    Equal to ``gelu_dual(k, k, k)`` (``D = 1 + 2k``, ``S = (1+k)^2``), written in
+    simplified form.
+    """
+    (k,) = _as_float_tensors(k)
+    a = torch.clamp_min(1.0 + k, _FLOOR)
+    d = torch.clamp_min(1.0 + 2.0 * k, _FLOOR)
+    sqrt_d = torch.sqrt(d)
+    ang = torch.atan2(k, sqrt_d)  # = arcsin(k / (1 + k))
+    t = k * (0.25 + _INV_2PI * ang) + _INV_PI * k * k / (a * sqrt_d)
+    td = (0.25 + _INV_2PI * ang) + _INV_2PI * k * (3.0 + 5.0 * k) / (a * d * sqrt_d)
+    return t, td
