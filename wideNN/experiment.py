@@ -400,6 +400,12 @@ def _device_name(dev: "torch.device") -> str:  # noqa: F821
 
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
+    try:  # platform.processor() is empty on most Linux systems
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
     return platform.processor() or platform.machine() or "cpu"
 
 

@@ -1,0 +1,12 @@
+"""wideNN: finite-width neural networks and their infinite-width limits, side by side.
+
+One ``Architecture`` yields a trainable network (``arch.build``), its analytic NNGP and NTK
+(``arch.kernels``), GPyTorch kernels, empirical kernels of finite networks, exact GP / NTK-GP
+inference and training utilities.  Conventions follow neural-tangents' ``stax``.
+"""
+from . import activations
+from .architecture import Architecture
+from .networks import Dense, Network
+from .analytic import kernels
+
+__version__ = "0.1.0"

@@ -1,0 +1,66 @@
+"""Input validation shared by the public functions: every check raises a clear error naming
+the offending argument instead of letting a NaN or a shape error surface deep inside."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def check_variance(name: str, value: Any, allow_zero: bool = True) -> None:
+    """Raise ValueError unless ``value`` (a number or tensor) is finite and non-negative."""
+    if isinstance(value, Tensor):
+        if not torch.is_floating_point(value):
+            raise TypeError(f"{name} must be a floating-point tensor or a number, got {value.dtype}")
+        if not bool(torch.isfinite(value).all()):
+            raise ValueError(f"{name} must be finite, got {value}")
+        bad = (value < 0) if allow_zero else (value <= 0)
+        if bool(bad.any()):
+            raise ValueError(f"{name} must be {'non-negative' if allow_zero else 'positive'}, got {value}")
+        return
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if v < 0 or (not allow_zero and v == 0):
+        raise ValueError(f"{name} must be {'non-negative' if allow_zero else 'positive'}, got {value}")
+
+
+def check_inputs(x1: Any, x2: Any = None, name1: str = "x1", name2: str = "x2",
+                 check_finite: bool = True) -> None:
+    """Validate one or two input batches of shape (..., N, features).
+
+    Raises TypeError for non-tensors, integer dtypes, mixed dtypes; ValueError for fewer than
+    2 dimensions, mismatched feature sizes, mixed devices, NaN/inf entries.
+    """
+    pairs = [(name1, x1)] + ([(name2, x2)] if x2 is not None else [])
+    for name, x in pairs:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if not torch.is_floating_point(x):
+            raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}; "
+                            f"convert with {name}.double() or {name}.float()")
+        if x.dim() < 2:
+            raise ValueError(f"{name} must have shape (N, features) (got {x.dim()}-D shape "
+                             f"{tuple(x.shape)}); for a single example use {name}.unsqueeze(0), "
+                             f"for scalar features {name}.unsqueeze(-1)")
+        if check_finite and not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} contains NaN or inf entries")
+    if x2 is not None:
+        if x1.shape[-1] != x2.shape[-1]:
+            raise ValueError(f"{name1} and {name2} have different feature sizes: "
+                             f"{x1.shape[-1]} vs {x2.shape[-1]}")
+        if x1.dtype != x2.dtype:
+            raise TypeError(f"{name1} and {name2} have different dtypes: {x1.dtype} vs {x2.dtype}")
+        if x1.device != x2.device:
+            raise ValueError(f"{name1} and {name2} are on different devices: {x1.device} vs {x2.device}")
+
+
+def check_same_place(x: Tensor, value: Any, name: str) -> None:
+    """A tensor hyperparameter must live on x's device (dtype is promoted, device is not)."""
+    if isinstance(value, Tensor) and value.device != x.device:
+        raise ValueError(f"{name} is on {value.device} but the inputs are on {x.device}")

@@ -1,0 +1,506 @@
+"""Activations and their dual kernels.
+
+Each activation is a parameter-free ``nn.Module`` (so it sits directly inside a finite
+network) that also knows its *dual kernels*: for (u, v) ~ N(0, [[k11, k12], [k12, k22]]),
+
+    T(k11, k12, k22)  = E[φ(u) φ(v)]        (drives the NNGP recursion)
+    Ṫ(k11, k12, k22)  = E[φ'(u) φ'(v)]      (drives the NTK recursion)
+
+and their diagonal versions (u = v ~ N(0, k)).  Closed forms are used where they exist;
+everything else falls back to Gauss–Hermite quadrature of configurable degree.
+
+Notation used in the closed forms: s = √(k11 k22), c = k12 / s (clamped to [-1, 1]),
+θ = arccos c.
+
+Accuracy of the quadrature fallback (float64, measured against the closed forms of relu /
+erf / sin in ``tests/test_activations.py``): for smooth activations (tanh, erf, sigmoid,
+softplus, silu) degree 32 gives relative errors around 1e-10 or better at |c| ≤ 0.99; for
+activations with a kink (relu, elu, abs) the error decays only algebraically with the
+degree (about 1e-3 relative at degree 32), so closed forms are preferred wherever one exists.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "Activation", "ReLU", "LeakyReLU", "Abs", "Erf", "GELU", "Sin", "Cos", "Identity",
+    "Step", "Tanh", "Sigmoid", "Softplus", "SiLU", "ELU", "Elementwise", "get",
+]
+
+_INV_2PI = 1.0 / (2.0 * math.pi)
+
+
+class _SafeArccos(torch.autograd.Function):
+    """arccos(clamp(c, -1, 1)) whose gradient is finite everywhere.
+
+    At |c| = 1 (coincident or antipodal inputs) the true derivative is infinite, but there the
+    correlation is constant in every hyperparameter, so its own derivative is exactly 0; we
+    return 0 instead of 0·∞ = NaN.
+    """
+
+    @staticmethod
+    def forward(ctx, c: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(c)
+        return torch.arccos(c.clamp(-1.0, 1.0))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        (c,) = ctx.saved_tensors
+        one_minus = (1.0 - c * c).clamp_min(0.0)
+        inside = one_minus > 0
+        denom = torch.where(inside, one_minus, torch.ones_like(one_minus)).sqrt()
+        return torch.where(inside, -grad / denom, torch.zeros_like(grad))
+
+
+def safe_arccos(c: Tensor) -> Tensor:
+    """arccos with input clamped to [-1, 1] and a finite (zero) gradient at |c| = 1."""
+    return _SafeArccos.apply(c)
+
+
+def _safe_sqrt(x: Tensor) -> Tensor:
+    """√max(x, 0) with a zero (not infinite) gradient at 0."""
+    pos = x > 0
+    return torch.where(pos, torch.where(pos, x, torch.ones_like(x)).sqrt(), torch.zeros_like(x))
+
+
+def _correlation(k11: Tensor, k12: Tensor, k22: Tensor) -> tuple[Tensor, Tensor]:
+    """(s, c) with s = √(k11 k22) and c = k12 / s clamped to [-1, 1] (c = 0 when s = 0)."""
+    prod = k11 * k22
+    s = _safe_sqrt(prod)
+    safe_s = torch.where(s > 0, s, torch.ones_like(s))
+    c = torch.where(s > 0, k12 / safe_s, torch.zeros_like(k12 * s))
+    return s, c.clamp(-1.0, 1.0)
+
+
+# ----------------------------------------------------------------------------- quadrature
+_GH_CACHE: dict[tuple[int, torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
+
+
+def _gauss_hermite(degree: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Nodes z and weights w with Σ w f(z) ≈ E[f(Z)], Z ~ N(0, 1)."""
+    key = (degree, dtype, device)
+    if key not in _GH_CACHE:
+        x, w = np.polynomial.hermite_e.hermegauss(degree)  # weight e^{-z²/2}
+        w = w / math.sqrt(2.0 * math.pi)
+        _GH_CACHE[key] = (torch.as_tensor(x, dtype=dtype, device=device),
+                          torch.as_tensor(w, dtype=dtype, device=device))
+    return _GH_CACHE[key]
+
+
+class Activation(nn.Module):
+    """An elementwise activation φ with its dual kernels.
+
+    Subclasses override ``forward`` (the torch function), and optionally ``dual`` /
+    ``dual_diag`` with closed forms.  The defaults integrate numerically with
+    Gauss–Hermite quadrature of degree ``quadrature_degree`` (per axis), using
+    ``derivative`` for φ'.
+    """
+
+    name: str = "activation"
+    #: whether ``dual`` is a closed form (False: quadrature)
+    closed_form: bool = False
+
+    def __init__(self, quadrature_degree: int = 32) -> None:
+        super().__init__()
+        if int(quadrature_degree) < 2:
+            raise ValueError(f"quadrature_degree must be >= 2, got {quadrature_degree}")
+        self.quadrature_degree = int(quadrature_degree)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        """φ'(x), by autograd unless a subclass knows it."""
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True) if not x.requires_grad else x
+            y = self.forward(xg)
+            (g,) = torch.autograd.grad(y.sum(), xg, create_graph=x.requires_grad)
+        return g
+
+    # -- dual kernels --------------------------------------------------------------
+    def dual(self, k11: Tensor, k12: Tensor, k22: Tensor) -> tuple[Tensor, Tensor]:
+        """(E[φ(u)φ(v)], E[φ'(u)φ'(v)]) for (u, v) ~ N(0, [[k11, k12], [k12, k22]]).
+
+        Shapes broadcast (typically k11 (N, 1), k12 (N, M), k22 (1, M)).
+        """
+        return self._quadrature_dual(k11, k12, k22)
+
+    def dual_diag(self, k: Tensor) -> tuple[Tensor, Tensor]:
+        """(E[φ(u)²], E[φ'(u)²]) for u ~ N(0, k)."""
+        z, w = _gauss_hermite(self.quadrature_degree, k.dtype, k.device)
+        u = _safe_sqrt(k).unsqueeze(-1) * z
+        t = (self.forward(u) ** 2 * w).sum(-1)
+        td = (self.derivative(u) ** 2 * w).sum(-1)
+        return t, td
+
+    def _quadrature_dual(self, k11: Tensor, k12: Tensor, k22: Tensor) -> tuple[Tensor, Tensor]:
+        # (u, v) = (√k11 z1, √k22 (c z1 + √(1-c²) z2)); loop over z1 nodes to keep the
+        # temporaries at (..., degree) instead of (..., degree²).
+        z, w = _gauss_hermite(self.quadrature_degree, k12.dtype, k12.device)
+        shape = torch.broadcast_shapes(k11.shape, k12.shape, k22.shape)
+        _, c = _correlation(k11, k12, k22)
+        c = c.expand(shape)
+        a1 = _safe_sqrt(k11).expand(shape)
+        a2 = _safe_sqrt(k22).expand(shape)
+        sc = _safe_sqrt(1.0 - c * c)
+        t = torch.zeros(shape, dtype=k12.dtype, device=k12.device)
+        td = torch.zeros_like(t)
+        for i in range(z.numel()):
+            u = a1 * z[i]
+            v = a2.unsqueeze(-1) * (c.unsqueeze(-1) * z[i] + sc.unsqueeze(-1) * z)
+            pu, dpu = self.forward(u), self.derivative(u)
+            pv, dpv = self.forward(v), self.derivative(v)
+            t = t + w[i] * pu * (pv * w).sum(-1)
+            td = td + w[i] * dpu * (dpv * w).sum(-1)
+        return t, td
+
+    def extra_repr(self) -> str:
+        return "" if self.closed_form else f"quadrature_degree={self.quadrature_degree}"
+
+
+# ----------------------------------------------------------------------------- closed forms
+class ReLU(Activation):
+    """φ(u) = max(u, 0).  Arc-cosine kernel of order 1 (Cho & Saul 2009), no factor 2:
+
+        E[φφ]   = s/(2π) · (√(1−c²) + (π − θ) c)
+        E[φ'φ'] = (π − θ)/(2π)
+    """
+
+    name = "relu"
+    closed_form = True
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(x)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return (x > 0).to(x.dtype)
+
+    def dual(self, k11, k12, k22):
+        s, c = _correlation(k11, k12, k22)
+        pi_minus_theta = math.pi - safe_arccos(c)
+        t = s * _INV_2PI * (_safe_sqrt(1.0 - c * c) + pi_minus_theta * c)
+        return t, pi_minus_theta * _INV_2PI
+
+    def dual_diag(self, k):
+        return 0.5 * k, torch.full_like(k, 0.5)
+
+
+class LeakyReLU(Activation):
+    """φ(u) = max(u, 0) + α·min(u, 0) with α = ``negative_slope``.
+
+        E[φφ]   = s/(2π) · ((1−α)² √(1−c²) + ((1+α²)(π−θ) + 2αθ) c)
+        E[φ'φ'] = ((1+α²)(π−θ) + 2αθ)/(2π)
+    """
+
+    name = "leaky_relu"
+    closed_form = True
+
+    def __init__(self, negative_slope: float = 0.01) -> None:
+        super().__init__()
+        if not math.isfinite(float(negative_slope)):
+            raise ValueError(f"negative_slope must be finite, got {negative_slope}")
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.nn.functional.leaky_relu(x, self.negative_slope)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        one = torch.ones_like(x)
+        return torch.where(x > 0, one, one * self.negative_slope)
+
+    def dual(self, k11, k12, k22):
+        a = self.negative_slope
+        s, c = _correlation(k11, k12, k22)
+        theta = safe_arccos(c)
+        mix = (1 + a * a) * (math.pi - theta) + 2 * a * theta
+        t = s * _INV_2PI * ((1 - a) ** 2 * _safe_sqrt(1.0 - c * c) + mix * c)
+        return t, mix * _INV_2PI
+
+    def dual_diag(self, k):
+        a = self.negative_slope
+        return 0.5 * (1 + a * a) * k, torch.full_like(k, 0.5 * (1 + a * a))
+
+    def extra_repr(self) -> str:
+        return f"negative_slope={self.negative_slope}"
+
+
+class Abs(LeakyReLU):
+    """φ(u) = |u| (leaky ReLU with slope −1): E[φφ] = s/π (2√(1−c²) + (π − 2θ) c), E[φ'φ'] = 1 − 2θ/π."""
+
+    name = "abs"
+
+    def __init__(self) -> None:
+        super().__init__(negative_slope=-1.0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.abs()
+
+    def extra_repr(self) -> str:
+        return ""
+
+
+class Erf(Activation):
+    """φ(u) = erf(u) (Williams 1997):
+
+        E[φφ]   = (2/π) arcsin(2 k12 / √((1 + 2k11)(1 + 2k22)))
+        E[φ'φ'] = (4/π) / √((1 + 2k11)(1 + 2k22) − 4 k12²)
+    """
+
+    name = "erf"
+    closed_form = True
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.erf(x)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return (2.0 / math.sqrt(math.pi)) * torch.exp(-x * x)
+
+    def dual(self, k11, k12, k22):
+        a = 1.0 + 2.0 * k11
+        b = 1.0 + 2.0 * k22
+        t = (2.0 / math.pi) * torch.arcsin((2.0 * k12 / torch.sqrt(a * b)).clamp(-1.0, 1.0))
+        # a·b − 4k12² ≥ 1 + 2(k11 + k22) > 0 by Cauchy–Schwarz, so no clamp is needed for PSD input
+        td = (4.0 / math.pi) / torch.sqrt(a * b - 4.0 * k12 * k12)
+        return t, td
+
+    def dual_diag(self, k):
+        a = 1.0 + 2.0 * k
+        t = (2.0 / math.pi) * torch.arcsin(2.0 * k / a)
+        td = (4.0 / math.pi) / torch.sqrt(1.0 + 4.0 * k)
+        return t, td
+
+
+class GELU(Activation):
+    """φ(u) = u Φ(u) (exact GELU); closed-form duals in ``wideNN._gelu`` when available."""
+
+    name = "gelu"
+
+    def __init__(self, quadrature_degree: int = 32) -> None:
+        super().__init__(quadrature_degree)
+        try:
+            from . import _gelu  # noqa: F401
+            self.closed_form = True
+        except ImportError:  # pragma: no cover - closed form is optional at import time
+            self.closed_form = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.nn.functional.gelu(x)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        cdf = 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+        pdf = torch.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+        return cdf + x * pdf
+
+    def dual(self, k11, k12, k22):
+        if self.closed_form:
+            from ._gelu import gelu_dual
+            return gelu_dual(k11, k12, k22)
+        return super().dual(k11, k12, k22)
+
+    def dual_diag(self, k):
+        if self.closed_form:
+            from ._gelu import gelu_dual_diag
+            return gelu_dual_diag(k)
+        return super().dual_diag(k)
+
+
+class Sin(Activation):
+    """φ(u) = sin(u):  E[φφ] = ½(e^{−(k11+k22−2k12)/2} − e^{−(k11+k22+2k12)/2}),
+    E[φ'φ'] = E[cos u cos v] = ½(e^{−(k11+k22−2k12)/2} + e^{−(k11+k22+2k12)/2})."""
+
+    name = "sin"
+    closed_form = True
+    _sign = -1.0
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.sin(x)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return torch.cos(x)
+
+    @staticmethod
+    def _pair(k11, k12, k22):
+        # written as two decaying exponentials so nothing overflows for large variances
+        half = 0.5 * (k11 + k22)
+        return 0.5 * torch.exp(k12 - half), 0.5 * torch.exp(-k12 - half)
+
+    def dual(self, k11, k12, k22):
+        a, b = self._pair(k11, k12, k22)
+        return a + self._sign * b, a - self._sign * b
+
+    def dual_diag(self, k):
+        return self.dual(k, k, k)
+
+
+class Cos(Sin):
+    """φ(u) = cos(u):  E[φφ] = ½(e^{−(k11+k22−2k12)/2} + e^{−(k11+k22+2k12)/2}),  E[φ'φ'] = E[sin u sin v]."""
+
+    name = "cos"
+    _sign = 1.0
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cos(x)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return -torch.sin(x)
+
+
+class Identity(Activation):
+    """φ(u) = u:  E[φφ] = k12,  E[φ'φ'] = 1 (a deep linear network)."""
+
+    name = "identity"
+    closed_form = True
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return torch.ones_like(x)
+
+    def dual(self, k11, k12, k22):
+        t = k12 + 0.0 * (k11 + k22)  # broadcast to the joint shape
+        return t, torch.ones_like(t)
+
+    def dual_diag(self, k):
+        return k, torch.ones_like(k)
+
+
+class Step(Activation):
+    """φ(u) = 1[u > 0] (Heaviside):  E[φφ] = (π − θ)/(2π),  E[φ'φ'] = 0.
+
+    φ' = 0 almost everywhere, so no gradient reaches the layers below a step: the NTK
+    recursion keeps only its K term, Θ^{l+1} = K^{l+1}, and the output NTK equals the output
+    NNGP (training such a network by gradient descent moves only its readout layer and
+    biases of the last layer; the infinite-width dynamics are those of readout-only training).
+    """
+
+    name = "step"
+    closed_form = True
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x > 0).to(x.dtype)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return torch.zeros_like(x)
+
+    def dual(self, k11, k12, k22):
+        _, c = _correlation(k11, k12, k22)
+        t = (math.pi - safe_arccos(c)) * _INV_2PI
+        return t, torch.zeros_like(t)
+
+    def dual_diag(self, k):
+        return torch.full_like(k, 0.5), torch.zeros_like(k)
+
+
+# ----------------------------------------------------------------------------- quadrature only
+class Tanh(Activation):
+    """φ(u) = tanh(u); duals by Gauss–Hermite quadrature."""
+
+    name = "tanh"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.tanh(x)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return 1.0 - torch.tanh(x) ** 2
+
+
+class Sigmoid(Activation):
+    """φ(u) = 1/(1 + e^{−u}); duals by Gauss–Hermite quadrature."""
+
+    name = "sigmoid"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.sigmoid(x)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        s = torch.sigmoid(x)
+        return s * (1.0 - s)
+
+
+class Softplus(Activation):
+    """φ(u) = log(1 + e^{u}); duals by Gauss–Hermite quadrature."""
+
+    name = "softplus"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.nn.functional.softplus(x)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return torch.sigmoid(x)
+
+
+class SiLU(Activation):
+    """φ(u) = u·σ(u) (swish); duals by Gauss–Hermite quadrature."""
+
+    name = "silu"
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.nn.functional.silu(x)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        s = torch.sigmoid(x)
+        return s * (1.0 + x * (1.0 - s))
+
+
+class ELU(Activation):
+    """φ(u) = u for u > 0, α(e^{u} − 1) otherwise; duals by Gauss–Hermite quadrature."""
+
+    name = "elu"
+
+    def __init__(self, alpha: float = 1.0, quadrature_degree: int = 32) -> None:
+        super().__init__(quadrature_degree)
+        self.alpha = float(alpha)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.nn.functional.elu(x, self.alpha)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        return torch.where(x > 0, torch.ones_like(x), self.alpha * torch.exp(x.clamp_max(0.0)))
+
+
+class Elementwise(Activation):
+    """Any elementwise torch function ``fn``; φ' by autograd, duals by Gauss–Hermite quadrature."""
+
+    name = "elementwise"
+
+    def __init__(self, fn: Callable[[Tensor], Tensor], quadrature_degree: int = 32,
+                 name: str | None = None) -> None:
+        super().__init__(quadrature_degree)
+        if not callable(fn):
+            raise TypeError(f"Elementwise needs a callable, got {type(fn).__name__}")
+        probe = torch.linspace(-1, 1, 5, dtype=torch.float64)
+        out = fn(probe)
+        if not isinstance(out, Tensor) or out.shape != probe.shape:
+            raise ValueError("Elementwise fn must map a tensor to a tensor of the same shape")
+        self.fn = fn
+        if name is not None:
+            self.name = name
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fn(x)
+
+    def extra_repr(self) -> str:
+        return f"fn={getattr(self.fn, '__name__', repr(self.fn))}, {super().extra_repr()}"
+
+
+_REGISTRY: dict[str, type[Activation]] = {
+    cls.name: cls for cls in
+    (ReLU, LeakyReLU, Abs, Erf, GELU, Sin, Cos, Identity, Step, Tanh, Sigmoid, Softplus, SiLU, ELU)
+}
+
+
+def get(activation: str | Activation) -> Activation:
+    """An ``Activation`` from a name in ``wideNN.activations`` or an ``Activation`` itself."""
+    if isinstance(activation, Activation):
+        return activation
+    if isinstance(activation, str):
+        key = activation.lower()
+        if key not in _REGISTRY:
+            raise ValueError(f"unknown activation {activation!r}; choose one of "
+                             f"{sorted(_REGISTRY)} or pass wn.activations.Elementwise(fn)")
+        return _REGISTRY[key]()
+    raise TypeError(f"activation must be a name or a wideNN.activations.Activation, "
+                    f"got {type(activation).__name__}")

@@ -1,0 +1,262 @@
+"""Analytic NNGP and NTK of fully-connected networks (the infinite-width limit).
+
+With σ_w² = ``weight_variance``, σ_b² = ``bias_variance``, d the input dimension and φ the
+activation (dual kernels T, Ṫ from ``wideNN.activations``):
+
+    K¹(x, x') = σ_b² + σ_w² x·x'/d,                       Θ¹ = K¹
+    K^{l+1}   = σ_b² + σ_w² T(K^l),                        Θ^{l+1} = K^{l+1} + σ_w² Ṫ(K^l) Θ^l
+
+and the output kernels are K^{depth+1}, Θ^{depth+1} (NTK parameterization, as in
+neural-tangents' ``stax``).  In the standard parameterization the NNGP is the same and the
+NTK depends on the hidden widths n_l:
+
+    Θ¹ = x·x' + 1,   Θ^{l+1} = n_l T(K^l) + 1 + σ_w² Ṫ(K^l) Θ^l.
+
+Memory is bounded by tiling the N×M outputs; the tile size is chosen automatically
+(``block_size`` overrides it).  Without autograd and for ReLU a fused in-place recursion in
+normalised coordinates is used (one GEMM, one arccos and a few in-cache passes per layer);
+it computes the same numbers as the generic path.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from . import activations as _acts
+from ._checks import check_inputs, check_same_place, check_variance
+
+__all__ = ["kernels"]
+
+# bytes of one tile of one N×M array (the fast path keeps ~6 such arrays alive)
+_CPU_TILE_BYTES = 512 * 1024
+_CUDA_TILE_BYTES = 256 * 1024 * 1024
+
+
+def kernels(
+    x1: Tensor,
+    x2: Tensor | None = None,
+    *,
+    depth: int,
+    activation: str | _acts.Activation,
+    weight_variance: float | Tensor,
+    bias_variance: float | Tensor,
+    parameterization: str = "ntk",
+    widths: Sequence[int] | None = None,
+    diag: bool = False,
+    compute_ntk: bool = True,
+    block_size: int | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """Output-layer NNGP K and NTK Θ between ``x1`` (…, N, d) and ``x2`` (…, M, d).
+
+    ``x2=None`` means x1 against itself.  ``diag=True`` returns only K(x1_i, x2_i) (x2 defaults
+    to x1), shape (…, N), in O(N) memory.  Tensor variances may require grad (the generic
+    autograd-friendly path is then used) and may carry a batch shape broadcasting with the
+    leading dimensions of x.  Returns ``(nngp, ntk)``; ``ntk`` is None when
+    ``compute_ntk=False``.  See the module docstring for the recursion.
+    """
+    act = _acts.get(activation)
+    depth = _check_depth(depth)
+    check_variance("weight_variance", weight_variance)
+    check_variance("bias_variance", bias_variance)
+    if parameterization not in ("ntk", "standard"):
+        raise ValueError(f"parameterization must be 'ntk' or 'standard', got {parameterization!r}")
+    check_inputs(x1, x2)
+    for name, v in (("weight_variance", weight_variance), ("bias_variance", bias_variance)):
+        check_same_place(x1, v, name)
+    if compute_ntk and parameterization == "standard":
+        widths = _check_widths(widths, depth)
+    if block_size is not None and int(block_size) < 1:
+        raise ValueError(f"block_size must be a positive integer, got {block_size}")
+
+    if diag:
+        if x2 is not None and x2.shape != x1.shape:
+            raise ValueError(f"diag=True needs x1 and x2 of the same shape, got "
+                             f"{tuple(x1.shape)} and {tuple(x2.shape)}")
+        return _diag(x1, x2, act, depth, weight_variance, bias_variance, parameterization,
+                     widths, compute_ntk)
+
+    needs_grad = torch.is_grad_enabled() and any(
+        isinstance(t, Tensor) and t.requires_grad for t in (x1, x2, weight_variance, bias_variance))
+    fast = (not needs_grad and type(act) is _acts.ReLU and parameterization == "ntk"
+            and x1.dim() == 2 and not isinstance(weight_variance, Tensor)
+            and not isinstance(bias_variance, Tensor))
+    if fast:
+        out = _relu_tiled(x1, x2, depth, float(weight_variance), float(bias_variance),
+                          compute_ntk, block_size)
+        if out is not None:
+            return out
+    return _generic_tiled(x1, x2, act, depth, weight_variance, bias_variance, parameterization,
+                          widths, compute_ntk, block_size)
+
+
+# ----------------------------------------------------------------------------- checks
+def _check_depth(depth) -> int:
+    if isinstance(depth, bool) or not isinstance(depth, int) and not (
+            isinstance(depth, float) and depth.is_integer()):
+        raise TypeError(f"depth must be an integer, got {depth!r}")
+    if int(depth) < 0:
+        raise ValueError(f"depth must be >= 0 (number of hidden layers), got {depth}")
+    return int(depth)
+
+
+def _check_widths(widths, depth: int) -> list[int]:
+    if widths is None:
+        raise ValueError("the standard-parameterization NTK depends on the hidden widths: "
+                         "pass widths=[n_1, ..., n_depth] (or an int for all layers)")
+    if isinstance(widths, int):
+        widths = [widths] * depth
+    widths = [int(w) for w in widths]
+    if len(widths) != depth or any(w < 1 for w in widths):
+        raise ValueError(f"widths must list {depth} positive hidden widths, got {widths}")
+    return widths
+
+
+def _shaped(v, x: Tensor, extra: int):
+    """A hyperparameter as a number, or as a tensor broadcasting over x's batch dims plus
+    ``extra`` trailing kernel dims."""
+    if isinstance(v, Tensor):
+        v = v.to(dtype=x.dtype)
+        return v.reshape(v.shape + (1,) * extra)
+    return float(v)
+
+
+# ----------------------------------------------------------------------------- generic path
+def _recursion(g, n1, n2, d, act, depth, w, b, param, widths, compute_ntk, same):
+    """The layer recursion on any broadcastable (g, n1, n2) = (x·x'/d, |x|²/d, |x'|²/d).
+
+    ``same``: x and x' coincide (diagonal), so the 1-D ``dual_diag`` is used throughout.
+    """
+    k = b + w * g
+    k1 = b + w * n1
+    k2 = k1 if same else b + w * n2
+    th = None
+    if compute_ntk:
+        th = k if param == "ntk" else d * g + 1.0
+    for layer in range(depth):
+        t, td = act.dual_diag(k) if same else act.dual(k1, k, k2)
+        k = b + w * t
+        if compute_ntk:
+            grad_term = w * td * th
+            th = (k if param == "ntk" else widths[layer] * t + 1.0) + grad_term
+        if not same:
+            k1 = b + w * act.dual_diag(k1)[0]
+            k2 = b + w * act.dual_diag(k2)[0]
+    return k, th
+
+
+def _diag(x1, x2, act, depth, w, b, param, widths, compute_ntk):
+    d = x1.shape[-1]
+    wv, bv = _shaped(w, x1, 1), _shaped(b, x1, 1)
+    n1 = (x1 * x1).sum(-1) / d
+    if x2 is None:
+        return _recursion(n1, n1, n1, d, act, depth, wv, bv, param, widths, compute_ntk, True)
+    n2 = (x2 * x2).sum(-1) / d
+    g = (x1 * x2).sum(-1) / d
+    return _recursion(g, n1, n2, d, act, depth, wv, bv, param, widths, compute_ntk, False)
+
+
+def _auto_rows(m: int, x: Tensor, arrays: int) -> int:
+    budget = _CUDA_TILE_BYTES if x.is_cuda else 8 * _CPU_TILE_BYTES
+    return max(16, budget // max(1, m * x.element_size() * max(1, arrays // 4)))
+
+
+def _generic_tiled(x1, x2, act, depth, w, b, param, widths, compute_ntk, block_size):
+    d = x1.shape[-1]
+    xb = x1 if x2 is None else x2
+    wv, bv = _shaped(w, x1, 2), _shaped(b, x1, 2)
+    n2 = ((xb * xb).sum(-1) / d).unsqueeze(-2)
+    m = xb.shape[-2]
+    rows = int(block_size) if block_size else _auto_rows(m, x1, arrays=12)
+    nngp_parts, ntk_parts = [], []
+    for start in range(0, x1.shape[-2], rows):
+        xa = x1[..., start:start + rows, :]
+        n1 = ((xa * xa).sum(-1) / d).unsqueeze(-1)
+        g = xa @ xb.transpose(-1, -2) / d
+        k, th = _recursion(g, n1, n2, d, act, depth, wv, bv, param, widths, compute_ntk, False)
+        nngp_parts.append(k)
+        ntk_parts.append(th)
+    nngp = torch.cat(nngp_parts, dim=-2) if len(nngp_parts) > 1 else nngp_parts[0]
+    if not compute_ntk:
+        return nngp, None
+    ntk = torch.cat(ntk_parts, dim=-2) if len(ntk_parts) > 1 else ntk_parts[0]
+    return nngp, ntk
+
+
+# ----------------------------------------------------------------------------- fused ReLU path
+def _relu_tiled(x1, x2, depth, w, b, compute_ntk, block_size):
+    """ReLU, NTK parameterization, no autograd: tiled, in place, in normalised coordinates.
+
+    With r = K(x, x)^{-1/2} the recursion is run on c = K r r' and q = Θ r r':
+        c' = σ_b² r₊ r₊' + A ⊙ (√(1−c²) + (π−θ) c),   q' = c' + A ⊙ (π−θ) ⊙ q,
+    A = (σ_w²/2π) (r₊/r) ⊗ (r₊'/r'), r₊ the next layer's r (ReLU: K₊(x,x) = σ_b² + σ_w² K(x,x)/2).
+    The first layer's c is a single GEMM of row-scaled inputs with one extra column for σ_b².
+    Returns None when some input has zero variance (normalisation undefined).
+    """
+    symmetric = x2 is None
+    xb = x1 if symmetric else x2
+    d = x1.shape[-1]
+    k1 = b + w * (x1 * x1).sum(-1) / d
+    k2 = k1 if symmetric else b + w * (xb * xb).sum(-1) / d
+    if bool((k1 <= 0).any()) or bool((k2 <= 0).any()):
+        return None
+
+    def augment(x, k):
+        r = k.rsqrt()
+        cols = [x * (r * math.sqrt(w / d)).unsqueeze(-1)]
+        if b > 0:
+            cols.append((r * math.sqrt(b)).unsqueeze(-1))
+        return torch.cat(cols, dim=-1)
+
+    a1 = augment(x1, k1)
+    a2 = a1 if symmetric else augment(xb, k2)
+    # per-layer diagonal variances (vectors, cheap): kd[l] for l = 0..depth
+    def diag_chain(k):
+        chain = [k]
+        for _ in range(depth):
+            chain.append(b + 0.5 * w * chain[-1])
+        return chain
+
+    chain1 = diag_chain(k1)
+    chain2 = chain1 if symmetric else diag_chain(k2)
+    n, m = x1.shape[0], xb.shape[0]
+    nngp = torch.empty(n, m, dtype=x1.dtype, device=x1.device)
+    ntk = torch.empty_like(nngp) if compute_ntk else None
+    if block_size:
+        tile = int(block_size)
+    else:
+        budget = _CUDA_TILE_BYTES if x1.is_cuda else _CPU_TILE_BYTES
+        tile = max(32, int(math.sqrt(budget / x1.element_size())))
+    one = torch.ones((), dtype=x1.dtype, device=x1.device)
+    for i in range(0, n, tile):
+        for j in range(i if symmetric else 0, m, tile):
+            ri, rj = slice(i, i + tile), slice(j, j + tile)
+            c = a1[ri] @ a2[rj].T
+            q = c.clone() if compute_ntk else None
+            for layer in range(depth):
+                kd1, kn1 = chain1[layer][ri], chain1[layer + 1][ri]
+                kd2, kn2 = chain2[layer][rj], chain2[layer + 1][rj]
+                c.clamp_(-1.0, 1.0)
+                p = torch.arccos(c).neg_().add_(math.pi)               # π − θ
+                s = torch.addcmul(one, c, c, value=-1.0).clamp_(min=0.0).sqrt_()
+                s.addcmul_(p, c)                                      # √(1−c²) + (π−θ)c
+                scale = torch.outer((kd1 / kn1).sqrt_().mul_(w / (2 * math.pi)), (kd2 / kn2).sqrt_())
+                s.mul_(scale)
+                if b > 0:
+                    s.addr_(kn1.rsqrt() * b, kn2.rsqrt())
+                if compute_ntk:
+                    q.mul_(p).mul_(scale).add_(s)
+                c = s
+            back = torch.outer(chain1[depth][ri].sqrt(), chain2[depth][rj].sqrt())
+            c.mul_(back)
+            nngp[ri, rj] = c
+            if symmetric and j != i:
+                nngp[rj, ri] = c.T
+            if compute_ntk:
+                q.mul_(back)
+                ntk[ri, rj] = q
+                if symmetric and j != i:
+                    ntk[rj, ri] = q.T
+    return nngp, ntk

@@ -1,0 +1,135 @@
+"""``Architecture``: one description of a fully-connected network that yields the finite
+network, its analytic NNGP and NTK, and (via ``wideNN.NNGPKernel``/``NTKKernel``) GPyTorch
+kernels."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from . import activations as _acts
+from ._checks import check_variance
+from .analytic import _check_depth, kernels as _kernels
+from .networks import Network
+
+__all__ = ["Architecture"]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Architecture:
+    """A fully-connected architecture: ``depth`` hidden layers with activation φ.
+
+    Args:
+        depth: number of hidden layers (0 is a linear readout).
+        activation: a name (``"relu"``, ``"erf"``, …; see ``wideNN.activations``) or an
+            ``Activation`` object such as ``wn.activations.LeakyReLU(0.1)``.
+        weight_variance: σ_w² ≥ 0 (a float, or a tensor to differentiate kernels through).
+        bias_variance: σ_b² ≥ 0.
+        parameterization: ``"ntk"`` (z = √(σ_w²/n) W x + σ_b b with W, b ~ N(0, 1)) or
+            ``"standard"`` (W ~ N(0, σ_w²/n), b ~ N(0, σ_b²)).
+
+    Kernels follow the recursion in ``wideNN.analytic``:
+    K¹ = σ_b² + σ_w² x·x'/d, K^{l+1} = σ_b² + σ_w² E[φ(u)φ(v)], Θ^{l+1} = K^{l+1} + σ_w² E[φ'(u)φ'(v)] Θ^l.
+    """
+
+    depth: int
+    activation: str | _acts.Activation = "relu"
+    weight_variance: float | Tensor = 2.0
+    bias_variance: float | Tensor = 0.0
+    parameterization: str = "ntk"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "depth", _check_depth(self.depth))
+        check_variance("weight_variance", self.weight_variance)
+        check_variance("bias_variance", self.bias_variance)
+        if self.parameterization not in ("ntk", "standard"):
+            raise ValueError(f"parameterization must be 'ntk' or 'standard', got {self.parameterization!r}")
+        object.__setattr__(self, "_phi", _acts.get(self.activation))
+
+    # -- identity --------------------------------------------------------------------
+    @property
+    def phi(self) -> _acts.Activation:
+        """The resolved activation module."""
+        return self._phi  # type: ignore[attr-defined]
+
+    def replace(self, **changes) -> "Architecture":
+        """A copy with some fields changed (e.g. fitted variances)."""
+        return dataclasses.replace(self, **changes)
+
+    def _key(self):
+        def num(v):
+            return float(v) if not isinstance(v, Tensor) or v.numel() == 1 else tuple(v.tolist())
+        act = self.activation if isinstance(self.activation, str) else repr(self.activation)
+        return (self.depth, act, num(self.weight_variance), num(self.bias_variance), self.parameterization)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Architecture) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        def fmt(v):
+            return f"{float(v):g}" if not isinstance(v, Tensor) or v.numel() == 1 else repr(v)
+        act = self.activation if isinstance(self.activation, str) else repr(self.activation)
+        return (f"Architecture(depth={self.depth}, activation={act!r}, "
+                f"weight_variance={fmt(self.weight_variance)}, bias_variance={fmt(self.bias_variance)}, "
+                f"parameterization={self.parameterization!r})")
+
+    @property
+    def name(self) -> str:
+        """The seed slides' label: ``GP-depth-σ_w²-σ_b²``."""
+        return f"GP-{self.depth}-{float(self.weight_variance):.2f}-{float(self.bias_variance):.2f}"
+
+    # -- finite network ----------------------------------------------------------------
+    def build(self, in_features: int, width: int | Sequence[int], out_features: int, *,
+              seed: int | None = None, dtype: torch.dtype = torch.float32,
+              device: torch.device | str | None = None) -> Network:
+        """A finite network (``wideNN.networks.Network``, an ``nn.Sequential``).
+
+        ``width`` is one int for every hidden layer or a list of ``depth`` widths.  The same
+        ``seed`` gives the same parameters on every dtype and device.
+        """
+        if isinstance(self.weight_variance, Tensor) and self.weight_variance.numel() != 1:
+            raise ValueError("build() needs scalar variances")
+        widths = [width] * self.depth if isinstance(width, int) else list(width)
+        if len(widths) != self.depth:
+            raise ValueError(f"width must be an int or a list of {self.depth} hidden widths, got {width}")
+        for name, v in (("in_features", in_features), ("out_features", out_features), *(
+                (f"width[{i}]", w) for i, w in enumerate(widths))):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating-point dtype, got {dtype}")
+        return Network(self, in_features, widths, out_features, seed=seed, dtype=dtype, device=device)
+
+    # -- analytic kernels ----------------------------------------------------------------
+    def kernels(self, x1: Tensor, x2: Tensor | None = None, *, diag: bool = False,
+                widths: Sequence[int] | int | None = None,
+                block_size: int | None = None) -> tuple[Tensor, Tensor]:
+        """``(nngp, ntk)`` between x1 (…, N, d) and x2 (…, M, d); x2=None: x1 with itself.
+
+        ``diag=True``: only the diagonal, shape (…, N), in O(N) memory.  ``widths`` (hidden
+        widths) is required for the NTK in the standard parameterization.  ``block_size``
+        overrides the automatic tiling.
+        """
+        return _kernels(x1, x2, depth=self.depth, activation=self.phi,
+                        weight_variance=self.weight_variance, bias_variance=self.bias_variance,
+                        parameterization=self.parameterization, widths=widths, diag=diag,
+                        block_size=block_size)
+
+    def nngp(self, x1: Tensor, x2: Tensor | None = None, *, diag: bool = False,
+             block_size: int | None = None) -> Tensor:
+        """The NNGP kernel K^{depth+1}(x1, x2) (see ``kernels``)."""
+        return _kernels(x1, x2, depth=self.depth, activation=self.phi,
+                        weight_variance=self.weight_variance, bias_variance=self.bias_variance,
+                        parameterization=self.parameterization, diag=diag, compute_ntk=False,
+                        block_size=block_size)[0]
+
+    def ntk(self, x1: Tensor, x2: Tensor | None = None, *, diag: bool = False,
+            widths: Sequence[int] | int | None = None, block_size: int | None = None) -> Tensor:
+        """The NTK Θ^{depth+1}(x1, x2) (see ``kernels``)."""
+        return self.kernels(x1, x2, diag=diag, widths=widths, block_size=block_size)[1]

@@ -1,0 +1,98 @@
+"""Finite fully-connected networks in the NTK or the standard parameterization.
+
+Parameters are drawn W ~ N(0, 1), b ~ N(0, 1) and layer l maps width n to n':
+
+- ``"ntk"``:      z = √(σ_w²/n) · W x + σ_b · b
+- ``"standard"``: W ~ N(0, σ_w²/n), b ~ N(0, σ_b²), z = W x + b
+
+Both give the same function distribution at initialization (hence the same NNGP); the NTK
+and the gradient-descent dynamics differ.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from . import activations as _acts
+from ._checks import check_variance
+
+__all__ = ["Dense", "Network"]
+
+
+class Dense(nn.Module):
+    """A fully-connected layer with explicit parameterization.
+
+    ``weight`` (out, in) and ``bias`` (out,) are the trainable parameters; the layer computes
+    z = weight_scale · x Wᵀ + bias_scale · b with (weight_scale, bias_scale) =
+    (√(σ_w²/in), σ_b) in the NTK parameterization and (1, 1) in the standard one, where the
+    variances are absorbed into the initial draw instead.
+    """
+
+    def __init__(self, in_features: int, out_features: int, weight_variance: float,
+                 bias_variance: float, parameterization: str = "ntk", *,
+                 generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str | None = None) -> None:
+        super().__init__()
+        if in_features < 1 or out_features < 1:
+            raise ValueError(f"Dense needs positive sizes, got {in_features} -> {out_features}")
+        check_variance("weight_variance", weight_variance)
+        check_variance("bias_variance", bias_variance)
+        if parameterization not in ("ntk", "standard"):
+            raise ValueError(f"parameterization must be 'ntk' or 'standard', got {parameterization!r}")
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.weight_variance, self.bias_variance = float(weight_variance), float(bias_variance)
+        self.parameterization = parameterization
+        # draw in float64 on the CPU so one seed gives the same network on every dtype/device
+        w = torch.randn(out_features, in_features, generator=generator, dtype=torch.float64)
+        b = torch.randn(out_features, generator=generator, dtype=torch.float64)
+        if parameterization == "ntk":
+            self.weight_scale = math.sqrt(self.weight_variance / in_features)
+            self.bias_scale = math.sqrt(self.bias_variance)
+        else:
+            w = w * math.sqrt(self.weight_variance / in_features)
+            b = b * math.sqrt(self.bias_variance)
+            self.weight_scale, self.bias_scale = 1.0, 1.0
+        self.weight = nn.Parameter(w.to(dtype=dtype, device=device))
+        self.bias = nn.Parameter(b.to(dtype=dtype, device=device))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 2:
+            return torch.addmm(self.bias * self.bias_scale, x, self.weight.T, alpha=self.weight_scale)
+        return torch.nn.functional.linear(x, self.weight * self.weight_scale, self.bias * self.bias_scale)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_features} -> {self.out_features}, weight_variance={self.weight_variance}, "
+                f"bias_variance={self.bias_variance}, parameterization={self.parameterization!r}")
+
+
+class Network(nn.Sequential):
+    """Dense → φ → Dense → φ → … → Dense: ``depth`` hidden layers of the given widths.
+
+    A plain ``nn.Sequential`` (so any tool that walks Sequential models works on it), with the
+    architecture recorded in ``arch``, ``widths``, ``in_features`` and ``out_features``.
+    """
+
+    def __init__(self, arch, in_features: int, widths: Sequence[int], out_features: int, *,
+                 seed: int | None = None, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str | None = None) -> None:
+        generator = None
+        if seed is not None:
+            generator = torch.Generator().manual_seed(int(seed))
+        sizes = [int(in_features), *[int(w) for w in widths], int(out_features)]
+        layers: list[nn.Module] = []
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            if i > 0:
+                layers.append(arch.phi)
+            layers.append(Dense(n_in, n_out, arch.weight_variance, arch.bias_variance,
+                                arch.parameterization, generator=generator, dtype=dtype, device=device))
+        super().__init__(*layers)
+        self.arch = arch
+        self.widths = list(sizes[1:-1])
+        self.in_features, self.out_features = sizes[0], sizes[-1]
+
+    def dense_layers(self) -> list[Dense]:
+        """The Dense layers, input to output."""
+        return [m for m in self if isinstance(m, Dense)]
