@@ -122,9 +122,11 @@ class Standardization:
     def fit(cls, x: torch.Tensor) -> "Standardization":
         """Statistics of the columns of a 2-D tensor (population std, ``ddof=0``)."""
         _check_matrix(x, "x")
-        mean = x.mean(dim=0)
-        std = x.std(dim=0, correction=0)
-        std = torch.where(std > 0, std, torch.ones_like(std))
+        # Constant columns are detected exactly: their float mean can be off by an ulp,
+        # which would leave tiny non-zero values instead of an exact zero column.
+        constant = (x == x[:1]).all(dim=0)
+        mean = torch.where(constant, x[0], x.mean(dim=0))
+        std = torch.where(constant, torch.ones_like(mean), x.std(dim=0, correction=0))
         return cls(mean=mean, std=std)
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
@@ -302,14 +304,14 @@ def balanced_subset_indices(labels: np.ndarray | torch.Tensor, n: int, num_class
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0 or n % num_classes:
         raise ValueError(f"subset size must be a positive multiple of {num_classes}, got {n!r}")
     per_class = n // num_classes
-    chosen = []
-    for c in range(num_classes):
-        idx = np.flatnonzero(labels == c)
-        if idx.size < per_class:
-            raise ValueError(
-                f"class {c} has only {idx.size} examples in the pool, {per_class} needed for n={n}"
-            )
-        chosen.append(idx[:per_class])
+    by_class = [np.flatnonzero(labels == c) for c in range(num_classes)]
+    short = [f"class {c} ({idx.size})" for c, idx in enumerate(by_class) if idx.size < per_class]
+    if short:
+        raise ValueError(
+            f"n={n} needs {per_class} examples of each class; too few in the pool for "
+            + ", ".join(short)
+        )
+    chosen = [idx[:per_class] for idx in by_class]
     return np.sort(np.concatenate(chosen))
 
 
@@ -469,7 +471,7 @@ def load_mnist(
     All four md5s are verified against the published values before parsing.
     ``n_train=None``: the whole 50k pool (the first 50k training images, not class-balanced);
     otherwise the Lee et al. subset (first ``n_train/10`` of each class in the pool;
-    ``n_train`` a multiple of 10, at most 45,060 — class 5 has 4,506 pool images).
+    ``n_train`` a multiple of 10, at most 45,060: class 5 has 4,506 pool images).
     ``n_test=None``: all 10k test images; otherwise the first ``n_test``.
     ``x``: ``(N, 784)`` pixel / 255 in ``[0, 1]``. ``meta["train_index"]``: indices into the
     60k training set.
