@@ -36,6 +36,7 @@ import json
 import math
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -53,6 +54,8 @@ CONFIG_FILE = "config.yaml"
 TABLE_FILE = "table.txt"
 _RESERVED = ("experiment",)
 _DTYPES = ("float32", "float64")
+# PyYAML follows YAML 1.1, where "1e-3" (no dot) is a string, not a float.
+_SCI_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 
 class ConfigError(ValueError):
@@ -182,6 +185,8 @@ def apply_overrides(cfg: Mapping, overrides: Iterable[str]) -> dict:
             raise ConfigError(f"--set {item!r}: empty key")
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
+            if isinstance(value, str) and _SCI_FLOAT.match(value.strip()):
+                value = float(value)
         except yaml.YAMLError as e:
             raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {e}") from None
         node = out
@@ -212,6 +217,8 @@ def _check(key: str, value: Any, default: Any, errors: list[str]) -> Any:
     elif isinstance(default, int):
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif isinstance(default, float):
+        if isinstance(value, str) and _SCI_FLOAT.match(value.strip()):
+            return float(value)
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         if ok:
             return float(value)
@@ -687,7 +694,10 @@ def run_experiment(
     except BaseException as e:
         meta["status"] = "failed" if not isinstance(e, KeyboardInterrupt) else "interrupted"
         meta["error"] = "".join(traceback.format_exception_only(type(e), e)).strip()
-        ctx.flush()
+        try:
+            ctx.flush()
+        except Exception:  # e.g. the disk is what failed; the original error matters more
+            pass
         raise
     meta["status"] = "complete"
     meta.pop("error", None)
