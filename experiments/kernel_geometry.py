@@ -144,7 +144,8 @@ def run(cfg: dict, ctx) -> None:
             wp.finish(ax, xlabel="angle θ between inputs",
                       ylabel=f"{sym}(x, x') / {sym}(x, x)",
                       title=f"{name.upper()}, {act}, σ_w²={cfg['weight_variance']:g}, σ_b²={cfg['bias_variance']:g}",
-                      legend=(j == len(acts) - 1 and row == 0))
+                      legend=(j == len(acts) - 1 and row == 0),
+                      legend_loc="outside" if len(depths) > 6 else "best")
     ctx.savefig(fig, "kernel_vs_angle.png")
 
     fig, axes = wp.figure(1, len(acts), squeeze=False)

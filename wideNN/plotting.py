@@ -72,7 +72,10 @@ def figure(nrows: int = 1, ncols: int = 1, size: tuple[float, float] | None = No
 
 def finish(ax: Axes, xlabel: str | None = None, ylabel: str | None = None, title: str | None = None,
            legend: bool = True, legend_loc: str = "best") -> Axes:
-    """Label ``ax`` and add a legend when any artist has a label. Returns ``ax``."""
+    """Label ``ax`` and add a legend when any artist has a label. Returns ``ax``.
+
+    ``legend_loc="outside"`` puts the legend to the right of the axes (for long legends).
+    """
     if xlabel is not None:
         ax.set_xlabel(xlabel)
     if ylabel is not None:
@@ -83,7 +86,10 @@ def finish(ax: Axes, xlabel: str | None = None, ylabel: str | None = None, title
         handles, labels = ax.get_legend_handles_labels()
         if handles:
             with style():
-                ax.legend(loc=legend_loc)
+                if legend_loc == "outside":
+                    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5))
+                else:
+                    ax.legend(loc=legend_loc)
     return ax
 
 
