@@ -1,0 +1,146 @@
+"""Dense linear algebra for kernel matrices: jittered Cholesky, stable spectral functions.
+
+Kernel matrices of deep networks are PSD in exact arithmetic but often numerically singular
+(near-duplicate inputs, deep ReLU kernels whose correlations all approach 1).  The helpers here
+make the failure modes explicit:
+
+* ``cholesky(A)`` factors A + εI with ε escalating from 0 through ``jitters`` (relative to the
+  mean diagonal) and raises ``NotPSDError`` naming every jitter tried when all fail.  With
+  ``overwrite=True`` the factor is written into A's own memory (no second N×N buffer), which
+  is what bounds the memory of large GP solves; a failed attempt then rebuilds A from the
+  callable that made it.
+* ``eigh_psd(A)`` is a symmetric eigendecomposition whose small negative eigenvalues
+  (round-off) are clipped to zero and whose clearly negative ones raise ``NotPSDError``.
+* ``flow_weights(lam, s)`` = (1 − e^{−s λ})/λ computed with ``expm1`` (no cancellation for
+  small sλ) and equal to its limit s at λ = 0; s = ∞ gives the pseudo-inverse 1/λ.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["NotPSDError", "cholesky", "cholesky_differentiable", "eigh_psd", "flow_weights", "DEFAULT_JITTERS"]
+
+# relative to mean(diag(A)); 0 first so a well-conditioned matrix is factored exactly
+DEFAULT_JITTERS: tuple[float, ...] = (0.0, 1e-10, 1e-8, 1e-6, 1e-4)
+
+
+class NotPSDError(ValueError):
+    """A kernel matrix is not (numerically) positive (semi-)definite."""
+
+
+def cholesky(
+    a: Tensor | Callable[[], Tensor],
+    jitters: Sequence[float] = DEFAULT_JITTERS,
+    *,
+    overwrite: bool = False,
+    name: str = "kernel matrix",
+) -> tuple[Tensor, float]:
+    """Lower Cholesky factor of A + εI with the smallest working ε from ``jitters``.
+
+    Args:
+        a: a symmetric (…, N, N) tensor, or a zero-argument callable returning a fresh one
+            (used with ``overwrite=True`` to rebuild A after a failed in-place attempt).
+        jitters: relative jitters tried in order; the absolute jitter is
+            ``jitter * mean(diag(A))`` (per batch element's mean for a batch).
+        overwrite: factor in place: the returned L shares A's memory and A is destroyed.
+        name: what A is, for the error message.
+
+    Returns ``(L, jitter)`` with the relative jitter that was used.
+    Raises ``NotPSDError`` listing every jitter tried when none gives a factorization.
+    """
+    build = a if callable(a) else None
+    mat = build() if build is not None else a
+    if mat.dim() < 2 or mat.shape[-1] != mat.shape[-2]:
+        raise ValueError(f"{name} must be square, got shape {tuple(mat.shape)}")
+    if not bool(torch.isfinite(mat.diagonal(dim1=-2, dim2=-1)).all()):
+        raise NotPSDError(f"{name} has NaN or infinite diagonal entries")
+    if len(jitters) == 0:
+        raise ValueError("jitters must not be empty")
+    scale = mat.diagonal(dim1=-2, dim2=-1).mean(-1).abs().clamp_min(torch.finfo(mat.dtype).tiny)
+    tried: list[float] = []
+    for attempt, jitter in enumerate(jitters):
+        if attempt > 0 and overwrite:
+            if build is None:
+                raise RuntimeError("overwrite=True retries need a callable that rebuilds the matrix")
+            mat = build()
+        work = mat if overwrite else mat.clone()
+        if jitter:
+            work.diagonal(dim1=-2, dim2=-1).add_(jitter * scale.unsqueeze(-1))
+        # The transposed view is column-major, which lets LAPACK/cuSOLVER factor in place;
+        # A is symmetric, so it is the same matrix.
+        info = torch.empty(work.shape[:-2], dtype=torch.int32, device=work.device)
+        torch.linalg.cholesky_ex(work.mT, out=(work.mT, info))
+        tried.append(jitter)
+        if not bool((info != 0).any()):
+            return work.mT, float(jitter)
+        if overwrite:
+            del work, mat
+    raise NotPSDError(
+        f"{name} is not positive definite: Cholesky failed with relative jitters {tried} "
+        f"(absolute jitter = relative × mean diagonal {float(scale.max()):.3g}). Check the inputs "
+        f"for NaNs or duplicates, add noise_variance > 0, or use float64.")
+
+
+def cholesky_differentiable(a: Tensor, jitters: Sequence[float] = DEFAULT_JITTERS,
+                            name: str = "kernel matrix") -> tuple[Tensor, float]:
+    """As ``cholesky`` but out of place and differentiable with respect to ``a``."""
+    scale = a.detach().diagonal(dim1=-2, dim2=-1).mean(-1).abs().clamp_min(torch.finfo(a.dtype).tiny)
+    if not bool(torch.isfinite(a.detach()).all()):
+        raise NotPSDError(f"{name} has NaN or infinite entries")
+    eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+    tried = []
+    for jitter in jitters:
+        work = a + (jitter * scale)[..., None, None] * eye if jitter else a
+        L, info = torch.linalg.cholesky_ex(work)
+        tried.append(jitter)
+        if not bool((info != 0).any()):
+            return L, float(jitter)
+    raise NotPSDError(f"{name} is not positive definite: Cholesky failed with relative jitters "
+                      f"{tried} (absolute jitter = relative × mean diagonal {float(scale.max()):.3g})")
+
+
+def eigh_psd(a: Tensor, *, name: str = "kernel matrix", rtol: float | None = None) -> tuple[Tensor, Tensor]:
+    """Eigendecomposition A = V diag(λ) Vᵀ of a symmetric PSD matrix, λ clipped at 0.
+
+    Eigenvalues below ``-rtol · max|λ|`` mean A is not PSD and raise ``NotPSDError``
+    (default rtol: 100 · N · machine epsilon, the size of round-off in λ); those in between
+    are round-off and are set to 0.
+    """
+    if a.dim() < 2 or a.shape[-1] != a.shape[-2]:
+        raise ValueError(f"{name} must be square, got shape {tuple(a.shape)}")
+    if not bool(torch.isfinite(a).all()):
+        raise NotPSDError(f"{name} has NaN or infinite entries")
+    lam, vec = torch.linalg.eigh(a)
+    top = lam.abs().amax(-1, keepdim=True)
+    if rtol is None:
+        rtol = 100 * a.shape[-1] * torch.finfo(a.dtype).eps
+    if bool((lam < -rtol * top).any()):
+        raise NotPSDError(f"{name} is not positive semi-definite: smallest eigenvalue "
+                          f"{float(lam.min()):.3g} vs largest {float(top.max()):.3g}")
+    return lam.clamp_min(0.0), vec
+
+
+def flow_weights(lam: Tensor, s: Tensor, *, rcond: float | None = None) -> Tensor:
+    """f(λ, s) = (1 − e^{−sλ})/λ, broadcasting λ (…, N) against s (…, 1).
+
+    Stable for all λ ≥ 0: ``-expm1(-sλ)/λ`` has no cancellation for small sλ, and the λ → 0
+    limit s is used where λ is zero.  For s = ∞ the result is 1/λ on eigenvalues above
+    ``rcond · max λ`` (default N · eps) and 0 below (a pseudo-inverse: those directions are
+    never fitted, as gradient flow never fits a zero-eigenvalue direction).
+    """
+    s = torch.as_tensor(s, dtype=lam.dtype, device=lam.device)
+    n = lam.shape[-1]
+    if rcond is None:
+        rcond = n * torch.finfo(lam.dtype).eps
+    cut = rcond * lam.amax(-1, keepdim=True)
+    positive = lam > cut
+    safe = torch.where(positive, lam, torch.ones_like(lam))
+    finite = torch.isfinite(s)
+    s_fin = torch.where(finite, s, torch.zeros_like(s))
+    f_fin = torch.where(lam > 0, -torch.expm1(-s_fin * torch.where(lam > 0, lam, torch.ones_like(lam)))
+                        / torch.where(lam > 0, lam, torch.ones_like(lam)), s_fin)
+    f_inf = torch.where(positive, 1.0 / safe, torch.zeros_like(lam))
+    return torch.where(finite, f_fin, f_inf)
