@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
+import runpy
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-import yaml
 
 import wideNN
 from wideNN import experiment as ex
@@ -103,13 +101,19 @@ def test_list_shows_experiments_and_their_configs(dirs, capsys):
     assert "orphan.yaml" in captured.err and "'gone'" in captured.err
 
 
-def test_list_of_the_repository_via_python_m():
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WIDENN_")}
-    p = subprocess.run([sys.executable, "-m", "wideNN", "list"], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr
-    assert "kernel_geometry" in p.stdout
-    assert "configs/kernel_geometry.yaml" in p.stdout and "configs/kernel_geometry_full.yaml" in p.stdout
+def test_python_m_widenn_lists_the_repository(monkeypatch: pytest.MonkeyPatch, capsys):
+    # runpy executes wideNN/__main__.py as `python -m wideNN` would, without paying
+    # for a second interpreter that re-imports torch.
+    for var in ("WIDENN_EXPERIMENTS_DIR", "WIDENN_CONFIGS_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(REPO)
+    monkeypatch.setattr(sys, "argv", ["wideNN", "list"])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_module("wideNN", run_name="__main__")
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "kernel_geometry" in out
+    assert "configs/kernel_geometry.yaml" in out and "configs/kernel_geometry_full.yaml" in out
 
 
 # ---------------------------------------------------------------- kernel_geometry end to end

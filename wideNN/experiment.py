@@ -153,7 +153,7 @@ def load_experiment(name: str, exp_dir: str | os.PathLike | None = None) -> Modu
 
 
 def load_config(path: str | os.PathLike) -> dict:
-    """Read a config YAML (a mapping with an ``experiment`` key)."""
+    """Read a config YAML (a mapping; its ``experiment`` key may also come from an override)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist")
@@ -163,8 +163,6 @@ def load_config(path: str | os.PathLike) -> dict:
         raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(p)!r} must be a mapping of keys to values")
-    if "experiment" not in data:
-        raise ConfigError(f"config file {str(p)!r} has no 'experiment' key")
     return data
 
 
@@ -465,7 +463,7 @@ class Context:
         self.quiet = quiet
         self._state = state
         self._table: tuple[list[dict], list[str] | None] | None = None
-        self._reused: set[str] = set()
+        self._t0 = time.perf_counter()
 
     # ---- results
 
@@ -501,7 +499,6 @@ class Context:
         """
         key = str(key)
         if key in self._state["results"]:
-            self._reused.add(key)
             return self._state["results"][key]
         return self.record(key, fn())
 
@@ -581,7 +578,7 @@ class Context:
     def flush(self) -> None:
         """Write results.json now (atomic)."""
         meta = self._state["metadata"]
-        meta["wall_time_s"] = time.perf_counter() - self._t0 if hasattr(self, "_t0") else 0.0
+        meta["wall_time_s"] = time.perf_counter() - self._t0
         data = json.dumps(self._state, indent=1, allow_nan=False).encode()
         atomic_write_bytes(self.out_dir / RESULTS_FILE, data)
 
@@ -626,7 +623,9 @@ def run_experiment(
     else:
         raw, stem = load_config(config), Path(config).stem
     raw = apply_overrides(raw, overrides)
-    module = load_experiment(raw.get("experiment"), experiments_dir)
+    if "experiment" not in raw:
+        raise ConfigError(f"config {stem!r} has no 'experiment' key (the name of a module in experiments/)")
+    module = load_experiment(raw["experiment"], experiments_dir)
     resolved = resolve_config(raw, module.DEFAULTS)
     dev = resolve_device(device)
 
@@ -681,7 +680,6 @@ def run_experiment(
 
     atomic_write_bytes(out / CONFIG_FILE, yaml.safe_dump(to_jsonable(resolved), sort_keys=False).encode())
     ctx = Context(out, resolved, dev, state, quiet=quiet)
-    ctx._t0 = time.perf_counter()
     ctx.flush()
     if prior is not None:
         ctx.log(f"resuming {out}: {len(state['results'])} result(s), {len(state['rows'])} row(s) already done")
