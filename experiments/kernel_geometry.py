@@ -13,7 +13,8 @@ Results (results.json, section ``results``):
   ``nngp_diag`` / ``ntk_diag`` (K(x,x), Θ(x,x)), and the flatness summaries
   ``nngp_at_half_pi``, ``nngp_at_pi``, ``ntk_at_half_pi``;
 * ``prior/<activation>``: ``t`` (grid), ``samples`` (num_samples lists), ``jitter``
-  (added to the diagonal to factorize the NNGP covariance of the depth-``prior.depth`` network).
+  (relative to the mean diagonal; added to factorize the NNGP covariance of the
+  depth-``prior.depth`` network, starting from ``prior.jitter``).
 
 Figures: ``kernel_vs_angle.png`` (NNGP top row, NTK bottom row, one column per
 activation) and ``prior_samples.png``.
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 import wideNN as wn
+from wideNN import linalg
 from wideNN import plotting as wp
 
 DEFAULTS = {
@@ -59,19 +61,6 @@ def _circle(t: torch.Tensor, dim: int, radius: float) -> torch.Tensor:
 def _arch(cfg: dict, depth: int, activation: str) -> "wn.Architecture":
     return wn.Architecture(depth=depth, activation=activation, weight_variance=cfg["weight_variance"],
                            bias_variance=cfg["bias_variance"], parameterization="ntk")
-
-
-def _jittered_cholesky(k: torch.Tensor, jitter: float, tries: int = 8) -> tuple[torch.Tensor, float]:
-    # A depth-10 kernel on a fine grid is numerically rank deficient; grow a
-    # relative diagonal jitter by 10x until the factorization succeeds.
-    scale = float(k.diagonal().mean())
-    eye = torch.eye(k.shape[0], dtype=k.dtype, device=k.device)
-    for i in range(tries):
-        eps = jitter * scale * 10.0**i
-        chol, info = torch.linalg.cholesky_ex(k + eps * eye)
-        if int(info) == 0:
-            return chol, eps
-    raise RuntimeError(f"NNGP covariance not positive definite even with jitter {eps:.3g}")
 
 
 def run(cfg: dict, ctx) -> None:
@@ -127,7 +116,10 @@ def run(cfg: dict, ctx) -> None:
 
     def prior_samples(act: str, offset: int) -> dict:
         k = _arch(cfg, p["depth"], act).nngp(xp)
-        chol, eps = _jittered_cholesky(k, p["jitter"])
+        # A deep kernel on a fine grid is numerically rank deficient: start at the
+        # configured relative jitter and escalate through the library's defaults.
+        jitters = [p["jitter"], *(j for j in linalg.DEFAULT_JITTERS if j > p["jitter"])]
+        chol, eps = linalg.cholesky(k, jitters, name=f"depth-{p['depth']} {act} NNGP prior covariance")
         z = torch.randn(p["num_points"], p["num_samples"], generator=ctx.generator(offset), **opts)
         return {"t": t, "samples": (chol @ z).T, "jitter": eps}
 
