@@ -8,5 +8,8 @@ from . import activations
 from .architecture import Architecture
 from .networks import Dense, Network
 from .analytic import kernels
+from .gp_kernels import NNGPKernel, NTKKernel
+from .prediction import Posterior, posterior, log_marginal_likelihood
+from .selection import FitResult, fit_hyperparameters
 
 __version__ = "0.1.0"
