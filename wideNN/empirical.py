@@ -1,0 +1,383 @@
+"""Empirical NTK and NNGP of finite PyTorch models, computed with ``torch.func``.
+
+For a model f: (N, …) → (N, O) with trainable parameters θ,
+
+    Θ(x, x')[o, o'] = Σ_p ∂f_o(x)/∂θ_p · ∂f_o'(x')/∂θ_p          (empirical NTK)
+    K(x, x')[o, o'] = f_o(x) · f_o'(x')                           (empirical NNGP of one draw)
+
+returned as ``mode="full"`` (N, M, O, O), ``"diagonal"`` (N, M, O) (o = o') or ``"trace"``
+(N, M), the MEAN over outputs of the diagonal, so that it converges to the analytic kernel of
+``wideNN.analytic`` as the width grows.
+
+Methods for the NTK (all give the same numbers up to rounding):
+
+- ``"jacobian"``: per-example Jacobians (``vmap(jacrev(...))``), contracted parameter by
+  parameter with matrix products.  Memory O(chunk·O·P).
+- ``"ntk_vp"``: NTK-vector products: a ``vjp`` of f(x2) for each output cotangent, then a
+  ``jvp`` of f(x1) along the resulting parameter tangent.  The Jacobian is never formed.
+- ``"structured"``: for MLPs (``wideNN.Network`` or an ``nn.Sequential`` of ``nn.Linear`` and
+  elementwise activations) the layer formula of ``wideNN._structured``: a handful of GEMMs per
+  layer instead of O(N·M·O²·P) work.
+- ``"auto"``: ``structured`` when it applies, otherwise ``jacobian``.
+
+Both x1 and x2 are tiled into blocks of ``chunk_size`` examples (chosen from a memory budget
+when None), so N = 10k never needs the N·O·P Jacobian at once.  The model is left as it was:
+parameters are read detached, buffers are passed as copies (so even a train-mode update of
+running statistics cannot leak back), the module's mode is not touched, and parameters with
+``requires_grad=False`` are treated as constants (their terms drop out of Θ).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, jacrev, jvp, stack_module_state, vjp, vmap
+
+from . import _structured
+from ._checks import check_inputs
+
+__all__ = ["empirical_ntk", "empirical_nngp"]
+
+_MODES = ("trace", "diagonal", "full")
+_METHODS = ("auto", "jacobian", "ntk_vp", "structured")
+
+
+# ----------------------------------------------------------------------------- validation
+def _check_mode(mode: str) -> None:
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+
+
+def _check_batches(x1: Tensor, x2: Tensor | None) -> None:
+    check_inputs(x1, x2)
+    for name, x in (("x1", x1), ("x2", x2)):
+        if x is not None and x.shape[0] == 0:
+            raise ValueError(f"{name} is an empty batch (shape {tuple(x.shape)}); "
+                             f"empirical kernels need at least one example")
+    if x2 is not None and x1.shape[1:] != x2.shape[1:]:
+        raise ValueError(f"x1 and x2 have different per-example shapes: "
+                         f"{tuple(x1.shape[1:])} vs {tuple(x2.shape[1:])}")
+
+
+def _check_model(model: nn.Module, x: Tensor) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    for name, p in list(model.named_parameters()) + list(model.named_buffers()):
+        if not torch.is_floating_point(p):
+            continue
+        if p.dtype != x.dtype:
+            raise TypeError(f"the model's {name} is {p.dtype} but the inputs are {x.dtype}; "
+                            f"convert one of them (e.g. model.to({x.dtype}) or x.to({p.dtype}))")
+        if p.device != x.device:
+            raise ValueError(f"the model's {name} is on {p.device} but the inputs are on {x.device}")
+
+
+def _split_state(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """(trainable parameters, constants): detached trainable parameters, and copies of the
+    buffers (plus frozen parameters) so that functional calls cannot modify the model."""
+    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    consts = {n: b.detach().clone() for n, b in model.named_buffers()}
+    consts.update({n: p.detach() for n, p in model.named_parameters() if not p.requires_grad})
+    return params, consts
+
+
+def _out_dim(fn: Callable[[Tensor], Tensor], x: Tensor) -> int:
+    with torch.no_grad():
+        y = fn(x[:1])
+    if y.dim() == 0 or y.shape[0] != 1:
+        raise ValueError(f"the model must map a batch of N examples to a batch of N outputs; "
+                         f"a batch of 1 gave output shape {tuple(y.shape)}")
+    return max(1, int(math.prod(y.shape[1:])))
+
+
+# ----------------------------------------------------------------------------- tiling
+def _memory_budget(device: torch.device) -> int:
+    """Bytes one tile's intermediates may use: a quarter of free GPU memory, or an eighth of
+    available RAM on the CPU, clamped to [256 MiB, 4 GiB]."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(max(256 << 20, free // 4))
+    try:
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        avail = 8 << 30
+    return int(min(4 << 30, max(256 << 20, avail // 8)))
+
+
+def _auto_chunk(per_example_bytes: float, device: torch.device, n: int) -> int:
+    return int(max(1, min(n, _memory_budget(device) // max(1.0, per_example_bytes))))
+
+
+def _check_chunk(chunk_size: int | None) -> None:
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
+                                   or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+
+
+def _swap(block: Tensor, mode: str) -> Tensor:
+    """Θ(x', x) from Θ(x, x'): swap the example axes (and the output axes in full mode)."""
+    return block.permute(1, 0, 3, 2) if mode == "full" else block.transpose(0, 1)
+
+
+def _tiled(x1: Tensor, x2: Tensor | None, chunk: int, tail: tuple[int, ...],
+           featurize: Callable[[Tensor], object], pair: Callable[[object, object], Tensor],
+           mode: str) -> Tensor:
+    """Assemble the (N, M, *tail) kernel from blocks of ``chunk`` rows and columns.
+
+    Features of the current row block are computed once and reused across its columns; with
+    x2=None only the upper triangle of blocks is computed and mirrored."""
+    sym = x2 is None
+    xb = x2 if x2 is not None else x1
+    n, m = x1.shape[0], xb.shape[0]
+    starts1 = list(range(0, n, chunk))
+    starts2 = list(range(0, m, chunk))
+    if len(starts1) == 1 and len(starts2) == 1:
+        f1 = featurize(x1)
+        return pair(f1, f1 if sym else featurize(xb))
+    out = torch.empty((n, m, *tail), dtype=x1.dtype, device=x1.device)
+    for i in starts1:
+        f1 = featurize(x1[i:i + chunk])
+        for j in starts2:
+            if sym and j < i:
+                continue
+            f2 = f1 if sym and j == i else featurize(xb[j:j + chunk])
+            block = pair(f1, f2)
+            out[i:i + chunk, j:j + chunk] = block
+            if sym and j > i:
+                out[j:j + chunk, i:i + chunk] = _swap(block, mode)
+            del f2, block
+    return out
+
+
+def _tail(mode: str, o: int) -> tuple[int, ...]:
+    return {"full": (o, o), "diagonal": (o,), "trace": ()}[mode]
+
+
+# ----------------------------------------------------------------------------- contractions
+def _contract_jacobians(j1: dict[str, Tensor], j2: dict[str, Tensor], mode: str) -> Tensor:
+    """Σ_p J1[n, o, p] J2[m, o', p] in the requested mode, one GEMM per parameter tensor."""
+    out: Tensor | None = None
+    for name, a in j1.items():
+        b = j2[name]
+        n, o, m = a.shape[0], a.shape[1], b.shape[0]
+        if mode == "trace":
+            term = a.reshape(n, -1) @ b.reshape(m, -1).T
+        elif mode == "diagonal":
+            term = torch.bmm(a.reshape(n, o, -1).transpose(0, 1),
+                             b.reshape(m, o, -1).permute(1, 2, 0)).permute(1, 2, 0)
+        else:
+            term = (a.reshape(n * o, -1) @ b.reshape(m * o, -1).T).view(n, o, m, o).permute(0, 2, 1, 3)
+        out = term if out is None else out + term
+    assert out is not None
+    return out
+
+
+def _finish(theta: Tensor, mode: str, o: int) -> Tensor:
+    return (theta / o if mode == "trace" else theta).contiguous()
+
+
+# ----------------------------------------------------------------------------- NTK
+def empirical_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None = None, *, mode: str = "trace",
+                  method: str = "auto", chunk_size: int | None = None) -> Tensor:
+    """Empirical neural tangent kernel Θ(x1, x2) of ``model`` at its current parameters.
+
+    Θ(x, x')[o, o'] = Σ_p ∂f_o(x)/∂θ_p · ∂f_o'(x')/∂θ_p over the parameters with
+    ``requires_grad=True``; f(x) is the model applied to the single example x (outputs of shape
+    (1, …) are flattened to O values).
+
+    Args:
+        model: any ``nn.Module`` mapping a batch (N, …) to a batch of outputs (N, …).
+        x1: (N, …) inputs.  x2: (M, …) inputs, or None for x1 against itself.
+        mode: ``"full"`` → (N, M, O, O); ``"diagonal"`` → (N, M, O), Θ[n, m, o, o];
+            ``"trace"`` → (N, M), the mean over o of Θ[n, m, o, o].
+        method: ``"jacobian"``, ``"ntk_vp"``, ``"structured"`` (MLPs only) or ``"auto"``
+            (structured when the model is an MLP of dense layers and elementwise
+            activations, else jacobian).
+        chunk_size: rows/columns per tile; None picks one from the memory budget.
+
+    The model is not modified (parameters, buffers and train/eval mode stay as they were).
+    Raises ValueError for mismatched inputs, an empty batch, a model without trainable
+    parameters, or ``method="structured"`` on a model it does not support.
+    """
+    _check_mode(mode)
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    _check_chunk(chunk_size)
+    _check_batches(x1, x2)
+    _check_model(model, x1)
+    params, consts = _split_state(model)
+    if not params:
+        raise ValueError(f"{type(model).__name__} has no trainable parameters "
+                         f"(none with requires_grad=True), so its NTK is identically zero")
+
+    layers = _structured.parse(model) if x1.dim() == 2 else None
+    if method == "structured" and layers is None:
+        reason = (_structured.unsupported_reason(model)
+                  or f"the inputs are {x1.dim()}-D, not (N, features)")
+        raise ValueError(f"method='structured' does not support this model: {reason}; "
+                         f"use method='jacobian' or 'ntk_vp'")
+    if method == "auto":
+        method = "structured" if layers is not None else "jacobian"
+
+    if method == "structured":
+        return _ntk_structured(layers, x1, x2, mode, chunk_size)
+
+    def f_batch(p: dict[str, Tensor], x: Tensor) -> Tensor:
+        y = functional_call(model, (p, consts), (x,))
+        return y.reshape(x.shape[0], -1)
+
+    o = _out_dim(lambda x: f_batch(params, x), x1)
+    n_params = sum(p.numel() for p in params.values())
+    itemsize = x1.element_size()
+    n_max = max(x1.shape[0], x2.shape[0] if x2 is not None else 0)
+    if method == "jacobian":
+        def f_single(p: dict[str, Tensor], x: Tensor) -> Tensor:
+            return f_batch(p, x.unsqueeze(0))[0]
+
+        jac = vmap(jacrev(f_single), in_dims=(None, 0))
+        # jacrev holds the O-fold batched backward pass next to the Jacobian itself
+        chunk = chunk_size or _auto_chunk(3.0 * o * n_params * itemsize, x1.device, n_max)
+        theta = _tiled(x1, x2, chunk, _tail(mode, o), lambda x: jac(params, x),
+                       lambda a, b: _contract_jacobians(a, b, mode), mode)
+        return _finish(theta, mode, o)
+
+    # ntk_vp: a tile of M columns needs M·O parameter tangents at once
+    chunk = chunk_size or _auto_chunk(3.0 * o * n_params * itemsize, x1.device, n_max)
+
+    def pair(xa: Tensor, xb: Tensor) -> Tensor:
+        return _ntk_vp_block(f_batch, params, xa, xb, mode)
+
+    theta = _tiled(x1, x2, chunk, _tail(mode, o), lambda x: x, pair, mode)
+    return _finish(theta, mode, o)
+
+
+def _ntk_vp_block(f_batch: Callable, params: dict[str, Tensor], xa: Tensor, xb: Tensor,
+                  mode: str) -> Tensor:
+    """Θ(xa, xb) column by column: for each output (m, o') of f(xb), the parameter tangent
+    v = J_b[m, o']ᵀ (a vjp), then J_a v (a jvp) gives Θ[:, m, :, o']."""
+    fb, pullback = vjp(lambda p: f_batch(p, xb), params)
+    m, o = fb.shape
+    cotangents = torch.eye(m * o, dtype=fb.dtype, device=fb.device).view(m * o, m, o)
+    tangents = vmap(pullback)(cotangents)[0]
+
+    def push(t: dict[str, Tensor]) -> Tensor:
+        return jvp(lambda p: f_batch(p, xa), (params,), (t,))[1]
+
+    cols = vmap(push)(tangents)                      # (M·O', N, O)
+    n = cols.shape[1]
+    full = cols.view(m, o, n, o).permute(2, 0, 3, 1)  # (N, M, O, O')
+    if mode == "full":
+        return full
+    diag = full.diagonal(dim1=2, dim2=3)             # (N, M, O)
+    return diag if mode == "diagonal" else diag.sum(-1)
+
+
+def _ntk_structured(layers: list, x1: Tensor, x2: Tensor | None, mode: str,
+                    chunk_size: int | None) -> Tensor:
+    o = _structured.n_outputs(layers)
+    dense = [l for l in layers if l.kind == "dense"]
+    # per example: every layer input and every G (O × width) kept for the tile
+    per_example = x1.element_size() * (o * sum(l.module.weight.shape[0] for l in dense)
+                                       + sum(l.module.weight.shape[1] for l in dense))
+    if mode == "full":
+        per_example += x1.element_size() * o * o * 64  # the S = G G'ᵀ block against ≤64 columns
+    n_max = max(x1.shape[0], x2.shape[0] if x2 is not None else 0)
+    chunk = chunk_size or _auto_chunk(3.0 * per_example, x1.device, n_max)
+    theta = _tiled(x1, x2, chunk, _tail(mode, o), lambda x: _structured.features(layers, x),
+                   lambda a, b: _structured.contract(a, b, mode), mode)
+    return _finish(theta, mode, o)
+
+
+# ----------------------------------------------------------------------------- NNGP
+def _outer_mean(f1: Tensor, f2: Tensor, mode: str) -> Tensor:
+    """Σ_s f1[s, n, o] f2[s, m, o'] (summed over samples s; caller divides)."""
+    s, n, o = f1.shape
+    m = f2.shape[1]
+    if mode == "trace":
+        return f1.permute(1, 0, 2).reshape(n, s * o) @ f2.permute(1, 0, 2).reshape(m, s * o).T
+    if mode == "diagonal":
+        return torch.bmm(f1.permute(2, 1, 0), f2.permute(2, 0, 1)).permute(1, 2, 0)
+    a = f1.permute(1, 2, 0).reshape(n * o, s)
+    b = f2.permute(1, 2, 0).reshape(m * o, s)
+    return (a @ b.T).view(n, o, m, o).permute(0, 2, 1, 3)
+
+
+def empirical_nngp(model, x1: Tensor, x2: Tensor | None = None, *, mode: str = "trace",
+                   chunk_size: int | None = None, width: int | Sequence[int] | None = None,
+                   out_features: int = 1, n_samples: int = 64, seed: int = 0) -> Tensor:
+    """Empirical NNGP: the second moment of the outputs, K(x, x')[o, o'] = E[f_o(x) f_o'(x')].
+
+    - ``model`` an ``nn.Module``: the single draw f(x1) f(x2)ᵀ at its current parameters.
+    - ``model`` a ``wideNN.Architecture``: the Monte-Carlo estimate
+      K ≈ (1/S) Σ_s f_s(x1) f_s(x2)ᵀ over S = ``n_samples`` networks
+      ``arch.build(d, width, out_features, seed=seed + s)``, evaluated together with
+      ``torch.func.stack_module_state`` + ``vmap`` (in groups that fit the memory budget).
+      The prior mean is zero, so the outputs are not centred.  Its error against the analytic
+      NNGP shrinks like 1/√(S·O) (plus an O(1/width) bias for depth ≥ 2).
+
+    Modes as in ``empirical_ntk``: ``"full"`` (N, M, O, O), ``"diagonal"`` (N, M, O),
+    ``"trace"`` (N, M) = mean over outputs.  ``chunk_size`` tiles the forward passes over examples.
+    """
+    from .architecture import Architecture  # architecture imports networks; keep import light
+
+    _check_mode(mode)
+    _check_chunk(chunk_size)
+    _check_batches(x1, x2)
+    if isinstance(model, Architecture):
+        return _nngp_monte_carlo(model, x1, x2, mode, chunk_size, width, out_features, n_samples, seed)
+    if width is not None:
+        raise ValueError("width/out_features/n_samples/seed apply only when model is an Architecture")
+    _check_model(model, x1)
+    params, consts = _split_state(model)
+
+    def f(x: Tensor) -> Tensor:
+        return functional_call(model, (params, consts), (x,)).reshape(x.shape[0], -1)
+
+    def outputs(x: Tensor) -> Tensor:
+        step = chunk_size or x.shape[0]
+        return torch.cat([f(x[i:i + step]) for i in range(0, x.shape[0], step)])[None]
+
+    _out_dim(f, x1)
+    f1 = outputs(x1)
+    f2 = f1 if x2 is None else outputs(x2)
+    return _finish(_outer_mean(f1, f2, mode), mode, f1.shape[-1])
+
+
+def _nngp_monte_carlo(arch, x1: Tensor, x2: Tensor | None, mode: str, chunk_size: int | None,
+                      width, out_features: int, n_samples: int, seed: int) -> Tensor:
+    if width is None:
+        raise ValueError("empirical_nngp of an Architecture needs width=")
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+    if x1.dim() != 2:
+        raise ValueError(f"an Architecture takes inputs of shape (N, features), got {tuple(x1.shape)}")
+    xs = x1 if x2 is None else torch.cat([x1, x2])
+    n = x1.shape[0]
+    build = lambda s: arch.build(x1.shape[1], width, out_features, seed=seed + s,  # noqa: E731
+                                 dtype=x1.dtype, device=x1.device)
+    probe = build(0)
+    n_params = sum(p.numel() for p in probe.parameters())
+    widths = probe.widths or [1]
+    # per network in a group: its parameters and the activations of a chunk of inputs
+    step = chunk_size or xs.shape[0]
+    per_net = x1.element_size() * (n_params + step * (sum(widths) + out_features))
+    group = _auto_chunk(2.0 * per_net, x1.device, n_samples)
+    base = copy.deepcopy(probe).to("meta")
+    total: Tensor | None = None
+    for g0 in range(0, n_samples, group):
+        nets = [probe if s == 0 else build(s) for s in range(g0, min(n_samples, g0 + group))]
+        p, b = stack_module_state(nets)
+        call = vmap(lambda pp, bb, x: functional_call(base, (pp, bb), (x,)), in_dims=(0, 0, None))
+        with torch.no_grad():
+            out = torch.cat([call(p, b, xs[i:i + step]) for i in range(0, xs.shape[0], step)], dim=1)
+        f1 = out[:, :n]
+        f2 = f1 if x2 is None else out[:, n:]
+        part = _outer_mean(f1, f2, mode)
+        total = part if total is None else total + part
+        del nets, p, b, out
+    assert total is not None
+    return _finish(total / n_samples, mode, out_features)
