@@ -170,18 +170,29 @@ def _generic_tiled(x1, x2, act, depth, w, b, param, widths, compute_ntk, block_s
     n2 = ((xb * xb).sum(-1) / d).unsqueeze(-2)
     m = xb.shape[-2]
     rows = int(block_size) if block_size else _auto_rows(m, x1, arrays=12)
+    needs_grad = torch.is_grad_enabled() and any(
+        isinstance(t, Tensor) and t.requires_grad for t in (x1, x2, w, b))
     nngp_parts, ntk_parts = [], []
+    nngp = ntk = None
     for start in range(0, x1.shape[-2], rows):
         xa = x1[..., start:start + rows, :]
         n1 = ((xa * xa).sum(-1) / d).unsqueeze(-1)
         g = xa @ xb.transpose(-1, -2) / d
         k, th = _recursion(g, n1, n2, d, act, depth, wv, bv, param, widths, compute_ntk, False)
-        nngp_parts.append(k)
-        ntk_parts.append(th)
-    nngp = torch.cat(nngp_parts, dim=-2) if len(nngp_parts) > 1 else nngp_parts[0]
-    if not compute_ntk:
-        return nngp, None
-    ntk = torch.cat(ntk_parts, dim=-2) if len(ntk_parts) > 1 else ntk_parts[0]
+        if needs_grad:  # keep the graph: concatenate at the end
+            nngp_parts.append(k)
+            ntk_parts.append(th)
+            continue
+        if nngp is None:  # write tiles into preallocated outputs: peak ≈ outputs + one tile
+            shape = k.shape[:-2] + (x1.shape[-2], m)
+            nngp = torch.empty(shape, dtype=k.dtype, device=k.device)
+            ntk = torch.empty(shape, dtype=k.dtype, device=k.device) if compute_ntk else None
+        nngp[..., start:start + rows, :] = k
+        if compute_ntk:
+            ntk[..., start:start + rows, :] = th
+    if needs_grad:
+        nngp = torch.cat(nngp_parts, dim=-2) if len(nngp_parts) > 1 else nngp_parts[0]
+        ntk = (torch.cat(ntk_parts, dim=-2) if len(ntk_parts) > 1 else ntk_parts[0]) if compute_ntk else None
     return nngp, ntk
 
 
@@ -230,6 +241,7 @@ def _relu_tiled(x1, x2, depth, w, b, compute_ntk, block_size):
         budget = _CUDA_TILE_BYTES if x1.is_cuda else _CPU_TILE_BYTES
         tile = max(32, int(math.sqrt(budget / x1.element_size())))
     one = torch.ones((), dtype=x1.dtype, device=x1.device)
+    snap = 1.0 - 8 * torch.finfo(x1.dtype).eps
     for i in range(0, n, tile):
         for j in range(i if symmetric else 0, m, tile):
             ri, rj = slice(i, i + tile), slice(j, j + tile)
@@ -239,6 +251,7 @@ def _relu_tiled(x1, x2, depth, w, b, compute_ntk, block_size):
                 kd1, kn1 = chain1[layer][ri], chain1[layer + 1][ri]
                 kd2, kn2 = chain2[layer][rj], chain2[layer + 1][rj]
                 c.clamp_(-1.0, 1.0)
+                c.masked_fill_(c >= snap, 1.0)                        # see snap_correlation
                 p = torch.arccos(c).neg_().add_(math.pi)               # π − θ
                 s = torch.addcmul(one, c, c, value=-1.0).clamp_(min=0.0).sqrt_()
                 s.addcmul_(p, c)                                      # √(1−c²) + (π−θ)c
