@@ -13,4 +13,8 @@ from .gp_kernels import NNGPKernel, NTKKernel
 from .prediction import Posterior, posterior, log_marginal_likelihood
 from .selection import FitResult, fit_hyperparameters
 
+from .training import TrainHistory, train, max_learning_rate
+from .linearize import TaylorModel, linearize, taylor
+from .ensemble import Ensemble
+
 __version__ = "0.1.0"

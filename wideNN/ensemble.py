@@ -1,0 +1,203 @@
+"""Vectorized ensembles of independent finite networks.
+
+``Ensemble(arch, width, in_features, out_features, size, seed)`` holds ``size`` networks,
+member i being exactly ``arch.build(in_features, width, out_features, seed=seed + i)``, with
+their parameters stacked along a leading dimension (``torch.func.stack_module_state``) and
+evaluated with ``torch.func.vmap``: one batched forward/backward for all members.
+
+Why: the distribution over random initializations of a trained network is the object the
+infinite-width theory predicts.  Trained with full-batch GD to time t, a wide ensemble's
+mean/variance approach ``wn.posterior(arch, ..., kernel="ntk", t=t)``; trained readout-only,
+``kernel="nngp", t=t`` (sample-then-optimize, Lee et al. 2019).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from ._checks import check_inputs
+from .training import (TrainHistory, _check_data, _check_hyper, _check_positive_int,
+                       _chunked_eval, _fit)
+
+__all__ = ["Ensemble"]
+
+
+class Ensemble(nn.Module):
+    """``size`` independent networks of one architecture, stacked and vmapped.
+
+    Seeding rule: member i is ``arch.build(in_features, width, out_features, seed=seed + i,
+    dtype=dtype, device=device)``, so any member can be reproduced (and trained) alone.
+
+    Calling the ensemble on x (N, d), shared by all members, or (size, N, d), one batch per
+    member, returns the per-member outputs (size, N, O).  Stacked parameters have shape
+    (size, *shape of the member's parameter).
+    """
+
+    def __init__(self, arch, width: int | Sequence[int], in_features: int, out_features: int,
+                 size: int, seed: int = 0, *, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str | None = None) -> None:
+        super().__init__()
+        size = _check_positive_int("size", size)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an integer, got {seed!r}")
+        members = [arch.build(in_features, width, out_features, seed=seed + i, dtype=dtype, device=device)
+                   for i in range(size)]
+        params, buffers = stack_module_state(members)
+        self.arch, self.size, self.seed = arch, size, int(seed)
+        self.width, self.in_features, self.out_features = width, in_features, out_features
+        self.dtype = dtype
+        self._names = list(params)
+        # nn.Module attribute names may not contain dots
+        self._pnames = {k: k.replace(".", "__") for k in params}
+        for k, v in params.items():
+            self.register_parameter(self._pnames[k], nn.Parameter(v.detach()))
+        self._bnames = {k: "buf__" + k.replace(".", "__") for k in buffers}
+        for k, v in buffers.items():
+            self.register_buffer(self._bnames[k], v)
+        # the structure evaluated functionally; its own tensors live on "meta" and are never used
+        self._base = [copy.deepcopy(members[0]).to("meta")]
+        readout = members[0].dense_layers()[-1]
+        prefix = next(n for n, m in members[0].named_modules() if m is readout)
+        self._readout_names = [f"{prefix}.{k}" for k, _ in readout.named_parameters()]
+
+    # -- parameters --------------------------------------------------------------------
+    def stacked_parameters(self) -> dict[str, Tensor]:
+        """name (as in a member) → stacked parameter (size, …)."""
+        return {k: getattr(self, self._pnames[k]) for k in self._names}
+
+    def _stacked_buffers(self) -> dict[str, Tensor]:
+        return {k: getattr(self, b) for k, b in self._bnames.items()}
+
+    def readout_parameters(self) -> list[Tensor]:
+        """The stacked parameters of every member's readout (last Dense) layer."""
+        p = self.stacked_parameters()
+        return [p[k] for k in self._readout_names]
+
+    def member(self, i: int) -> nn.Module:
+        """A standalone copy of member i with its current parameters."""
+        if not -self.size <= i < self.size:
+            raise IndexError(f"member index {i} out of range for an ensemble of {self.size}")
+        p = self.stacked_parameters()
+        net = self.arch.build(self.in_features, self.width, self.out_features, seed=self.seed + (i % self.size),
+                              dtype=self.dtype, device=p[self._names[0]].device)
+        with torch.no_grad():
+            for k, v in net.named_parameters():
+                v.copy_(p[k][i])
+        return net
+
+    # -- evaluation --------------------------------------------------------------------
+    def _call(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
+        base = self._base[0]
+        buffers = self._stacked_buffers()
+
+        def one(p, b, xi):
+            return functional_call(base, (p, b), (xi,))
+
+        in_x = 0 if x.dim() == 3 else None
+        return vmap(one, in_dims=(0, 0, in_x))(params, buffers, x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Per-member outputs (size, N, O) for x (N, d) or (size, N, d)."""
+        if x.dim() == 3 and x.shape[0] != self.size:
+            raise ValueError(f"per-member inputs must have shape ({self.size}, N, d), got {tuple(x.shape)}")
+        check_inputs(x, name1="x")
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"x has {x.shape[-1]} features but the ensemble expects {self.in_features}")
+        return self._call(self.stacked_parameters(), x)
+
+    @torch.no_grad()
+    def mean(self, x: Tensor) -> Tensor:
+        """Ensemble mean (1/S) Σ_i f_i(x), shape (N, O)."""
+        return self(x).mean(0)
+
+    @torch.no_grad()
+    def variance(self, x: Tensor) -> Tensor:
+        """Unbiased ensemble variance (1/(S−1)) Σ_i (f_i(x) − mean)², shape (N, O)
+        (for a single member: zeros)."""
+        out = self(x)
+        if self.size == 1:
+            return torch.zeros_like(out[0])
+        return out.var(0, correction=1)
+
+    @torch.no_grad()
+    def covariance(self, x: Tensor) -> Tensor:
+        """Unbiased ensemble covariance across inputs, per output: (O, N, N)."""
+        out = self(x)  # (S, N, O)
+        c = out - out.mean(0)
+        return torch.einsum("sno,smo->onm", c, c) / max(self.size - 1, 1)
+
+    # -- training ----------------------------------------------------------------------
+    def train(self, x: Tensor | bool = True, y: Tensor | None = None, steps: int = 1000,
+              learning_rate: float = 1.0, optimizer: str = "gd", loss: str = "mse", *,
+              batch_size: int | None = None, trainable: str = "all", momentum: float = 0.9,
+              betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, seed: int | None = None,
+              eval_data: dict[str, tuple[Tensor, Tensor]] | tuple[Tensor, Tensor] | None = None,
+              metrics: Callable[["Ensemble"], dict[str, Any]] | None = None,
+              eval_every: int | None = None, progress: bool | None = None,
+              check_every: int | None = None) -> TrainHistory | "Ensemble":
+        """Train every member, all at once, exactly as ``wn.train`` would train it alone.
+
+        Each member minimizes its own L_i = (1/2N) Σ_n ‖f_i(x_n) − y_n‖² (or cross-entropy);
+        the sum Σ_i L_i is differentiated once through the vmapped forward, which gives every
+        member its own gradient, and the elementwise optimizers update each member as if alone
+        (minibatches, if any, are the same for all members).  Returns a ``TrainHistory``
+        whose ``loss`` is (steps_done + 1, size); evaluation metrics are per member (size,).
+
+        ``trainable="readout"`` trains only the readout layers (NNGP-posterior sampling).
+        Without data, ``ens.train()`` / ``ens.train(False)`` is ``nn.Module.train`` (mode flag).
+        """
+        if isinstance(x, bool):  # nn.Module.train(mode) compatibility
+            return super().train(x)
+        if y is None:
+            raise ValueError("Ensemble.train(x, y, ...) needs targets y")
+        steps, lr = _check_hyper(steps, learning_rate, optimizer, loss)
+        _check_data(x, y, loss)
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"x has {x.shape[-1]} features but the ensemble expects {self.in_features}")
+        p0 = self.stacked_parameters()[self._names[0]]
+        if p0.device != x.device:
+            raise ValueError(f"x is on {x.device} but the ensemble's parameters are on {p0.device}")
+        if p0.dtype != x.dtype:
+            raise TypeError(f"x has dtype {x.dtype} but the ensemble's parameters have dtype {p0.dtype}")
+        if batch_size is not None:
+            batch_size = _check_positive_int("batch_size", batch_size)
+        if trainable == "all":
+            params = list(self.stacked_parameters().values())
+        elif trainable == "readout":
+            params = self.readout_parameters()
+        else:
+            raise ValueError(f"trainable must be 'all' or 'readout', got {trainable!r}")
+
+        sets: dict[str, tuple[Tensor, Tensor]] = {}
+        if eval_data is not None:
+            if isinstance(eval_data, tuple):
+                eval_data = {"test": eval_data}
+            for name, (xe, ye) in eval_data.items():
+                _check_data(xe, ye, loss, f"eval_data[{name!r}] x", f"eval_data[{name!r}] y")
+                sets[name] = (xe, ye)
+        evaluate = None
+        if sets or metrics is not None:
+            def evaluate() -> dict[str, Any]:
+                res: dict[str, Any] = {}
+                for name, (xe, ye) in sets.items():
+                    for k, v in _chunked_eval(self, xe, ye, loss).items():
+                        res[f"{name}_{k}"] = v.detach().cpu()
+                if metrics is not None:
+                    res.update(metrics(self))
+                return res
+
+        def fwd(xb: Tensor) -> Tensor:  # validated above; skip per-step checks (host syncs)
+            return self._call(self.stacked_parameters(), xb)
+
+        return _fit(params, fwd, x, y, steps=steps, learning_rate=lr, optimizer=optimizer,
+                    loss=loss, batch_size=batch_size, seed=seed, momentum=momentum, betas=betas,
+                    eps=eps, lead=1, evaluate=evaluate, eval_every=eval_every, snapshot=None,
+                    ntk_at=(), progress=progress, check_every=check_every)
+
+    def extra_repr(self) -> str:
+        return (f"size={self.size}, seed={self.seed}, arch={self.arch!r}, width={self.width}, "
+                f"in_features={self.in_features}, out_features={self.out_features}")
