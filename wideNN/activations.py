@@ -42,31 +42,18 @@ __all__ = [
 _INV_2PI = 1.0 / (2.0 * math.pi)
 
 
-class _SafeArccos(torch.autograd.Function):
-    """arccos(clamp(c, -1, 1)) whose gradient is finite everywhere.
+def safe_arccos(c: Tensor) -> Tensor:
+    """arccos(clamp(c, -1, 1)) with a finite gradient everywhere.
 
     At |c| = 1 (coincident or antipodal inputs) the true derivative is infinite, but there the
-    correlation is constant in every hyperparameter, so its own derivative is exactly 0; we
-    return 0 instead of 0·∞ = NaN.
+    correlation is constant in every hyperparameter, so its own derivative is exactly 0; the
+    masked form returns 0 instead of 0·∞ = NaN, and (unlike a custom autograd.Function) it
+    composes with torch.func transforms.
     """
-
-    @staticmethod
-    def forward(ctx, c: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(c)
-        return torch.arccos(c.clamp(-1.0, 1.0))
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
-        (c,) = ctx.saved_tensors
-        one_minus = (1.0 - c * c).clamp_min(0.0)
-        inside = one_minus > 0
-        denom = torch.where(inside, one_minus, torch.ones_like(one_minus)).sqrt()
-        return torch.where(inside, -grad / denom, torch.zeros_like(grad))
-
-
-def safe_arccos(c: Tensor) -> Tensor:
-    """arccos with input clamped to [-1, 1] and a finite (zero) gradient at |c| = 1."""
-    return _SafeArccos.apply(c)
+    inside = c.abs() < 1
+    interior = torch.arccos(torch.where(inside, c, torch.zeros_like(c)))
+    edge = torch.where(c > 0, torch.zeros_like(c), torch.full_like(c, math.pi))
+    return torch.where(inside, interior, edge)
 
 
 def _safe_sqrt(x: Tensor) -> Tensor:
