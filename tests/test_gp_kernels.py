@@ -23,7 +23,8 @@ def _x(n, d=4, seed=0, device="cpu"):
 
 
 @pytest.mark.parametrize("cls,which", [(NNGPKernel, "nngp"), (NTKKernel, "ntk")])
-@pytest.mark.parametrize("act,depth", [("relu", 2), ("erf", 1), ("tanh", 3), ("relu", 0)])
+@pytest.mark.parametrize("act,depth", [("relu", 2), ("erf", 1), ("relu", 0),
+                                       pytest.param("tanh", 2, marks=pytest.mark.slow)])
 def test_equals_analytic_kernel(cls, which, act, depth):
     arch = wn.Architecture(depth, act, 1.3, 0.25)
     kern = cls(arch).double()
@@ -108,8 +109,8 @@ def test_batch_shape_kernel_matches_each_member():
 
 def test_exact_gp_with_scale_kernel_trains():
     torch.manual_seed(0)
-    x = _x(40, d=3, seed=3)
-    y = torch.sin(2 * x[:, 0]) + 0.5 * x[:, 1] + 0.05 * torch.randn(40, dtype=DT)
+    x = _x(30, d=3, seed=3)
+    y = torch.sin(2 * x[:, 0]) + 0.5 * x[:, 1] + 0.05 * torch.randn(30, dtype=DT)
 
     class GP(gpytorch.models.ExactGP):
         def __init__(self):
@@ -128,7 +129,7 @@ def test_exact_gp_with_scale_kernel_trains():
     before = (float(model.covar_module.base_kernel.weight_variance),
               float(model.covar_module.base_kernel.bias_variance))
     values = []
-    for _ in range(15):
+    for _ in range(10):
         opt.zero_grad()
         loss = -mll(model(x), y)
         loss.backward()
@@ -146,7 +147,7 @@ def test_exact_gp_with_scale_kernel_trains():
         base = model.covar_module.base_kernel.architecture
         s = float(model.covar_module.outputscale)
         noise = float(model.likelihood.noise)
-        k = s * base.ntk(x) + noise * torch.eye(40, dtype=DT)
+        k = s * base.ntk(x) + noise * torch.eye(30, dtype=DT)
         kx = s * base.ntk(xt, x)
         mean = kx @ torch.linalg.solve(k, y)
         var = s * base.ntk(xt, diag=True) - (kx * torch.linalg.solve(k, kx.T).T).sum(-1)

@@ -136,7 +136,7 @@ def test_shapes_times_blocks_and_1d_targets():
     torch.testing.assert_close(full.variance, post.variance, rtol=1e-7, atol=1e-9)
     for kind, t in (("ntk", None), ("nngp", None), ("ntk", 2.0), ("nngp", 2.0)):
         a = posterior(ARCH, x, y, xt, kernel=kind, t=t)
-        b = posterior(ARCH, x, y, xt, kernel=kind, t=t, test_block_size=2)
+        b = posterior(ARCH, x, y, xt, kernel=kind, t=t, test_block_size=2, kernel_block_size=3)
         torch.testing.assert_close(a.mean, b.mean)
         torch.testing.assert_close(a.variance, b.variance)
         c = posterior(ARCH, x, y[:, 0], xt, kernel=kind, t=t, compute_variance=False)
@@ -247,3 +247,15 @@ def test_posterior_differentiable_in_hyperparameters():
         return posterior(wn.Architecture(1, "erf", w, 0.1), x, y, xt, kernel="nngp",
                          noise_variance=0.1).mean
     assert torch.autograd.gradcheck(fn, (w,))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("kind,t", [("nngp", None), ("ntk", None), ("ntk", 3.0)])
+def test_cuda_matches_cpu(kind, t):
+    x, y, xt = _data(n=30, m=9, seed=10)
+    cpu = posterior(ARCH, x, y, xt, kernel=kind, t=t)
+    gpu = posterior(ARCH, x.cuda(), y.cuda(), xt.cuda(), kernel=kind, t=t, test_block_size=4)
+    assert gpu.mean.is_cuda
+    torch.testing.assert_close(gpu.mean.cpu(), cpu.mean, rtol=1e-7, atol=1e-9)
+    torch.testing.assert_close(gpu.variance.cpu(), cpu.variance, rtol=1e-6, atol=1e-9)

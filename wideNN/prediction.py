@@ -120,6 +120,22 @@ def _check_positive(name: str, value) -> float:
     return v
 
 
+class _Tiled:
+    """The architecture's kernel methods with a fixed tile size (None: automatic)."""
+
+    def __init__(self, arch: Architecture, block_size: int | None):
+        self.arch, self.kw = arch, {} if block_size is None else {"block_size": int(block_size)}
+
+    def nngp(self, x1, x2=None, diag=False):
+        return self.arch.nngp(x1, x2, diag=diag, **({} if diag else self.kw))
+
+    def ntk(self, x1, x2=None, widths=None):
+        return self.arch.ntk(x1, x2, widths=widths, **self.kw)
+
+    def kernels(self, x1, x2=None, widths=None):
+        return self.arch.kernels(x1, x2, widths=widths, **self.kw)
+
+
 def _auto_block(n_train: int, x: Tensor, per_row: int) -> int:
     # elements of the N-wide row blocks kept alive at once (~128 MB on CPU, ~2 GB on CUDA)
     budget = (2 ** 28 if x.is_cuda else 2 ** 24) // max(1, per_row)
@@ -142,6 +158,7 @@ def posterior(
     dtype: torch.dtype = torch.float64,
     widths: Sequence[int] | int | None = None,
     test_block_size: int | None = None,
+    kernel_block_size: int | None = None,
     jitters: Sequence[float] = DEFAULT_JITTERS,
 ) -> Posterior:
     """Predictive distribution of the NNGP / NTK-GP at ``x_test`` (see the module docstring).
@@ -159,6 +176,7 @@ def posterior(
         dtype: the dtype of every computation (float64 by default; the result has this dtype).
         widths: hidden widths, for the standard-parameterization NTK.
         test_block_size: rows of x_test handled at once (default: ~128 MB / 2 GB of blocks).
+        kernel_block_size: tile size of the analytic kernel computation (default: its own).
         jitters: relative jitters the Cholesky tries in turn (t=None only).
 
     Returns a ``Posterior``: mean (N_test, O) [(N_test,) for 1-D y], variance (N_test,) or
@@ -188,8 +206,11 @@ def posterior(
         raise TypeError(f"dtype must be a floating-point dtype, got {dtype}")
     if test_block_size is not None and int(test_block_size) < 1:
         raise ValueError(f"test_block_size must be a positive integer, got {test_block_size}")
+    if kernel_block_size is not None and int(kernel_block_size) < 1:
+        raise ValueError(f"kernel_block_size must be a positive integer, got {kernel_block_size}")
     if full_covariance:
         compute_variance = True
+    tiled = _Tiled(arch, kernel_block_size)
 
     x = x_train.to(dtype)
     xt = x_test.to(dtype)
@@ -199,11 +220,11 @@ def posterior(
         for v in (arch.weight_variance, arch.bias_variance, x_train, y_train, x_test))
     scalar_t = times is not None and times.dim() == 0
     if times is None or (scalar_t and math.isinf(float(times))):
-        out = _solve_cholesky(arch, kernel, x, y, xt, noise, compute_variance, full_covariance,
+        out = _solve_cholesky(tiled, kernel, x, y, xt, noise, compute_variance, full_covariance,
                               widths, test_block_size, jitters, needs_grad)
     else:
         s = (eta * times.to(dtype) / n).reshape(-1, 1)
-        out = _solve_eigen(arch, kernel, x, y, xt, noise, s, compute_variance, full_covariance,
+        out = _solve_eigen(tiled, kernel, x, y, xt, noise, s, compute_variance, full_covariance,
                            widths, test_block_size)
         if scalar_t:
             out = tuple(None if o is None else o[0] for o in out[:3]) + (out[3],)
