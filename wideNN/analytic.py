@@ -243,9 +243,13 @@ def _relu_tiled(x1, x2, depth, w, b, compute_ntk, block_size):
     one = torch.ones((), dtype=x1.dtype, device=x1.device)
     snap = 1.0 - 8 * torch.finfo(x1.dtype).eps
     for i in range(0, n, tile):
-        for j in range(i if symmetric else 0, m, tile):
-            ri, rj = slice(i, i + tile), slice(j, j + tile)
-            c = a1[ri] @ a2[rj].T
+        ri, j0 = slice(i, i + tile), (i if symmetric else 0)
+        # one GEMM per row panel (efficient for large d); the layer recursion then runs on
+        # in-cache tiles of the panel
+        panel = a1[ri] @ a2[j0:].T
+        for j in range(j0, m, tile):
+            rj = slice(j, j + tile)
+            c = panel[:, j - j0:j - j0 + tile]
             q = c.clone() if compute_ntk else None
             for layer in range(depth):
                 kd1, kn1 = chain1[layer][ri], chain1[layer + 1][ri]
