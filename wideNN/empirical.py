@@ -96,8 +96,8 @@ def _out_dim(fn: Callable[[Tensor], Tensor], x: Tensor) -> int:
 
 # ----------------------------------------------------------------------------- tiling
 def _memory_budget(device: torch.device) -> int:
-    """Bytes one tile's intermediates may use: a quarter of free GPU memory, or an eighth of
-    available RAM on the CPU, clamped to [256 MiB, 4 GiB]."""
+    """Bytes the tiles' intermediates may use: a quarter of free GPU memory, or a quarter of
+    available RAM on the CPU, clamped to [256 MiB, 8 GiB]."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(max(256 << 20, free // 4))
@@ -105,11 +105,19 @@ def _memory_budget(device: torch.device) -> int:
         avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         avail = 8 << 30
-    return int(min(4 << 30, max(256 << 20, avail // 8)))
+    return int(min(8 << 30, max(256 << 20, avail // 4)))
 
 
-def _auto_chunk(per_example_bytes: float, device: torch.device, n: int) -> int:
-    return int(max(1, min(n, _memory_budget(device) // max(1.0, per_example_bytes))))
+def _plan(per_example_bytes: float, n: int, m: int, device: torch.device,
+          chunk_size: int | None) -> tuple[int, bool]:
+    """(rows/columns per tile, whether all column features are kept across row tiles).
+
+    Keeping the column features avoids recomputing them for every row tile; it is done only
+    when they fit in the budget next to one row tile."""
+    budget = _memory_budget(device)
+    per = max(1.0, per_example_bytes)
+    chunk = chunk_size or int(max(1, min(max(n, m), budget // per)))
+    return chunk, (m + chunk) * per <= budget
 
 
 def _check_chunk(chunk_size: int | None) -> None:
@@ -125,11 +133,12 @@ def _swap(block: Tensor, mode: str) -> Tensor:
 
 def _tiled(x1: Tensor, x2: Tensor | None, chunk: int, tail: tuple[int, ...],
            featurize: Callable[[Tensor], object], pair: Callable[[object, object], Tensor],
-           mode: str) -> Tensor:
+           mode: str, cache_cols: bool = False) -> Tensor:
     """Assemble the (N, M, *tail) kernel from blocks of ``chunk`` rows and columns.
 
-    Features of the current row block are computed once and reused across its columns; with
-    x2=None only the upper triangle of blocks is computed and mirrored."""
+    Features of the current row block are computed once and reused across its columns, and
+    with ``cache_cols`` the column features are computed once for all rows; with x2=None only
+    the upper triangle of blocks is computed and mirrored."""
     sym = x2 is None
     xb = x2 if x2 is not None else x1
     n, m = x1.shape[0], xb.shape[0]
@@ -138,18 +147,28 @@ def _tiled(x1: Tensor, x2: Tensor | None, chunk: int, tail: tuple[int, ...],
     if len(starts1) == 1 and len(starts2) == 1:
         f1 = featurize(x1)
         return pair(f1, f1 if sym else featurize(xb))
+    cache: dict[int, object] = {}
     out = torch.empty((n, m, *tail), dtype=x1.dtype, device=x1.device)
     for i in starts1:
-        f1 = featurize(x1[i:i + chunk])
+        f1 = cache[i] if sym and i in cache else featurize(x1[i:i + chunk])
         for j in starts2:
             if sym and j < i:
                 continue
-            f2 = f1 if sym and j == i else featurize(xb[j:j + chunk])
+            if sym and j == i:
+                f2 = f1
+            elif j in cache:
+                f2 = cache[j]
+            else:
+                f2 = featurize(xb[j:j + chunk])
+                if cache_cols:
+                    cache[j] = f2
             block = pair(f1, f2)
             out[i:i + chunk, j:j + chunk] = block
             if sym and j > i:
                 out[j:j + chunk, i:i + chunk] = _swap(block, mode)
             del f2, block
+        if sym:
+            cache.pop(i, None)
     return out
 
 
@@ -233,20 +252,20 @@ def empirical_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None = None, *, mod
     o = _out_dim(lambda x: f_batch(params, x), x1)
     n_params = sum(p.numel() for p in params.values())
     itemsize = x1.element_size()
-    n_max = max(x1.shape[0], x2.shape[0] if x2 is not None else 0)
+    m_cols = (x2 if x2 is not None else x1).shape[0]
     if method == "jacobian":
         def f_single(p: dict[str, Tensor], x: Tensor) -> Tensor:
             return f_batch(p, x.unsqueeze(0))[0]
 
         jac = vmap(jacrev(f_single), in_dims=(None, 0))
-        # jacrev holds the O-fold batched backward pass next to the Jacobian itself
-        chunk = chunk_size or _auto_chunk(3.0 * o * n_params * itemsize, x1.device, n_max)
+        # the Jacobian itself plus the O-fold batched backward pass that produces it
+        chunk, cache = _plan(1.5 * o * n_params * itemsize, x1.shape[0], m_cols, x1.device, chunk_size)
         theta = _tiled(x1, x2, chunk, _tail(mode, o), lambda x: jac(params, x),
-                       lambda a, b: _contract_jacobians(a, b, mode), mode)
+                       lambda a, b: _contract_jacobians(a, b, mode), mode, cache)
         return _finish(theta, mode, o)
 
     # ntk_vp: a tile of M columns needs M·O parameter tangents at once
-    chunk = chunk_size or _auto_chunk(3.0 * o * n_params * itemsize, x1.device, n_max)
+    chunk, _ = _plan(2.0 * o * n_params * itemsize, x1.shape[0], m_cols, x1.device, chunk_size)
 
     def pair(xa: Tensor, xb: Tensor) -> Tensor:
         return _ntk_vp_block(f_batch, params, xa, xb, mode)
@@ -285,10 +304,10 @@ def _ntk_structured(layers: list, x1: Tensor, x2: Tensor | None, mode: str,
                                        + sum(l.module.weight.shape[1] for l in dense))
     if mode == "full":
         per_example += x1.element_size() * o * o * 64  # the S = G G'ᵀ block against ≤64 columns
-    n_max = max(x1.shape[0], x2.shape[0] if x2 is not None else 0)
-    chunk = chunk_size or _auto_chunk(3.0 * per_example, x1.device, n_max)
+    chunk, cache = _plan(2.0 * per_example, x1.shape[0], (x2 if x2 is not None else x1).shape[0],
+                         x1.device, chunk_size)
     theta = _tiled(x1, x2, chunk, _tail(mode, o), lambda x: _structured.features(layers, x),
-                   lambda a, b: _structured.contract(a, b, mode), mode)
+                   lambda a, b: _structured.contract(a, b, mode), mode, cache)
     return _finish(theta, mode, o)
 
 
@@ -365,7 +384,7 @@ def _nngp_monte_carlo(arch, x1: Tensor, x2: Tensor | None, mode: str, chunk_size
     # per network in a group: its parameters and the activations of a chunk of inputs
     step = chunk_size or xs.shape[0]
     per_net = x1.element_size() * (n_params + step * (sum(widths) + out_features))
-    group = _auto_chunk(2.0 * per_net, x1.device, n_samples)
+    group = int(max(1, min(n_samples, _memory_budget(x1.device) // (2.0 * per_net))))
     base = copy.deepcopy(probe).to("meta")
     total: Tensor | None = None
     for g0 in range(0, n_samples, group):
