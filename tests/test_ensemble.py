@@ -12,13 +12,7 @@ import wideNN as wn
 D64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # shared 2-core box: two spinning OpenMP threads are much slower than one under load
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(n=10, d=5, o=2, seed=0):

@@ -14,14 +14,7 @@ from wideNN.training import _reference_ntk
 D64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # the CI box has 2 cores shared with other jobs: OpenMP spinning across 2 threads makes
-    # these tiny-matrix loops ~30x slower under load, so run them single-threaded
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(n=12, d=5, o=2, seed=0, dtype=D64):
