@@ -1,0 +1,96 @@
+"""End-to-end tests of the GP experiments: hyperparameters, uncertainty, uci_regression.
+
+Each runs its small config (shrunk further with overrides where the full small config takes
+longer than a unit test should) through the CLI into tmp_path and checks results.json and
+the figures. Tests that need the real UCI data skip when ``../shared/data`` is missing.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import wideNN
+from wideNN import experiment as ex
+from wideNN.cli import main
+
+REPO = Path(wideNN.__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+EXPERIMENTS = ("hyperparameters",)
+
+
+@pytest.fixture(autouse=True)
+def _quiet(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("WIDENN_EXPERIMENTS_DIR", raising=False)
+    monkeypatch.setenv("WIDENN_NO_PROGRESS", "1")
+
+
+def _run(name: str, out: Path, capsys, *overrides: str, config: str | None = None) -> dict:
+    cfg = REPO / "configs" / f"{config or name}.yaml"
+    args = ["run", str(cfg), "--out", str(out), "--quiet"]
+    if overrides:
+        args += ["--set", *overrides]
+    rc = main(args)
+    assert rc == 0, capsys.readouterr().err
+    res = json.loads((out / "results.json").read_text())
+    assert res["metadata"]["status"] == "complete"
+    for fig in res["figures"]:
+        assert (out / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return res
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_configs_validate(name: str):
+    paths = sorted((REPO / "configs").glob(f"{name}*.yaml"))
+    assert {p.stem for p in paths} >= {name, f"{name}_full"}
+    module = ex.load_experiment(name, REPO / "experiments")
+    assert ex.experiment_summary(name, REPO / "experiments")
+    for path in paths:
+        cfg = ex.load_config(path)
+        assert cfg["experiment"] == name
+        # the full configs point at ../shared/data, which need not exist here
+        cfg = {k: v for k, v in cfg.items() if not k.endswith("_dir")}
+        ex.resolve_config(cfg, module.DEFAULTS)
+
+
+# ---------------------------------------------------------------- hyperparameters
+
+
+def test_hyperparameters_tiny_grid(tmp_path: Path, capsys):
+    out = tmp_path / "hp"
+    res = _run("hyperparameters", out, capsys, "n_train=100", "n_test=100",
+               "weight_variances=[0.5, 1.5, 3.0]", "bias_variances=[0.0, 1.0]", "fit.steps=2")
+    assert sorted(res["figures"]) == ["accuracy_heatmap.png", "lml_heatmap.png"]
+    r = res["results"]
+    assert r["weight_variances"] == [0.5, 1.5, 3.0] and r["bias_variances"] == [0.0, 1.0]
+    acc, lml = np.array(r["accuracy"]), np.array(r["lml"])
+    assert acc.shape == lml.shape == (2, 3)
+    assert np.all((acc > 0.5) & (acc <= 1.0))  # 10 classes: chance is 0.1
+    assert np.all(np.isfinite(lml))
+    assert r["accuracy_range"] == [acc.min(), acc.max()]
+    best = r["grid_best_lml"]
+    assert best["lml"] == lml.max()
+    i, j = np.unravel_index(lml.argmax(), lml.shape)
+    assert (best["weight_variance"], best["bias_variance"]) == (r["weight_variances"][j], r["bias_variances"][i])
+    fit = r["fitted"]
+    assert fit["weight_variance"] > 0 and fit["bias_variance"] >= 0 and math.isclose(fit["noise_variance"], 0.01, rel_tol=1e-5)
+    assert len(fit["lml_history"]) == 2
+    assert fit["lml"] >= fit["lml_history"][0]  # the fit climbed the marginal likelihood
+    assert len(res["rows"]) == 6
+
+
+@pytest.mark.slow
+def test_hyperparameters_small_config(tmp_path: Path, capsys):
+    res = _run("hyperparameters", tmp_path / "hp", capsys)
+    r = res["results"]
+    acc = np.array(r["accuracy"])
+    assert acc.shape == (len(r["bias_variances"]), len(r["weight_variances"]))
+    assert acc.max() > 0.95
+    # the marginal-likelihood fit on the grid's noise slice lands near the grid's best LML
+    # and at least matches it
+    fit, best = r["fitted"], r["grid_best_lml"]
+    assert fit["lml"] >= best["lml"] - 1e-6 * abs(best["lml"])
+    assert fit["accuracy"] > 0.95
