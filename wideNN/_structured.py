@@ -96,9 +96,10 @@ class Layer:
     def forward(self, h: Tensor) -> Tensor:
         if self.kind == "elementwise":
             return self.module(h)
-        w = self.weight() * self.weight_scale
-        b = self.bias()
-        return torch.nn.functional.linear(h, w, None if b is None else b * self.bias_scale)
+        w, b = self.weight(), self.bias()
+        if h.dim() == 2 and b is not None:  # fold the scales into addmm instead of copying W
+            return torch.addmm(b * self.bias_scale, h, w.T, alpha=self.weight_scale)
+        return torch.nn.functional.linear(h, w * self.weight_scale, None if b is None else b * self.bias_scale)
 
     def prime(self, h: Tensor) -> Tensor:
         m = self.module
@@ -201,9 +202,14 @@ def features(layers: list[Layer], x: Tensor) -> Features:
             feats.layer.append(layer)
         if i == lowest:
             break  # nothing below this layer has trainable parameters
-        w = layer.weight() * layer.weight_scale           # (n_out, n_in)
+        w = layer.weight()                                 # (n_out, n_in)
         # diagonal G: row o of G·W is g[n, o] W[o]
-        g = g.unsqueeze(-1) * w if diag else torch.matmul(g, w)
+        if diag:
+            g = (g * layer.weight_scale).unsqueeze(-1) * w
+        else:
+            g = torch.matmul(g, w)
+            if layer.weight_scale != 1.0:
+                g.mul_(layer.weight_scale)
         diag = False
     return feats
 
@@ -229,7 +235,8 @@ def contract(f1: Features, f2: Features, mode: str) -> Tensor:
             term = torch.bmm(g1.transpose(0, 1), g2.permute(1, 2, 0)).permute(1, 2, 0) * k.unsqueeze(-1)
         else:
             s = g1.reshape(n * o, -1) @ g2.reshape(m * o, -1).T                # (N·O, M·O)
-            term = s.view(n, o, m, o).permute(0, 2, 1, 3) * k[:, :, None, None]
+            # Hadamard in the GEMM's own (N, O, M, O) layout; permuted once by the caller
+            term = (s.view(n, o, m, o).mul_(k[:, None, :, None])).permute(0, 2, 1, 3)
         out = term if out is None else out + term
     assert out is not None
     return out
