@@ -1,0 +1,85 @@
+"""End-to-end runs of the dynamics experiments (width_scaling, posterior_vs_ensemble, random_labels).
+
+Fast tests run each experiment with a tiny ``--set`` override and check results.json and the
+figures; ``slow`` tests run the shipped small configs and check the physics they are meant to
+show (fitted slopes, GP agreement, the random-label slowdown).
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+import wideNN
+from wideNN import experiment as ex
+
+REPO = Path(wideNN.__file__).resolve().parents[1]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def _quiet(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WIDENN_NO_PROGRESS", "1")
+    monkeypatch.delenv("WIDENN_EXPERIMENTS_DIR", raising=False)
+
+
+def _run(name: str, out: Path, overrides: list[str] = ()) -> dict:
+    ex.run_experiment(REPO / "configs" / f"{name}.yaml", out_dir=out, overrides=list(overrides), quiet=True)
+    res = json.loads((out / "results.json").read_text())
+    assert res["metadata"]["status"] == "complete"
+    for fig in res["figures"]:
+        assert (out / fig).read_bytes()[:8] == PNG
+    return res
+
+
+# ---------------------------------------------------------------------------- width_scaling
+
+WS_TINY = ["widths=[64, 256, 1024]", "train_widths=[64, 256]", "seeds_per_width=4", "train_seeds=1",
+           "train_steps=20", "n_points=16", "n_test=8"]
+
+
+def test_width_scaling_tiny(tmp_path: Path):
+    res = _run("width_scaling", tmp_path, WS_TINY)
+    r = res["results"]
+    assert set(res["figures"]) == {"kernel_error_vs_width.png", "drift_vs_width.png"}
+    for w in (64, 256, 1024):
+        s = r[f"width={w}"]
+        assert len(s["ntk_error"]["per_seed"]) == 4 and len(s["nngp_error"]["per_seed"]) == 4
+        assert s["ntk_error"]["mean"] == pytest.approx(sum(s["ntk_error"]["per_seed"]) / 4)
+    for w in (64, 256):
+        assert len(r[f"width={w}"]["drift"]["per_seed"]) == 1
+        assert r[f"training/width={w}/seed=0"]["diverged"] is False
+    assert "drift" not in r["width=1024"]
+    # 16x the width: the errors shrink by about 4x (n^-1/2), certainly by more than 2x
+    for key in ("ntk_error", "nngp_error"):
+        assert r["width=1024"][key]["mean"] < 0.5 * r["width=64"][key]["mean"]
+    # the single-draw output kernel does not converge
+    assert r["width=1024"]["nngp_draw_error"]["mean"] > 0.2
+    assert r["width=256"]["drift"]["mean"] < r["width=64"]["drift"]["mean"]
+    assert set(r["slopes"]) == {"ntk_error", "nngp_error", "drift", "lin_error_train", "lin_error_test"}
+    assert r["learning_rate"] == pytest.approx(0.5 * r["max_learning_rate"])
+
+
+def test_width_scaling_resume_recomputes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    over = ["widths=[64, 128]", "train_widths=[64]", "seeds_per_width=2", "train_seeds=1",
+            "train_steps=5", "n_points=8", "n_test=4"]
+    first = _run("width_scaling", tmp_path, over)
+    import wideNN as wn
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed a finished measurement")
+
+    monkeypatch.setattr(wn, "empirical_ntk", boom)
+    monkeypatch.setattr(wn, "train", boom)
+    second = _run("width_scaling", tmp_path, over)
+    assert second["results"]["slopes"] == first["results"]["slopes"]
+
+
+@pytest.mark.slow
+def test_width_scaling_small_config_slopes(tmp_path: Path):
+    r = _run("width_scaling", tmp_path)["results"]
+    for key in ("ntk_error", "nngp_error"):
+        assert -0.7 <= r["slopes"][key] <= -0.3, (key, r["slopes"][key])
+    assert r["slopes"]["drift"] < -0.3 and r["slopes"]["lin_error_train"] < -0.3
