@@ -19,7 +19,7 @@ from wideNN.cli import main
 
 REPO = Path(wideNN.__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
-EXPERIMENTS = ("hyperparameters",)
+EXPERIMENTS = ("hyperparameters", "uncertainty")
 
 
 @pytest.fixture(autouse=True)
@@ -94,3 +94,43 @@ def test_hyperparameters_small_config(tmp_path: Path, capsys):
     fit, best = r["fitted"], r["grid_best_lml"]
     assert fit["lml"] >= best["lml"] - 1e-6 * abs(best["lml"])
     assert fit["accuracy"] > 0.95
+
+
+# ---------------------------------------------------------------- uncertainty
+
+
+def test_uncertainty_small_digits(tmp_path: Path, capsys):
+    out = tmp_path / "unc"
+    res = _run("uncertainty", out, capsys, "n_train=300", "n_test=400", "fit.steps=2", "fit.max_points=100")
+    assert res["figures"] == ["calibration.png"]
+    r = res["results"]
+    assert r["n_train"] == 300 and r["n_test"] == 400
+    hp = r["hyperparameters"]
+    assert hp["fit_points"] == 100 and len(hp["lml_history"]) == 2 and hp["noise_variance"] > 0
+    for kernel in ("nngp", "ntk"):
+        s = r[kernel]
+        assert len(s["bin_variance"]) == len(s["bin_mse"]) == len(s["counts"]) == 4
+        assert sum(s["counts"]) == 400 and all(c == 100 for c in s["counts"])
+        assert s["bin_variance"] == sorted(s["bin_variance"]) and s["bin_variance"][0] > 0
+        assert len(r[f"points/{kernel}"]["variance"]) == 400
+        # the slides' claim: realized error grows with the predicted variance
+        assert s["correlation"] > 0.7 and s["spearman_points"] > 0.3
+        assert 0.2 < s["calibration_ratio"] < 5 and s["calibration_ratio_with_noise"] < s["calibration_ratio"]
+        assert s["accuracy"] > 0.9
+    assert [row["kernel"] for row in res["rows"].values()] == ["NNGP", "NTK"]
+
+
+def test_uncertainty_fixed_hyperparameters_nngp_only(tmp_path: Path, capsys):
+    res = _run("uncertainty", tmp_path / "unc", capsys, "n_train=200", "n_test=150", "fit.steps=0",
+               "kernels=[nngp]", "points_per_bin=50", "include_noise=true")
+    r = res["results"]
+    assert r["hyperparameters"] == {"weight_variance": 2.0, "bias_variance": 0.5, "noise_variance": 0.01}
+    assert "ntk" not in r and r["nngp"]["counts"] == [50, 50, 50]
+    assert math.isclose(r["nngp"]["calibration_ratio"], r["nngp"]["calibration_ratio_with_noise"])
+
+
+@pytest.mark.slow
+def test_uncertainty_small_config(tmp_path: Path, capsys):
+    r = _run("uncertainty", tmp_path / "unc", capsys)["results"]
+    for kernel in ("nngp", "ntk"):
+        assert r[kernel]["correlation"] > 0.9 and r[kernel]["accuracy"] > 0.97
