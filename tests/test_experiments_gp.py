@@ -19,7 +19,7 @@ from wideNN.cli import main
 
 REPO = Path(wideNN.__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
-EXPERIMENTS = ("hyperparameters", "uncertainty")
+EXPERIMENTS = ("hyperparameters", "uncertainty", "uci_regression")
 
 
 @pytest.fixture(autouse=True)
@@ -134,3 +134,53 @@ def test_uncertainty_small_config(tmp_path: Path, capsys):
     r = _run("uncertainty", tmp_path / "unc", capsys)["results"]
     for kernel in ("nngp", "ntk"):
         assert r[kernel]["correlation"] > 0.9 and r[kernel]["accuracy"] > 0.97
+
+
+# ---------------------------------------------------------------- uci_regression
+
+needs_uci = pytest.mark.skipif(not (SHARED_DATA / "uci" / "yacht" / "data.txt").is_file(),
+                               reason="real UCI data (../shared/data/uci) not available")
+
+
+def test_uci_missing_data_dir_fails_at_start(tmp_path: Path, capsys):
+    missing = tmp_path / "no_such_folder"
+    rc = main(["run", str(REPO / "configs" / "uci_regression.yaml"), "--out", str(tmp_path / "o"),
+               "--set", f"data_dir={missing}"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "'data_dir'" in err and "does not exist" in err
+    assert not (tmp_path / "o" / "results.json").exists()  # refused before running anything
+    rc = main(["run", str(REPO / "configs" / "uci_regression.yaml"), "--out", str(tmp_path / "o2"),
+               "--set", "data_dir=null"])
+    assert rc == 2 and "'data_dir'" in capsys.readouterr().err
+
+
+@needs_uci
+def test_uci_yacht_one_split(tmp_path: Path, capsys):
+    res = _run("uci_regression", tmp_path / "uci", capsys, f"data_dir={SHARED_DATA}", "datasets=[yacht]",
+               "splits=2", "mlp.steps=200", "mlp.ensemble_size=2", "mlp.width=32")
+    assert sorted(res["figures"]) == ["uci_rmse.png", "uci_test_ll.png"]
+    rows = list(res["rows"].values())
+    assert [(r["split"], r["model"]) for r in rows] == [(s, m) for s in (0, 1) for m in ("nngp", "ntk", "mlp")]
+    for r in rows:
+        assert r["dataset"] == "yacht" and r["n_test"] == 31 and r["n_train"] == 277
+        # yacht's residuary resistance spans 0..62 (std ~15): every model beats predicting the mean
+        assert 0 < r["rmse"] < 6 and math.isfinite(r["test_ll"]) and r["noise_variance"] >= 0
+    nngp = [r for r in rows if r["model"] == "nngp"]
+    ntk = [r for r in rows if r["model"] == "ntk"]
+    # the NTK-GP reuses the NNGP's fitted hyperparameters of the same split
+    assert [(r["weight_variance"], r["noise_variance"]) for r in nngp] == [(r["weight_variance"], r["noise_variance"]) for r in ntk]
+    assert nngp[0]["weight_variance"] != 2.0  # fitted, not the starting point
+    summ = res["results"]["summary"]["yacht"]
+    assert set(summ) == {"nngp", "ntk", "mlp"} and summ["nngp"]["splits"] == 2
+    assert math.isclose(summ["nngp"]["rmse_mean"], np.mean([r["rmse"] for r in nngp]))
+    assert res["results"]["datasets"]["yacht"] == {"n": 308, "features": 6, "n_splits": 20, "splits": 2}
+
+
+@needs_uci
+@pytest.mark.slow
+def test_uci_small_config(tmp_path: Path, capsys):
+    res = _run("uci_regression", tmp_path / "uci", capsys, f"data_dir={SHARED_DATA}")
+    summ = res["results"]["summary"]
+    assert summ["yacht"]["nngp"]["rmse_mean"] < 1.0 and summ["concrete"]["nngp"]["rmse_mean"] < 6.0
+    assert len(res["rows"]) == 2 * 3 * 3
