@@ -83,3 +83,42 @@ def test_width_scaling_small_config_slopes(tmp_path: Path):
     for key in ("ntk_error", "nngp_error"):
         assert -0.7 <= r["slopes"][key] <= -0.3, (key, r["slopes"][key])
     assert r["slopes"]["drift"] < -0.3 and r["slopes"]["lin_error_train"] < -0.3
+
+
+# ---------------------------------------------------------------------------- posterior_vs_ensemble
+
+PE_TINY = ["width=128", "ensemble_size=8", "times=[0, 5, 20]", "dynamics_widths=[32, 128]",
+           "dynamics_steps=20", "eval_every=5", "n_test=20"]
+
+
+def test_posterior_vs_ensemble_tiny(tmp_path: Path):
+    res = _run("posterior_vs_ensemble", tmp_path, PE_TINY)
+    r = res["results"]
+    assert set(res["figures"]) == {"posterior_vs_ensemble.png", "dynamics.png"}
+    assert r["gp"]["times"] == [0, 5, 20]
+    assert len(r["gp"]["mean"]) == 3 and len(r["gp"]["mean"][0]) == 20
+    assert len(r["ensemble"]["std"]) == 3 and len(r["ensemble"]["loss_mean"]) == 21
+    # training reduces the ensemble's loss
+    assert r["ensemble"]["loss_mean"][-1] < 0.5 * r["ensemble"]["loss_mean"][0]
+    assert [d["t"] for d in r["discrepancy"]] == [0, 5, 20]
+    # at t = 0 the GP is the NNGP prior: mean 0, std √K(x,x); 8 members of width 128 get close
+    d0 = r["discrepancy"][0]
+    assert 0.5 < d0["std_ratio"] < 1.5 and d0["mc_z_max"] < 5
+    assert all(math.isfinite(v) for v in r["summary"].values())
+    for w in (32, 128):
+        d = r[f"dynamics/width={w}"]
+        assert len(d["loss"]) == len(d["loss_lin"]) == 21
+        assert d["eval_steps"] == [0, 5, 10, 15, 20]
+        assert len(d["outputs"]) == 5 and len(d["outputs"][0]) == 3
+        assert d["diverged"] is False and d["final_loss"] < d["loss"][0]
+
+
+@pytest.mark.slow
+def test_posterior_vs_ensemble_small_config_agrees_with_gp(tmp_path: Path):
+    r = _run("posterior_vs_ensemble", tmp_path)["results"]
+    s = r["summary"]
+    # width 512, 32 members: the std matches within 15%, the mean within a few GP stds
+    assert 0.85 < s["std_ratio_min"] and s["std_ratio_max"] < 1.15
+    assert s["rms_over_gp_std"] < 0.5 and s["max_abs_over_gp_std"] < 4
+    # the wider network follows its linearization more closely
+    assert r["dynamics/width=512"]["max_output_gap"] < r["dynamics/width=64"]["max_output_gap"]
