@@ -122,3 +122,44 @@ def test_posterior_vs_ensemble_small_config_agrees_with_gp(tmp_path: Path):
     assert s["rms_over_gp_std"] < 0.5 and s["max_abs_over_gp_std"] < 4
     # the wider network follows its linearization more closely
     assert r["dynamics/width=512"]["max_output_gap"] < r["dynamics/width=64"]["max_output_gap"]
+
+
+# ---------------------------------------------------------------------------- random_labels
+
+RL_TINY = ["n_train=50", "n_test=100", "width=256", "steps=300", "eval_every=10", "loss_threshold=0.05"]
+
+
+def test_random_labels_tiny(tmp_path: Path):
+    res = _run("random_labels", tmp_path, RL_TINY)
+    r = res["results"]
+    assert set(res["figures"]) == {"loss_curves.png", "time_to_fit.png"}
+    for kind in ("true", "random"):
+        net, ntk = r[f"{kind}/net"], r[f"{kind}/ntk"]
+        assert len(net["loss"]) == 301 and net["diverged"] is False
+        assert net["eval_steps"][0] == 0 and net["eval_steps"][-1] == 300
+        assert ntk["times"] == list(range(0, 301, 10)) and len(ntk["loss"]) == 31
+        # centred: the learned part starts at zero, so both start at ‖y‖²/2 = 0.45
+        assert net["loss"][0] == pytest.approx(0.45, rel=1e-4)
+        assert ntk["loss"][0] == pytest.approx(0.45, rel=1e-6)
+        assert 0.0 <= net["test_accuracy"] <= 1.0
+    # the infinite-width prediction: random labels take longer to fit
+    assert r["random/ntk"]["steps_to_threshold"] > r["true/ntk"]["steps_to_threshold"]
+    assert r["summary"]["ntk_steps_to_threshold_ratio"] > 1.0
+    assert r["summary"]["net_test_accuracy_true"] > r["summary"]["net_test_accuracy_random"]
+
+
+def test_random_labels_uncentred_predicts_expected_loss(tmp_path: Path):
+    r = _run("random_labels", tmp_path, RL_TINY + ["center_outputs=false", "steps=20"])["results"]
+    for kind in ("true", "random"):
+        # without centering the initial loss is dominated by f_0: (‖y‖² + 10 K(x,x))/2 ≫ 0.45,
+        # and the NTK prediction is the expected loss of a random network, close to this draw
+        net0, ntk0 = r[f"{kind}/net"]["loss"][0], r[f"{kind}/ntk"]["loss"][0]
+        assert ntk0 > 2.0 and net0 == pytest.approx(ntk0, rel=0.3)
+
+
+@pytest.mark.slow
+def test_random_labels_small_config(tmp_path: Path):
+    s = _run("random_labels", tmp_path)["results"]["summary"]
+    assert s["net_steps_to_threshold_ratio"] > 1.5 and s["ntk_steps_to_threshold_ratio"] > 1.5
+    assert s["net_test_accuracy_true"] > 0.8 and s["ntk_test_accuracy_true"] > 0.8
+    assert s["net_test_accuracy_random"] < 0.35 and s["ntk_test_accuracy_random"] < 0.35
