@@ -93,6 +93,13 @@ class Network(nn.Sequential):
         self.widths = list(sizes[1:-1])
         self.in_features, self.out_features = sizes[0], sizes[-1]
 
+    def __getitem__(self, idx):
+        # a slice is no longer a whole Network (e.g. net[:-1] drops the readout): return the
+        # layers as a plain nn.Sequential instead of re-running Network.__init__
+        if isinstance(idx, slice):
+            return nn.Sequential(*list(self._modules.values())[idx])
+        return super().__getitem__(idx)
+
     def dense_layers(self) -> list[Dense]:
         """The Dense layers, input to output."""
         return [m for m in self if isinstance(m, Dense)]
