@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from wideNN import experiment as ex
 
@@ -21,13 +20,8 @@ LEE_KEYS = {"dataset", "n_train", "model", "depth", "weight_variance", "bias_var
 
 
 @pytest.fixture(autouse=True)
-def _quiet_single_thread(monkeypatch: pytest.MonkeyPatch):
-    # The test machines are shared: one BLAS thread avoids oversubscription stalls.
+def _quiet_single_thread(one_thread, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("WIDENN_NO_PROGRESS", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _results(out: Path) -> dict:
