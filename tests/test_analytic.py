@@ -276,3 +276,13 @@ def test_cuda_matches_cpu_and_rejects_mixed_devices():
         arch.nngp(x, x.cuda())
     erf = wn.Architecture(depth=2, activation="erf", weight_variance=1.5, bias_variance=0.1)
     torch.testing.assert_close(erf.nngp(x.cuda().float()).cpu().double(), erf.nngp(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_compiled_relu_path_equals_eager():
+    """compile=True (torch.compile of the fused layer) computes the same numbers."""
+    arch = wn.Architecture(depth=3, activation="relu", weight_variance=2.0, bias_variance=0.1)
+    x1, x2 = _inputs(90, 12, seed=1), _inputs(41, 12, seed=2)
+    for other in (None, x2):
+        for a, b in zip(arch.kernels(x1, other, compile=True, block_size=32), arch.kernels(x1, other)):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

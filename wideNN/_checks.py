@@ -48,7 +48,7 @@ def check_inputs(x1: Any, x2: Any = None, name1: str = "x1", name2: str = "x2",
             raise ValueError(f"{name} must have shape (N, features) (got {x.dim()}-D shape "
                              f"{tuple(x.shape)}); for a single example use {name}.unsqueeze(0), "
                              f"for scalar features {name}.unsqueeze(-1)")
-        if check_finite and not bool(torch.isfinite(x).all()):
+        if check_finite and not _all_finite(x):
             raise ValueError(f"{name} contains NaN or inf entries")
     if x2 is not None:
         if x1.shape[-1] != x2.shape[-1]:
@@ -58,6 +58,15 @@ def check_inputs(x1: Any, x2: Any = None, name1: str = "x1", name2: str = "x2",
             raise TypeError(f"{name1} and {name2} have different dtypes: {x1.dtype} vs {x2.dtype}")
         if x1.device != x2.device:
             raise ValueError(f"{name1} and {name2} are on different devices: {x1.device} vs {x2.device}")
+
+
+def _all_finite(x: Tensor) -> bool:
+    """NaN and inf propagate into a sum, so a finite sum settles it in one cheap pass; only a
+    non-finite sum (which may also be overflow of huge finite entries) needs the full check."""
+    if x.numel() == 0:
+        return True
+    total = x.sum()
+    return bool(torch.isfinite(total)) or bool(torch.isfinite(x).all())
 
 
 def check_same_place(x: Tensor, value: Any, name: str) -> None:

@@ -48,6 +48,7 @@ def kernels(
     diag: bool = False,
     compute_ntk: bool = True,
     block_size: int | None = None,
+    compile: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """Output-layer NNGP K and NTK Θ between ``x1`` (…, N, d) and ``x2`` (…, M, d).
 
@@ -55,7 +56,10 @@ def kernels(
     to x1), shape (…, N), in O(N) memory.  Tensor variances may require grad (the generic
     autograd-friendly path is then used) and may carry a batch shape broadcasting with the
     leading dimensions of x.  Returns ``(nngp, ntk)``; ``ntk`` is None when
-    ``compute_ntk=False``.  See the module docstring for the recursion.
+    ``compute_ntk=False``.  ``compile=True`` fuses each layer of the ReLU fast path into one
+    ``torch.compile`` kernel (several times faster per tile; the first call in a fresh
+    environment pays the compilation, tens of seconds on a laptop CPU, cached on disk after).
+    See the module docstring for the recursion.
     """
     act = _acts.get(activation)
     depth = _check_depth(depth)
@@ -85,7 +89,7 @@ def kernels(
             and not isinstance(bias_variance, Tensor))
     if fast:
         out = _relu_tiled(x1, x2, depth, float(weight_variance), float(bias_variance),
-                          compute_ntk, block_size)
+                          compute_ntk, block_size, compile)
         if out is not None:
             return out
     return _generic_tiled(x1, x2, act, depth, weight_variance, bias_variance, parameterization,
@@ -178,6 +182,11 @@ def _generic_tiled(x1, x2, act, depth, w, b, param, widths, compute_ntk, block_s
         xa = x1[..., start:start + rows, :]
         n1 = ((xa * xa).sum(-1) / d).unsqueeze(-1)
         g = xa @ xb.transpose(-1, -2) / d
+        if x2 is None:
+            # coincident pairs get exactly |x|²/d (the GEMM rounds differently from the row sums),
+            # so their correlation is exactly 1 at every layer
+            diag = torch.diagonal(g, offset=start, dim1=-2, dim2=-1)
+            diag.copy_(n1.squeeze(-1)[..., :diag.shape[-1]])
         k, th = _recursion(g, n1, n2, d, act, depth, wv, bv, param, widths, compute_ntk, False)
         if needs_grad:  # keep the graph: concatenate at the end
             nngp_parts.append(k)
@@ -197,13 +206,15 @@ def _generic_tiled(x1, x2, act, depth, w, b, param, widths, compute_ntk, block_s
 
 
 # ----------------------------------------------------------------------------- fused ReLU path
-def _relu_tiled(x1, x2, depth, w, b, compute_ntk, block_size):
+def _relu_tiled(x1, x2, depth, w, b, compute_ntk, block_size, compile):
     """ReLU, NTK parameterization, no autograd: tiled, in place, in normalised coordinates.
 
     With r = K(x, x)^{-1/2} the recursion is run on c = K r r' and q = Θ r r':
         c' = σ_b² r₊ r₊' + A ⊙ (√(1−c²) + (π−θ) c),   q' = c' + A ⊙ (π−θ) ⊙ q,
     A = (σ_w²/2π) (r₊/r) ⊗ (r₊'/r'), r₊ the next layer's r (ReLU: K₊(x,x) = σ_b² + σ_w² K(x,x)/2).
-    The first layer's c is a single GEMM of row-scaled inputs with one extra column for σ_b².
+    The first layer's c is one GEMM per row panel of row-scaled inputs with one extra column
+    for σ_b²; the layers then run on in-cache tiles of the panel (eagerly in place, or as one
+    fused ``torch.compile`` kernel per layer with ``compile=True``).
     Returns None when some input has zero variance (normalisation undefined).
     """
     symmetric = x2 is None
@@ -216,22 +227,26 @@ def _relu_tiled(x1, x2, depth, w, b, compute_ntk, block_size):
 
     def augment(x, k):
         r = k.rsqrt()
-        cols = [x * (r * math.sqrt(w / d)).unsqueeze(-1)]
+        out = torch.empty(x.shape[0], d + (b > 0), dtype=x.dtype, device=x.device)
+        torch.mul(x, (r * math.sqrt(w / d)).unsqueeze(-1), out=out[:, :d])
         if b > 0:
-            cols.append((r * math.sqrt(b)).unsqueeze(-1))
-        return torch.cat(cols, dim=-1)
+            torch.mul(r, math.sqrt(b), out=out[:, d])
+        return out
+
+    def factors(k):
+        """Per layer: A's row factor √(K/K₊), σ_b² r₊ factor, and the final √K (vectors)."""
+        rows, bias = [], []
+        for _ in range(depth):
+            k_next = b + 0.5 * w * k
+            rows.append((k / k_next).sqrt_())
+            bias.append(k_next.rsqrt())
+            k = k_next
+        return rows, bias, k.sqrt()
 
     a1 = augment(x1, k1)
     a2 = a1 if symmetric else augment(xb, k2)
-    # per-layer diagonal variances (vectors, cheap): kd[l] for l = 0..depth
-    def diag_chain(k):
-        chain = [k]
-        for _ in range(depth):
-            chain.append(b + 0.5 * w * chain[-1])
-        return chain
-
-    chain1 = diag_chain(k1)
-    chain2 = chain1 if symmetric else diag_chain(k2)
+    rows1, bias1, back1 = factors(k1)
+    rows2, bias2, back2 = (rows1, bias1, back1) if symmetric else factors(k2)
     n, m = x1.shape[0], xb.shape[0]
     nngp = torch.empty(n, m, dtype=x1.dtype, device=x1.device)
     ntk = torch.empty_like(nngp) if compute_ntk else None
@@ -240,40 +255,80 @@ def _relu_tiled(x1, x2, depth, w, b, compute_ntk, block_size):
     else:
         budget = _CUDA_TILE_BYTES if x1.is_cuda else _CPU_TILE_BYTES
         tile = max(32, int(math.sqrt(budget / x1.element_size())))
-    one = torch.ones((), dtype=x1.dtype, device=x1.device)
-    snap = 1.0 - 8 * torch.finfo(x1.dtype).eps
+    layer = _compiled_relu_layer() if compile else None
+    # tile buffers of the eager path: q, two alternating c's, and the π − θ scratch
+    bufs = [] if compile else [torch.empty(min(tile, n), min(tile, m), dtype=x1.dtype, device=x1.device)
+                               for _ in range(4)]
+    w2pi = torch.tensor(w / (2 * math.pi), dtype=x1.dtype, device=x1.device)
+    bt = torch.tensor(b, dtype=x1.dtype, device=x1.device)
     for i in range(0, n, tile):
         ri, j0 = slice(i, i + tile), (i if symmetric else 0)
-        # one GEMM per row panel (efficient for large d); the layer recursion then runs on
-        # in-cache tiles of the panel
         panel = a1[ri] @ a2[j0:].T
         for j in range(j0, m, tile):
             rj = slice(j, j + tile)
             c = panel[:, j - j0:j - j0 + tile]
-            q = c.clone() if compute_ntk else None
-            for layer in range(depth):
-                kd1, kn1 = chain1[layer][ri], chain1[layer + 1][ri]
-                kd2, kn2 = chain2[layer][rj], chain2[layer + 1][rj]
-                c.clamp_(-1.0, 1.0)
-                c.masked_fill_(c >= snap, 1.0)                        # see snap_correlation
-                p = torch.arccos(c).neg_().add_(math.pi)               # π − θ
-                s = torch.addcmul(one, c, c, value=-1.0).clamp_(min=0.0).sqrt_()
-                s.addcmul_(p, c)                                      # √(1−c²) + (π−θ)c
-                scale = torch.outer((kd1 / kn1).sqrt_().mul_(w / (2 * math.pi)), (kd2 / kn2).sqrt_())
-                s.mul_(scale)
-                if b > 0:
-                    s.addr_(kn1.rsqrt() * b, kn2.rsqrt())
-                if compute_ntk:
-                    q.mul_(p).mul_(scale).add_(s)
-                c = s
-            back = torch.outer(chain1[depth][ri].sqrt(), chain2[depth][rj].sqrt())
-            c.mul_(back)
-            nngp[ri, rj] = c
+            # coincident points have correlation exactly 1 at every layer; the recursion would
+            # leave 1 − ulps, which arccos turns into angles of ~1e-8
+            on_diagonal = symmetric and i == j
+            if compile:
+                c = c.contiguous()  # one memory layout for every call: no recompilation
+                q = c
+                for l in range(depth):
+                    if on_diagonal:
+                        c.diagonal().fill_(1.0)
+                    c, q = layer(c, q, rows1[l][ri, None], rows2[l][None, rj], bias1[l][ri, None],
+                                 bias2[l][None, rj], w2pi, bt, compute_ntk)
+            else:
+                # reuse four tile buffers: fresh 512 KB temporaries would each be mmapped and
+                # page-faulted, which costs more than the arithmetic
+                h, wd = c.shape
+                qb, out, other, scratch = (buf[:h, :wd] for buf in bufs)
+                q = qb.copy_(c) if compute_ntk else c
+                for l in range(depth):
+                    if on_diagonal:
+                        c.diagonal().fill_(1.0)
+                    c = _relu_layer_(c, q, rows1[l][ri], rows2[l][rj], bias1[l][ri], bias2[l][rj],
+                                     w2pi, bt, compute_ntk, out, scratch)
+                    out, other = other, out
+            nngp[ri, rj] = c.mul_(back1[ri, None]).mul_(back2[None, rj])
             if symmetric and j != i:
                 nngp[rj, ri] = c.T
             if compute_ntk:
-                q.mul_(back)
-                ntk[ri, rj] = q
+                ntk[ri, rj] = q.mul_(back1[ri, None]).mul_(back2[None, rj])
                 if symmetric and j != i:
                     ntk[rj, ri] = q.T
     return nngp, ntk
+
+
+def _relu_layer_(c, q, row, col, brow, bcol, w2pi, b, compute_ntk: bool, out: Tensor, p: Tensor) -> Tensor:
+    """One ReLU layer on a tile (see ``_relu_tiled``): returns the new c written into ``out``
+    and updates q in place; ``p`` is scratch.  No allocation of tile-sized arrays."""
+    c.clamp_(-1.0, 1.0)
+    torch.arccos(c, out=p).neg_().add_(math.pi)                                 # π − θ
+    torch.mul(c, c, out=out)
+    out.neg_().add_(1.0).clamp_(min=0.0).sqrt_().addcmul_(p, c)                # √(1−c²) + (π−θ)c
+    rs = row * w2pi
+    out.mul_(rs[:, None]).mul_(col[None, :]).addr_(brow * b, bcol)
+    if compute_ntk:
+        q.mul_(p).mul_(rs[:, None]).mul_(col[None, :]).add_(out)
+    return out
+
+
+def _relu_layer_pure(c, q, row, col, brow, bcol, w2pi, b, compute_ntk: bool):
+    c = c.clamp(-1.0, 1.0)
+    p = math.pi - torch.arccos(c)
+    scale = (w2pi * row) * col
+    c_new = scale * (torch.sqrt(torch.clamp(1.0 - c * c, min=0.0)) + p * c) + (b * brow) * bcol
+    q_new = c_new + scale * p * q if compute_ntk else c_new
+    return c_new, q_new
+
+
+_COMPILED = None
+
+
+def _compiled_relu_layer():
+    """The ReLU layer as one fused kernel (compiled once per process; inductor caches on disk)."""
+    global _COMPILED
+    if _COMPILED is None:
+        _COMPILED = torch.compile(_relu_layer_pure, dynamic=True)
+    return _COMPILED

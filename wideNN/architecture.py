@@ -109,27 +109,29 @@ class Architecture:
     # -- analytic kernels ----------------------------------------------------------------
     def kernels(self, x1: Tensor, x2: Tensor | None = None, *, diag: bool = False,
                 widths: Sequence[int] | int | None = None,
-                block_size: int | None = None) -> tuple[Tensor, Tensor]:
+                block_size: int | None = None, compile: bool = False) -> tuple[Tensor, Tensor]:
         """``(nngp, ntk)`` between x1 (…, N, d) and x2 (…, M, d); x2=None: x1 with itself.
 
         ``diag=True``: only the diagonal, shape (…, N), in O(N) memory.  ``widths`` (hidden
         widths) is required for the NTK in the standard parameterization.  ``block_size``
-        overrides the automatic tiling.
+        overrides the automatic tiling; ``compile=True`` fuses the ReLU fast path with
+        ``torch.compile`` (see ``wideNN.analytic.kernels``).
         """
         return _kernels(x1, x2, depth=self.depth, activation=self.phi,
                         weight_variance=self.weight_variance, bias_variance=self.bias_variance,
                         parameterization=self.parameterization, widths=widths, diag=diag,
-                        block_size=block_size)
+                        block_size=block_size, compile=compile)
 
     def nngp(self, x1: Tensor, x2: Tensor | None = None, *, diag: bool = False,
-             block_size: int | None = None) -> Tensor:
+             block_size: int | None = None, compile: bool = False) -> Tensor:
         """The NNGP kernel K^{depth+1}(x1, x2) (see ``kernels``)."""
         return _kernels(x1, x2, depth=self.depth, activation=self.phi,
                         weight_variance=self.weight_variance, bias_variance=self.bias_variance,
                         parameterization=self.parameterization, diag=diag, compute_ntk=False,
-                        block_size=block_size)[0]
+                        block_size=block_size, compile=compile)[0]
 
     def ntk(self, x1: Tensor, x2: Tensor | None = None, *, diag: bool = False,
-            widths: Sequence[int] | int | None = None, block_size: int | None = None) -> Tensor:
+            widths: Sequence[int] | int | None = None, block_size: int | None = None,
+            compile: bool = False) -> Tensor:
         """The NTK Θ^{depth+1}(x1, x2) (see ``kernels``)."""
-        return self.kernels(x1, x2, diag=diag, widths=widths, block_size=block_size)[1]
+        return self.kernels(x1, x2, diag=diag, widths=widths, block_size=block_size, compile=compile)[1]
