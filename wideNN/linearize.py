@@ -19,7 +19,7 @@ import math
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, jvp
+from torch.func import functional_call, jvp, vjp
 
 __all__ = ["TaylorModel", "linearize", "taylor"]
 
@@ -98,6 +98,8 @@ class TaylorModel(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Σ_{j ≤ order} (1/j!) D^j f(x; θ₀)[δ^j] with δ = θ − θ₀."""
+        if self.order == 1:
+            return _Linearized.apply(self, x, *self.theta().values())
         out = None
         for j, t in enumerate(self.terms(x)):
             t = t if j < 2 else t / math.factorial(j)
@@ -106,6 +108,45 @@ class TaylorModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"order={self.order}"
+
+
+class _Linearized(torch.autograd.Function):
+    """f(x; θ₀) + J(x; θ₀)δ with an explicit backward Jᵀg (one VJP at θ₀).
+
+    Autograd through the JVP (reverse-over-forward) costs several times a network step; the
+    model is linear in δ, so its gradient is exactly the VJP of the network at θ₀, which costs
+    one forward + backward.  (Gradients with respect to x are not propagated.)
+    """
+
+    generate_vmap_rule = True  # so torch.func transforms (empirical_ntk) still apply
+
+    @staticmethod
+    def forward(model, x, *theta):  # type: ignore[override]
+        theta0 = model.theta0
+        delta = {k: t - theta0[k] for k, t in zip(model._names, theta)}
+        f0, tangent = jvp(lambda p: model._f(p, x), (theta0,), (delta,))
+        return f0 + tangent
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.model, ctx.x = inputs[0], inputs[1]
+
+    @staticmethod
+    def jvp(ctx, model_t, x_t, *theta_t):  # type: ignore[override]
+        # linear in θ: the directional derivative along θ_t is J(θ₀)θ_t
+        model, x = ctx.model, ctx.x
+        theta0 = model.theta0
+        tangent = {k: (t if t is not None else torch.zeros_like(theta0[k]))
+                   for k, t in zip(model._names, theta_t)}
+        return jvp(lambda p: model._f(p, x), (theta0,), (tangent,))[1]
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        model, x = ctx.model, ctx.x
+        with torch.enable_grad():
+            _, pullback = vjp(lambda p: model._f(p, x), model.theta0)
+        (grads,) = pullback(grad)
+        return (None, None, *(grads[k] for k in model._names))
 
 
 def linearize(model: nn.Module) -> TaylorModel:
