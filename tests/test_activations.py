@@ -167,3 +167,17 @@ def test_unknown_activation_and_bad_arguments():
     with pytest.raises(ValueError):
         A.Elementwise(lambda x: x.sum())
     assert isinstance(wn.activations.LeakyReLU(negative_slope=0.1), torch.nn.Module)
+
+
+@pytest.mark.parametrize("name", ["tanh", "softplus", "silu", "gelu", "relu"])
+def test_equal_variance_table_matches_direct_duals(name):
+    """The interpolated 1-D table (inputs of equal variance) against the direct duals."""
+    act = A.get(name)
+    k = 1.37
+    c = torch.cat([torch.tensor([1.0, -1.0, 0.0, 0.99999, -0.99999]),
+                   torch.linspace(-1, 1, 101)]).double()
+    kk = torch.full_like(c, k)
+    direct = act.dual(kk, k * c, kk)
+    table = act.dual_equal_variance(k, k * c)
+    for a, b in zip(table, direct):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9 * b.abs().max().item())

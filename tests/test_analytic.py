@@ -286,3 +286,16 @@ def test_compiled_relu_path_equals_eager():
     for other in (None, x2):
         for a, b in zip(arch.kernels(x1, other, compile=True, block_size=32), arch.kernels(x1, other)):
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_equal_norm_inputs_use_the_table_and_agree_with_direct_quadrature(monkeypatch):
+    import wideNN.analytic as analytic
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(12, 6, generator=g, dtype=F64)
+    x = x / x.norm(dim=1, keepdim=True) * math.sqrt(6)  # equal norms: one variance per layer
+    arch = wn.Architecture(depth=4, activation="tanh", weight_variance=1.7, bias_variance=0.2)
+    via_table = arch.kernels(x[:5], x[5:])
+    monkeypatch.setattr(analytic, "_common_variance", lambda k1, k2: None)
+    direct = arch.kernels(x[:5], x[5:])
+    for a, b in zip(via_table, direct):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)

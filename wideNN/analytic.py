@@ -140,7 +140,11 @@ def _recursion(g, n1, n2, d, act, depth, w, b, param, widths, compute_ntk, same)
     if compute_ntk:
         th = k if param == "ntk" else d * g + 1.0
     for layer in range(depth):
-        t, td = act.dual_diag(k) if same else act.dual(k1, k, k2)
+        if same:
+            t, td = act.dual_diag(k)
+        else:
+            kappa = None if act.closed_form else _common_variance(k1, k2)
+            t, td = act.dual(k1, k, k2) if kappa is None else act.dual_equal_variance(kappa, k)
         k = b + w * t
         if compute_ntk:
             grad_term = w * td * th
@@ -149,6 +153,19 @@ def _recursion(g, n1, n2, d, act, depth, w, b, param, widths, compute_ntk, same)
             k1 = b + w * act.dual_diag(k1)[0]
             k2 = b + w * act.dual_diag(k2)[0]
     return k, th
+
+
+def _common_variance(k1: Tensor, k2: Tensor) -> float | None:
+    """The one variance shared by every input (as after per-example normalisation), when there is
+    one and no gradient is needed; quadrature activations then interpolate a 1-D table in the
+    angle instead of integrating every entry (``Activation.dual_equal_variance``)."""
+    if torch.is_grad_enabled() and (k1.requires_grad or k2.requires_grad):
+        return None
+    lo = torch.minimum(k1.min(), k2.min())
+    hi = torch.maximum(k1.max(), k2.max())
+    if not bool(lo > 0) or bool(hi - lo > 1e-12 * hi):
+        return None
+    return float(0.5 * (lo + hi))
 
 
 def _diag(x1, x2, act, depth, w, b, param, widths, compute_ntk):
