@@ -142,6 +142,8 @@ def test_lee2018_small_config(tmp_path: Path):
     gp = res["rows"]["row/mnist:1000/GP-20-1.45-0.28/relu"]
     assert gp["n_test"] == 10000 and gp["paper_accuracy"] == 0.9279
     assert abs(gp["difference"]) < 0.006  # the acceptance bound
+    tanh = res["rows"]["row/mnist:1000/GP-20-1.96-0.62/tanh"]
+    assert abs(tanh["difference"]) < 0.006
     nn = res["rows"]["row/mnist:1000/NN-2-1000-0.60-0.00/tanh"]
     assert nn["test_accuracy"] > 0.85
     assert _is_png(out / "accuracy_vs_paper.png")
