@@ -77,16 +77,7 @@ def _ratio(a, b) -> float | None:
 
 
 def run(cfg: dict, ctx) -> None:
-    prev_threads = torch.get_num_threads()
-    if cfg["num_threads"] > 0:
-        torch.set_num_threads(cfg["num_threads"])
-    try:
-        _run(cfg, ctx)
-    finally:
-        torch.set_num_threads(prev_threads)
-
-
-def _run(cfg: dict, ctx) -> None:
+    # (the harness applies cfg["num_threads"])
     opts = dict(dtype=ctx.dtype, device=ctx.device)
     split = wd.train_test_split_digits(cfg["n_train"], cfg["n_test"], seed=ctx.seed)
     x = wd.preprocess(split.x_train, "center_norm").to(**opts)

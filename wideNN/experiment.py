@@ -687,6 +687,12 @@ def run_experiment(
     # Seeding the global RNG too makes library code that draws from it (without a
     # generator argument) reproducible from the config's seed.
     torch.manual_seed(ctx.seed)
+    # an optional ``num_threads`` key (> 0) pins torch's CPU threads for the run: small loops on
+    # a busy 2-core machine are much faster on one thread than on two spinning ones
+    prev_threads = torch.get_num_threads()
+    threads = resolved.get("num_threads")
+    if isinstance(threads, int) and not isinstance(threads, bool) and threads > 0:
+        torch.set_num_threads(threads)
     try:
         module.run(copy.deepcopy(resolved), ctx)
     except BaseException as e:
@@ -697,6 +703,8 @@ def run_experiment(
         except Exception:  # e.g. the disk is what failed; the original error matters more
             pass
         raise
+    finally:
+        torch.set_num_threads(prev_threads)
     meta["status"] = "complete"
     meta.pop("error", None)
     meta["end_time"] = _now()
