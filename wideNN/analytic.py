@@ -332,6 +332,7 @@ def _relu_layer_(c, q, row, col, brow, bcol, w2pi, b, compute_ntk: bool, out: Te
 
 
 def _relu_layer_pure(c, q, row, col, brow, bcol, w2pi, b, compute_ntk: bool):
+    """The same layer as ``_relu_layer_`` written functionally, for ``torch.compile`` to fuse."""
     c = c.clamp(-1.0, 1.0)
     p = math.pi - torch.arccos(c)
     scale = (w2pi * row) * col
