@@ -120,10 +120,15 @@ def test_python_m_widenn_lists_the_repository(monkeypatch: pytest.MonkeyPatch, c
 
 
 def test_repository_configs_validate():
-    for path in sorted((REPO / "configs").glob("kernel_geometry*.yaml")):
+    """Every shipped config resolves against its experiment's schema (resolve_config raises on
+    unknown keys and wrong types)."""
+    paths = sorted((REPO / "configs").glob("*.yaml"))
+    assert len(paths) >= 18  # a small and a full config for each of the 9 experiments
+    for path in paths:
         cfg = ex.load_config(path)
         module = ex.load_experiment(cfg["experiment"], REPO / "experiments")
-        ex.resolve_config(cfg, module.DEFAULTS)
+        resolved = ex.resolve_config(cfg, module.DEFAULTS)
+        assert set(module.DEFAULTS) <= set(resolved), path.name
 
 
 def test_kernel_geometry_small_config_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys):
