@@ -144,7 +144,10 @@ def fit_hyperparameters(
     if optimizer == "adam":
         opt = torch.optim.Adam(params, lr=lr)
     else:
-        opt = torch.optim.LBFGS(params, lr=lr, max_iter=1, line_search_fn="strong_wolfe")
+        # one iteration per step (for progress and history), but room for the line search:
+        # torch's default max_eval = 1.25·max_iter would allow a single trial point, and a
+        # first trial that overshoots then leaves the parameters where they were
+        opt = torch.optim.LBFGS(params, lr=lr, max_iter=1, max_eval=25, line_search_fn="strong_wolfe")
 
     def objective() -> Tensor:
         if yb.dim() == 1:
