@@ -82,9 +82,11 @@ def test_fit_bad_input():
 def test_lbfgs_keeps_climbing_when_a_first_trial_step_overshoots():
     # with torch's default max_eval (1.25·max_iter = 1) the strong-Wolfe search got one trial
     # point, and an overshooting trial left the parameters unchanged: from here the LML stalled
-    # at −54.5 after the first step
+    # at −54.5 after the first step (measured: −72.0, −54.5, −54.5, −54.5; fixed: −72.0, −7.0,
+    # −6.9, −5.7)
     x, y = _data(n=40, d=3, o=1)
     res = fit_hyperparameters(wn.Architecture(2, "relu", 3.0, 1.0), x, y, kernel="ntk", steps=4,
                               lr=1.0, optimizer="lbfgs", progress=False)
     lml = [h["log_marginal_likelihood"] for h in res.history]
-    assert lml[1] > lml[0] and lml[3] > lml[1] + 10, lml
+    assert lml[0] < lml[1] < lml[2] < lml[3], lml
+    assert lml[3] > -30, lml
