@@ -259,3 +259,24 @@ def test_cuda_matches_cpu(kind, t):
     assert gpu.mean.is_cuda
     torch.testing.assert_close(gpu.mean.cpu(), cpu.mean, rtol=1e-7, atol=1e-9)
     torch.testing.assert_close(gpu.variance.cpu(), cpu.variance, rtol=1e-6, atol=1e-9)
+
+
+def test_duplicate_inputs_with_conflicting_targets_escalate_the_jitter():
+    # LAPACK factors this kernel at jitter 0 with a round-off pivot; the mean would be noise
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    x = torch.cat([x, x[:1]])
+    y = torch.randn(6, 1, generator=g, dtype=torch.float64)
+    arch = wn.Architecture(2, "relu", 2.0, 0.1)
+    xt = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    post = posterior(arch, x, y, xt, kernel="nngp")
+    assert post.jitter > 0
+    ref = posterior(arch, x, y, xt, kernel="nngp", noise_variance=post.jitter * float(arch.nngp(x, diag=True).mean()))
+    torch.testing.assert_close(post.mean, ref.mean, rtol=1e-6, atol=1e-8)
+
+
+def test_kernel_that_vanishes_on_the_training_set_raises():
+    arch = wn.Architecture(1, "relu", 2.0, 0.0)
+    x = torch.zeros(4, 3, dtype=torch.float64)
+    with pytest.raises(NotPSDError, match="vanishes"):
+        posterior(arch, x, torch.ones(4, 1, dtype=torch.float64), x[:2] + 1.0, kernel="nngp")

@@ -59,7 +59,7 @@ def cholesky(
         raise NotPSDError(f"{name} has NaN or infinite diagonal entries")
     if len(jitters) == 0:
         raise ValueError("jitters must not be empty")
-    scale = mat.diagonal(dim1=-2, dim2=-1).mean(-1).abs().clamp_min(torch.finfo(mat.dtype).tiny)
+    scale = _diagonal_scale(mat, name)
     tried: list[float] = []
     for attempt, jitter in enumerate(jitters):
         if attempt > 0 and overwrite:
@@ -74,7 +74,7 @@ def cholesky(
         info = torch.empty(work.shape[:-2], dtype=torch.int32, device=work.device)
         torch.linalg.cholesky_ex(work.mT, out=(work.mT, info))
         tried.append(jitter)
-        if not bool((info != 0).any()):
+        if not bool((info != 0).any()) and not _degenerate(work.mT, scale):
             return work.mT, float(jitter)
         if overwrite:
             del work, mat
@@ -84,19 +84,40 @@ def cholesky(
         f"for NaNs or duplicates, add noise_variance > 0, or use float64.")
 
 
+def _diagonal_scale(mat: Tensor, name: str) -> Tensor:
+    """Mean diagonal (per batch element), the unit of the relative jitters; a kernel that is
+    zero on the diagonal is zero everywhere (PSD), so no jitter can make a posterior of it."""
+    scale = mat.diagonal(dim1=-2, dim2=-1).mean(-1)
+    if bool((scale <= 0).any()):
+        raise NotPSDError(f"{name} has a non-positive mean diagonal ({float(scale.min()):.3g}): the "
+                          f"kernel vanishes on these inputs (e.g. zero inputs with zero bias "
+                          f"variance); add noise_variance > 0 or change the architecture")
+    return scale
+
+
+def _degenerate(L: Tensor, scale: Tensor) -> bool:
+    """A factor whose smallest pivot² is at round-off level relative to the mean diagonal
+    (n·ε): LAPACK 'succeeded', but solves with it return rounding noise (e.g. duplicated
+    inputs with conflicting targets and no noise), so the next jitter is tried instead."""
+    n = L.shape[-1]
+    pivots = L.diagonal(dim1=-2, dim2=-1)
+    tol = n * torch.finfo(L.dtype).eps * scale
+    return bool((pivots.min(-1).values ** 2 < tol).any())
+
+
 def cholesky_differentiable(a: Tensor, jitters: Sequence[float] = DEFAULT_JITTERS,
                             name: str = "kernel matrix") -> tuple[Tensor, float]:
     """As ``cholesky`` but out of place and differentiable with respect to ``a``."""
-    scale = a.detach().diagonal(dim1=-2, dim2=-1).mean(-1).abs().clamp_min(torch.finfo(a.dtype).tiny)
     if not bool(torch.isfinite(a.detach()).all()):
         raise NotPSDError(f"{name} has NaN or infinite entries")
+    scale = _diagonal_scale(a.detach(), name)
     eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
     tried = []
     for jitter in jitters:
         work = a + (jitter * scale)[..., None, None] * eye if jitter else a
         L, info = torch.linalg.cholesky_ex(work)
         tried.append(jitter)
-        if not bool((info != 0).any()):
+        if not bool((info != 0).any()) and not _degenerate(L.detach(), scale):
             return L, float(jitter)
     raise NotPSDError(f"{name} is not positive definite: Cholesky failed with relative jitters "
                       f"{tried} (absolute jitter = relative × mean diagonal {float(scale.max()):.3g})")
