@@ -166,6 +166,11 @@ def test_unknown_activation_and_bad_arguments():
         A.Elementwise("tanh")
     with pytest.raises(ValueError):
         A.Elementwise(lambda x: x.sum())
+    for not_elementwise in (lambda x: torch.softmax(x, -1), lambda x: torch.cumsum(x, 0), lambda x: x.flip(0)):
+        with pytest.raises(ValueError, match="not elementwise"):
+            A.Elementwise(not_elementwise)
+    with pytest.raises(ValueError, match="alpha"):
+        A.ELU(alpha=float("nan"))
     assert isinstance(wn.activations.LeakyReLU(negative_slope=0.1), torch.nn.Module)
 
 

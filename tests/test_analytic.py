@@ -261,6 +261,17 @@ def test_bad_inputs_raise_clear_errors():
         arch.kernels(x, _inputs(3), diag=True)
     with pytest.raises(ValueError, match="block_size"):
         arch.kernels(x, block_size=0)
+    for empty in (x[:0], torch.zeros(3, 0, dtype=F64)):
+        for activation in ("relu", "erf", "tanh"):
+            with pytest.raises(ValueError, match="empty batch|no features"):
+                wn.Architecture(2, activation, 1.5, 0.1).kernels(empty)
+
+
+def test_quadrature_kernels_are_exactly_symmetric():
+    x = _inputs(7, 3) * 2  # larger variances: the quadrature's own asymmetry grows with them
+    for activation in ("tanh", "elu"):
+        k, t = wn.Architecture(2, activation, 2.0, 0.1).kernels(x)
+        assert torch.equal(k, k.T) and torch.equal(t, t.T)
 
 
 @pytest.mark.cuda

@@ -48,6 +48,11 @@ def check_inputs(x1: Any, x2: Any = None, name1: str = "x1", name2: str = "x2",
             raise ValueError(f"{name} must have shape (N, features) (got {x.dim()}-D shape "
                              f"{tuple(x.shape)}); for a single example use {name}.unsqueeze(0), "
                              f"for scalar features {name}.unsqueeze(-1)")
+        if x.shape[-2] == 0:
+            raise ValueError(f"{name} is an empty batch (shape {tuple(x.shape)}): at least one "
+                             f"example is needed")
+        if x.shape[-1] == 0:
+            raise ValueError(f"{name} has no features (shape {tuple(x.shape)})")
         if check_finite and not _all_finite(x):
             raise ValueError(f"{name} contains NaN or inf entries")
     if x2 is not None:

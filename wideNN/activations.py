@@ -505,6 +505,8 @@ class ELU(Activation):
 
     def __init__(self, alpha: float = 1.0, quadrature_degree: int = 32) -> None:
         super().__init__(quadrature_degree)
+        if not math.isfinite(float(alpha)):
+            raise ValueError(f"alpha must be finite, got {alpha}")
         self.alpha = float(alpha)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -524,10 +526,14 @@ class Elementwise(Activation):
         super().__init__(quadrature_degree)
         if not callable(fn):
             raise TypeError(f"Elementwise needs a callable, got {type(fn).__name__}")
-        probe = torch.linspace(-1, 1, 5, dtype=torch.float64)
+        probe = torch.linspace(-2, 2, 5, dtype=torch.float64)
         out = fn(probe)
         if not isinstance(out, Tensor) or out.shape != probe.shape:
             raise ValueError("Elementwise fn must map a tensor to a tensor of the same shape")
+        # elementwise: each output depends on its own input only (softmax, cumsum, flip fail)
+        one_by_one = torch.cat([fn(probe[i:i + 1]) for i in range(probe.numel())])
+        if not torch.allclose(out, one_by_one, rtol=1e-6, atol=1e-9, equal_nan=True):
+            raise ValueError("Elementwise fn is not elementwise: fn(x)[i] must depend on x[i] alone")
         self.fn = fn
         if name is not None:
             self.name = name

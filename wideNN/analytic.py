@@ -219,6 +219,11 @@ def _generic_tiled(x1, x2, act, depth, w, b, param, widths, compute_ntk, block_s
     if needs_grad:
         nngp = torch.cat(nngp_parts, dim=-2) if len(nngp_parts) > 1 else nngp_parts[0]
         ntk = (torch.cat(ntk_parts, dim=-2) if len(ntk_parts) > 1 else ntk_parts[0]) if compute_ntk else None
+    if x2 is None and not act.closed_form:
+        # quadrature nodes sit on the Cholesky factor of each (k11, k12, k22), which is not
+        # symmetric in the pair: average the two triangles so K(x, x') = K(x', x) exactly
+        nngp = 0.5 * (nngp + nngp.transpose(-1, -2))
+        ntk = 0.5 * (ntk + ntk.transpose(-1, -2)) if compute_ntk else None
     return nngp, ntk
 
 
