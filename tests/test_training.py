@@ -337,3 +337,17 @@ def test_train_cuda_matches_cpu():
     with pytest.warns(RuntimeWarning):
         h3 = wn.train(gpu, x.cuda(), y.cuda(), steps=300, learning_rate=1e5)
     assert h3.diverged
+
+
+def test_target_shape_is_checked_even_without_steps_and_for_empty_data():
+    net = wn.Architecture(1, "relu", 2.0, 0.1).build(3, 8, 2, seed=0, dtype=D64)
+    x = torch.randn(4, 3, dtype=D64)
+    with pytest.raises(ValueError, match="must match"):
+        wn.train(net, x, torch.randn(4, 1, dtype=D64), steps=0)
+    with pytest.raises(ValueError, match="out of range"):
+        wn.train(net, x, torch.tensor([0, 1, 5, 1]), steps=0, loss="xent")
+    with pytest.raises(ValueError, match="must match"):
+        wn.train(net, x, torch.randn(4, 2, dtype=D64), steps=1,
+                 eval_data=(x, torch.randn(4, 1, dtype=D64)))
+    with pytest.raises(ValueError, match="empty batch"):
+        wn.train(net, x[:0], torch.randn(0, 2, dtype=D64), steps=2)

@@ -213,7 +213,10 @@ def _chunked_loss(forward: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, los
     with torch.no_grad():
         for i in range(0, n, _EVAL_CHUNK):
             xb, yb = x[i:i + _EVAL_CHUNK], y[i:i + _EVAL_CHUNK]
-            part = loss_values(forward(xb), yb, loss) * xb.shape[0]
+            out = forward(xb)
+            if i == 0:  # also reached with steps=0 and for eval_data, which no step checks
+                _check_output(out, yb, loss, what="model output on these inputs", lead=out.dim() - 2)
+            part = loss_values(out, yb, loss) * xb.shape[0]
             total = part if total is None else total + part
     return total / n
 
