@@ -70,3 +70,16 @@ def test_bad_architecture_and_build_arguments():
         arch.build(3, 4, 2, dtype=torch.int64)
     assert arch == wn.Architecture(depth=2) and hash(arch) == hash(wn.Architecture(depth=2))
     assert arch.name == "GP-2-2.00-0.00"
+
+
+def test_feature_mismatch_with_the_network_is_a_clear_error():
+    net = wn.Architecture(depth=1).build(3, 4, 2, seed=0)
+    with pytest.raises(ValueError, match="in_features=3"):
+        net(torch.randn(2, 5))
+    for method in ("auto", "jacobian"):
+        with pytest.raises(ValueError, match="features"):
+            wn.empirical_ntk(net, torch.randn(2, 5), method=method)
+    with pytest.raises(TypeError, match="dtype"):
+        wn.Architecture(depth=1).build(3, 4, 2, dtype="float64")
+    with pytest.raises(TypeError, match="dtype"):
+        wn.data.load_digits(dtype=torch.int64)

@@ -4,7 +4,7 @@ One ``Architecture`` yields a trainable network (``arch.build``), its analytic N
 (``arch.kernels``), GPyTorch kernels, empirical kernels of finite networks, exact GP / NTK-GP
 inference and training utilities.  Conventions follow neural-tangents' ``stax``.
 """
-from . import activations
+from . import activations, data
 from .architecture import Architecture
 from .networks import Dense, Network
 from .analytic import kernels

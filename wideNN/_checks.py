@@ -74,6 +74,12 @@ def _all_finite(x: Tensor) -> bool:
     return bool(torch.isfinite(total)) or bool(torch.isfinite(x).all())
 
 
+def check_float_dtype(dtype: Any, name: str = "dtype") -> None:
+    """Raise TypeError unless ``dtype`` is a floating-point ``torch.dtype``."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"{name} must be a floating-point torch.dtype (e.g. torch.float64), got {dtype!r}")
+
+
 def check_same_place(x: Tensor, value: Any, name: str) -> None:
     """A tensor hyperparameter must live on x's device (dtype is promoted, device is not)."""
     if isinstance(value, Tensor) and value.device != x.device:

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from . import activations as _acts
-from ._checks import check_variance
+from ._checks import check_float_dtype, check_variance
 from .analytic import _check_depth, kernels as _kernels
 from .networks import Network
 
@@ -102,8 +102,7 @@ class Architecture:
                 (f"width[{i}]", w) for i, w in enumerate(widths))):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if not dtype.is_floating_point:
-            raise TypeError(f"dtype must be a floating-point dtype, got {dtype}")
+        check_float_dtype(dtype)
         return Network(self, in_features, widths, out_features, seed=seed, dtype=dtype, device=device)
 
     # -- analytic kernels ----------------------------------------------------------------

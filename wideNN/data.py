@@ -31,6 +31,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from ._checks import check_float_dtype
+
 __all__ = [
     "Split",
     "Standardization",
@@ -360,6 +362,7 @@ def load_digits(dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch
     Pixels are the original 0..16 block counts divided by 16, row-major 8x8. Labels are
     ``torch.long`` in 0..9. The file's md5 is verified before parsing (:class:`ChecksumError`).
     """
+    check_float_dtype(dtype)
     path = verify_md5(_DIGITS_FILE, DIGITS_MD5)
     with gzip.open(path, "rb") as f:
         table = np.loadtxt(f, delimiter=",", dtype=np.float64)
@@ -402,6 +405,7 @@ def train_test_split_digits(
     way from the examples not used for training (``n_test=None``: all of them). Rows keep
     the file's order. ``n_train + n_test`` must not exceed 1797.
     """
+    check_float_dtype(dtype)
     x, labels = load_digits(dtype=dtype)
     total = labels.shape[0]
     n_train = _first_n(total - 1, n_train, "n_train")
@@ -476,6 +480,7 @@ def load_mnist(
     ``x``: ``(N, 784)`` pixel / 255 in ``[0, 1]``. ``meta["train_index"]``: indices into the
     60k training set.
     """
+    check_float_dtype(dtype)
     folder = _find_mnist_dir(Path(root))
     for name, md5 in MNIST_MD5.items():
         verify_md5(folder / name, md5)
@@ -586,6 +591,7 @@ def load_cifar10(
     source holds (10k full, 1017 partial); otherwise the first ``n_test`` test images.
     ``x``: ``(N, 3072)`` pixel / 255, flattened channel-major (``C, H, W``) for both sources.
     """
+    check_float_dtype(dtype)
     kind, path = _find_cifar(Path(root), source)
     if kind == "full":
         parts = [_load_cifar_batch(path / f"data_batch_{i}", CIFAR10_BATCH_MD5[f"data_batch_{i}"])
@@ -662,6 +668,7 @@ def load_uci(
     ``meta`` holds ``x_stats``, ``y_stats`` (use ``y_stats.invert`` to report errors in
     original units), ``train_index``, ``test_index`` and ``n_splits``. Labels are ``None``.
     """
+    check_float_dtype(dtype)
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"UCI root does not exist: {root}")

@@ -241,6 +241,11 @@ def empirical_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None = None, *, mod
                          f"use method='jacobian' or 'ntk_vp'")
     if method == "auto":
         method = "structured" if layers is not None else "jacobian"
+    if method == "structured":
+        dense = next(layer for layer in layers if layer.kind == "dense")
+        if dense.weight().shape[1] != x1.shape[-1]:
+            raise ValueError(f"inputs have {x1.shape[-1]} features but the model's first layer "
+                             f"expects {dense.weight().shape[1]}")
 
     if method == "structured":
         return _ntk_structured(layers, x1, x2, mode, chunk_size)

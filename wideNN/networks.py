@@ -93,6 +93,12 @@ class Network(nn.Sequential):
         self.widths = list(sizes[1:-1])
         self.in_features, self.out_features = sizes[0], sizes[-1]
 
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"inputs have {x.shape[-1]} features but the network expects "
+                             f"in_features={self.in_features}")
+        return super().forward(x)
+
     def __getitem__(self, idx):
         # a slice is no longer a whole Network (e.g. net[:-1] drops the readout): return the
         # layers as a plain nn.Sequential instead of re-running Network.__init__

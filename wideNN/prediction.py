@@ -35,7 +35,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ._checks import check_inputs, check_variance
+from ._checks import check_float_dtype, check_inputs, check_variance
 from .architecture import Architecture
 from .linalg import DEFAULT_JITTERS, cholesky, cholesky_differentiable, eigh_psd, flow_weights
 
@@ -202,8 +202,7 @@ def posterior(
     noise = float(noise_variance)
     eta = _check_positive("learning_rate", learning_rate)
     times = _check_times(t, x_train.device)
-    if not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating-point dtype, got {dtype}")
+    check_float_dtype(dtype)
     if test_block_size is not None and int(test_block_size) < 1:
         raise ValueError(f"test_block_size must be a positive integer, got {test_block_size}")
     if kernel_block_size is not None and int(kernel_block_size) < 1:
