@@ -34,7 +34,6 @@ cell with the best LML; white circle: the grid cell with the best test accuracy.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 import wideNN as wn
 from wideNN import data

@@ -74,6 +74,17 @@ def _all_finite(x: Tensor) -> bool:
     return bool(torch.isfinite(total)) or bool(torch.isfinite(x).all())
 
 
+def check_positive(name: str, value: Any) -> float:
+    """``value`` as a float; TypeError unless a number, ValueError unless finite and > 0."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return v
+
+
 def check_float_dtype(dtype: Any, name: str = "dtype") -> None:
     """Raise TypeError unless ``dtype`` is a floating-point ``torch.dtype``."""
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:

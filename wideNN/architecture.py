@@ -4,7 +4,6 @@ kernels."""
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Sequence
 
 import torch

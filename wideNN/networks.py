@@ -16,7 +16,6 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from . import activations as _acts
 from ._checks import check_variance
 
 __all__ = ["Dense", "Network"]

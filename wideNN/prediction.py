@@ -35,7 +35,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ._checks import check_float_dtype, check_inputs, check_variance
+from ._checks import check_positive, check_float_dtype, check_inputs, check_variance
 from .architecture import Architecture
 from .linalg import DEFAULT_JITTERS, cholesky, cholesky_differentiable, eigh_psd, flow_weights
 
@@ -108,16 +108,6 @@ def _check_times(t, device) -> Tensor | None:
     if bool((tt < 0).any()):
         raise ValueError(f"training time t must be >= 0, got {t}")
     return tt
-
-
-def _check_positive(name: str, value) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value}")
-    return v
 
 
 class _Tiled:
@@ -200,7 +190,7 @@ def posterior(
     y = _check_targets(y_train, n)
     check_variance("noise_variance", noise_variance)
     noise = float(noise_variance)
-    eta = _check_positive("learning_rate", learning_rate)
+    eta = check_positive("learning_rate", learning_rate)
     times = _check_times(t, x_train.device)
     check_float_dtype(dtype)
     if test_block_size is not None and int(test_block_size) < 1:

@@ -13,7 +13,6 @@ learning_rate=η)``, and full-batch GD is stable for a linear(ized) model iff
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
 import warnings
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -21,7 +20,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_inputs
+from ._checks import check_positive, check_inputs
 from ._optim import LOSSES, OPTIMIZERS, Optimizer, loss_values
 
 __all__ = ["TrainHistory", "train", "max_learning_rate"]
@@ -100,12 +99,7 @@ def _check_positive_int(name: str, v: Any, allow_zero: bool = False) -> int:
 
 def _check_hyper(steps: Any, learning_rate: Any, optimizer: str, loss: str) -> tuple[int, float]:
     steps = _check_positive_int("steps", steps, allow_zero=True)
-    try:
-        lr = float(learning_rate)
-    except (TypeError, ValueError):
-        raise TypeError(f"learning_rate must be a number, got {type(learning_rate).__name__}") from None
-    if not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"learning_rate must be a positive finite number, got {learning_rate!r}")
+    lr = check_positive("learning_rate", learning_rate)
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     if loss not in LOSSES:
