@@ -3,6 +3,7 @@ the offending argument instead of letting a NaN or a shape error surface deep in
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any
 
 import torch
@@ -82,6 +83,25 @@ def check_positive(name: str, value: Any) -> float:
         raise TypeError(f"{name} must be a number, got {type(value).__name__}") from None
     if not math.isfinite(v) or v <= 0:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return v
+
+
+def check_int(name: str, value: Any, minimum: int | None = 1) -> int:
+    """``value`` as an int; TypeError for non-integers (2.5, "3", True; an integral float
+    such as 3.0 is accepted), ValueError below ``minimum`` (None: no bound, e.g. seeds)."""
+    if isinstance(value, float) and value.is_integer():
+        v = int(value)
+    elif isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    else:
+        try:
+            v = operator.index(value)  # ints, numpy and 0-d integer tensors; never truncates
+        except TypeError:
+            hint = " (it would be truncated)" if isinstance(value, float) else ""
+            raise TypeError(f"{name} must be an integer, got {value!r}{hint}") from None
+    if minimum is not None and v < minimum:
+        kind = "positive" if minimum == 1 else "non-negative" if minimum == 0 else f">= {minimum}"
+        raise ValueError(f"{name} must be a {kind} integer, got {value!r}")
     return v
 
 

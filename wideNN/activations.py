@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ._checks import check_int
+
 __all__ = [
     "Activation", "ReLU", "LeakyReLU", "Abs", "Erf", "GELU", "Sin", "Cos", "Identity",
     "Step", "Tanh", "Sigmoid", "Softplus", "SiLU", "ELU", "Elementwise", "get",
@@ -114,9 +116,7 @@ class Activation(nn.Module):
 
     def __init__(self, quadrature_degree: int = 32) -> None:
         super().__init__()
-        if int(quadrature_degree) < 2:
-            raise ValueError(f"quadrature_degree must be >= 2, got {quadrature_degree}")
-        self.quadrature_degree = int(quadrature_degree)
+        self.quadrature_degree = check_int("quadrature_degree", quadrature_degree, minimum=2)
 
     def derivative(self, x: Tensor) -> Tensor:
         """φ'(x), by autograd unless a subclass knows it."""

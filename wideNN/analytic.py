@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from . import activations as _acts
-from ._checks import check_inputs, check_same_place, check_variance
+from ._checks import check_inputs, check_int, check_same_place, check_variance
 
 __all__ = ["kernels"]
 
@@ -72,8 +72,8 @@ def kernels(
         check_same_place(x1, v, name)
     if compute_ntk and parameterization == "standard":
         widths = _check_widths(widths, depth)
-    if block_size is not None and int(block_size) < 1:
-        raise ValueError(f"block_size must be a positive integer, got {block_size}")
+    if block_size is not None:
+        block_size = check_int("block_size", block_size)
 
     if diag:
         if x2 is not None and x2.shape != x1.shape:
@@ -112,8 +112,8 @@ def _check_widths(widths, depth: int) -> list[int]:
                          "pass widths=[n_1, ..., n_depth] (or an int for all layers)")
     if isinstance(widths, int):
         widths = [widths] * depth
-    widths = [int(w) for w in widths]
-    if len(widths) != depth or any(w < 1 for w in widths):
+    widths = [check_int("widths[]", w) for w in widths]
+    if len(widths) != depth:
         raise ValueError(f"widths must list {depth} positive hidden widths, got {widths}")
     return widths
 

@@ -270,6 +270,11 @@ def preprocess(
                 raise ValueError(
                     f"stats are for {tuple(stats.mean.shape)} features, x has {x.shape[1]}"
                 )
+            if not (bool(torch.isfinite(stats.mean).all()) and bool(torch.isfinite(stats.std).all())):
+                raise ValueError("stats.mean and stats.std must be finite")
+            if bool((stats.std <= 0).any()):
+                raise ValueError(f"stats.std must be positive (the divisor; constant features carry 1), "
+                                 f"got minimum {float(stats.std.min()):.3g}")
             used = stats
         out = used.apply(x)
     else:
@@ -303,6 +308,8 @@ def balanced_subset_indices(labels: np.ndarray | torch.Tensor, n: int, num_class
     class has fewer than ``n / num_classes`` examples.
     """
     labels = np.asarray(labels)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0 or n % num_classes:
         raise ValueError(f"subset size must be a positive multiple of {num_classes}, got {n!r}")
     per_class = n // num_classes

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, stack_module_state, vjp, vmap
 
 from . import _structured
-from ._checks import check_inputs
+from ._checks import check_inputs, check_int
 
 __all__ = ["empirical_ntk", "empirical_nngp"]
 
@@ -377,6 +377,7 @@ def _nngp_monte_carlo(arch, x1: Tensor, x2: Tensor | None, mode: str, chunk_size
         raise ValueError("empirical_nngp of an Architecture needs width=")
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+    seed = check_int("seed", seed, minimum=None)
     if x1.dim() != 2:
         raise ValueError(f"an Architecture takes inputs of shape (N, features), got {tuple(x1.shape)}")
     xs = x1 if x2 is None else torch.cat([x1, x2])

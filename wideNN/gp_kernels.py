@@ -126,6 +126,11 @@ class _InfiniteWidthKernel(Kernel):
         if last_dim_is_batch:
             x1 = x1.transpose(-1, -2).unsqueeze(-1)
             x2 = x2.transpose(-1, -2).unsqueeze(-1)
+        for name, x in (("x1", x1), ("x2", x2)):
+            # before the variances are cast to x's dtype, so the message names the inputs
+            if not torch.is_floating_point(x):
+                raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}; "
+                                f"convert with .double() or .float()")
         w, b = self._variances(x1)
         # x2 = None selects the symmetric code paths (half the work, exact symmetry)
         same = x1 is x2 or (x1.shape == x2.shape and torch.equal(x1, x2))

@@ -35,7 +35,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ._checks import check_positive, check_float_dtype, check_inputs, check_variance
+from ._checks import check_positive, check_float_dtype, check_inputs, check_int, check_variance
 from .architecture import Architecture
 from .linalg import DEFAULT_JITTERS, cholesky, cholesky_differentiable, eigh_psd, flow_weights
 
@@ -193,10 +193,10 @@ def posterior(
     eta = check_positive("learning_rate", learning_rate)
     times = _check_times(t, x_train.device)
     check_float_dtype(dtype)
-    if test_block_size is not None and int(test_block_size) < 1:
-        raise ValueError(f"test_block_size must be a positive integer, got {test_block_size}")
-    if kernel_block_size is not None and int(kernel_block_size) < 1:
-        raise ValueError(f"kernel_block_size must be a positive integer, got {kernel_block_size}")
+    if test_block_size is not None:
+        test_block_size = check_int("test_block_size", test_block_size)
+    if kernel_block_size is not None:
+        kernel_block_size = check_int("kernel_block_size", kernel_block_size)
     if full_covariance:
         compute_variance = True
     tiled = _Tiled(arch, kernel_block_size)

@@ -117,6 +117,8 @@ def fit_hyperparameters(
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     check_variance("noise_variance", noise_variance)
+    check_variance("min_noise", min_noise)
+    check_variance("min_init", min_init)
     unknown = set(learn) - {"weight_variance", "bias_variance"}
     if unknown:
         raise ValueError(f"learn may name 'weight_variance' and 'bias_variance', got {sorted(unknown)}")
