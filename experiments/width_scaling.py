@@ -17,8 +17,15 @@ initialization, the first ``train_seeds`` of them also trained), this measures
   gap to the linearized network trained the same way, RMS of f_t − f_t^lin on the training
   and on held-out points (Lee et al. 2019: both O(n^{-1/2}) at worst).
 
-Power laws c·n^slope are fitted to the seed means on log-log axes; the theory slope of the
-kernel errors is −1/2.
+Power laws c·n^slope are fitted to the seed means on log-log axes.  The theory slope of the
+kernel errors at initialization is −1/2 (a mean of n i.i.d. terms; this is *the* width-scaling
+slope the issue's acceptance window [−0.7, −0.3] is about).  The kernel drift is expected to be
+steeper, ≈ −1: Lee et al. (2019) prove only the O(n^{-1/2}) upper bound, but in the NTK
+parameterization every parameter moves by O(n^{-1/2}) and each neuron's contribution to
+Θ̂ changes linearly in its readout weight, whose sign is random, so the n contributions add
+incoherently: (1/n)·√n·n^{-1/2} = O(1/n) (the 1/n rate of dΘ/dt in Dyer & Gur-Ari 2019).
+Measured: −0.88 (depth 2, widths 64–1024); the local slope approaches −1 as the width grows
+(see ``benchmarks/RESULTS.md``).
 
 Results (results.json, section ``results``):
 
@@ -28,7 +35,8 @@ Results (results.json, section ``results``):
   is measured against), ``final_loss``, ``final_loss_lin``, ``diverged``;
 * ``width=<n>``: per quantity ``{"mean", "median", "per_seed"}``;
 * ``slopes``: fitted exponents of the seed means (``ntk_error``, ``nngp_error``, ``drift``,
-  ``lin_error_train``, ``lin_error_test``; NaN → null when fewer than two widths);
+  ``lin_error_train``, ``lin_error_test``; NaN → null when fewer than two widths), and
+  ``drift_wide``, the drift slope over the wider half of ``train_widths``;
 * ``learning_rate``, ``max_learning_rate``.
 
 Figures: ``kernel_error_vs_width.png`` (both kernel errors with fitted slopes and per-seed
@@ -159,6 +167,9 @@ def run(cfg: dict, ctx) -> None:
     slopes = {k: wp.power_law_fit(*series(k, widths))[0] for k in ("ntk_error", "nngp_error")}
     slopes.update({k: wp.power_law_fit(*series(k, train_widths))[0]
                    for k in ("drift", "lin_error_train", "lin_error_test")})
+    # the local drift slope over the wider half of the widths: it steepens towards −1
+    wide = sorted(train_widths)[max(0, (len(train_widths) - 1) // 2):]
+    slopes["drift_wide"] = wp.power_law_fit(*series("drift", wide))[0] if len(wide) >= 2 else float("nan")
     slopes = ctx.record("slopes", slopes)
     ctx.log("fitted slopes: " + ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} n/a"
                                           for k, v in slopes.items()))
@@ -188,6 +199,12 @@ def run(cfg: dict, ctx) -> None:
                      linestyle="none", marker=".", color=colors[0], alpha=0.35)
     wp.loglog_fit(axes[0], *series("drift", train_widths), color=colors[0],
                   label=f"‖Θ̂_t − Θ̂₀‖/‖Θ̂₀‖, mean of {len(train_seeds)}")
+    d0 = summaries[train_widths[0]]["drift"]["mean"]
+    if d0 is not None and d0 > 0:
+        for power, style in ((-0.5, ":"), (-1.0, "-.")):
+            axes[0].plot(train_widths, [d0 * (w / train_widths[0]) ** power for w in train_widths],
+                         color="k", linestyle=style, linewidth=1.0,
+                         label=f"∝ n^({power:g}) ({'upper bound' if power == -0.5 else 'expected'})")
     wp.finish(axes[0], xlabel="width n", ylabel="relative NTK change",
               title=f"Kernel drift after {cfg['train_steps']} GD steps (η = {cfg['lr_fraction']:g}·η_max)")
     wp.loglog_fit(axes[1], *series("lin_error_train", train_widths), color=colors[1],

@@ -284,6 +284,28 @@ def test_cifar_partial_exact_subset():
         wd.load_cifar10(SHARED, n_train=1000)
 
 
+def test_cifar_partial_available_subset():
+    """subset="available": the protocol's rule among the images present; it equals the exact
+    subset wherever that is complete and stays balanced where the partial file is not."""
+    _need("cifar10")
+    small = wd.load_cifar10(SHARED, n_train=100, n_test=5, subset="available")
+    exact = wd.load_cifar10(SHARED, n_train=100, n_test=5)
+    assert np.array_equal(small.meta["train_index"], exact.meta["train_index"])
+    s = wd.load_cifar10(SHARED, n_train=1000, n_test=5, subset="available")
+    assert s.meta["subset"] == "available"
+    assert torch.bincount(s.labels_train, minlength=10).tolist() == [100] * 10
+    with np.load(SHARED / "cifar10" / wd.CIFAR10_PARTIAL_NAME) as z:
+        have, all_labels = z["train_index"], z["y_train_all"]
+    idx = s.meta["train_index"]
+    assert np.isin(idx, have).all() and (idx < 45_000).all() and np.all(np.diff(idx) > 0)
+    assert np.array_equal(all_labels[idx], s.labels_train.numpy())
+    # 980 of the 1000 are the paper's own subset (the file lacks the other 20)
+    paper = wd.balanced_subset_indices(all_labels[:45_000], 1000)
+    assert np.intersect1d(idx, paper).size == 980
+    with pytest.raises(ValueError, match="subset must be"):
+        wd.load_cifar10(SHARED, n_train=100, subset="random")
+
+
 def _write_fake_batches(folder: Path, rng: np.random.Generator, n_per: int = 20) -> dict[str, str]:
     folder.mkdir(parents=True)
     md5 = {}

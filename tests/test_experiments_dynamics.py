@@ -58,7 +58,8 @@ def test_width_scaling_tiny(tmp_path: Path):
     # the single-draw output kernel does not converge
     assert r["width=1024"]["nngp_draw_error"]["mean"] > 0.2
     assert r["width=256"]["drift"]["mean"] < r["width=64"]["drift"]["mean"]
-    assert set(r["slopes"]) == {"ntk_error", "nngp_error", "drift", "lin_error_train", "lin_error_test"}
+    assert set(r["slopes"]) == {"ntk_error", "nngp_error", "drift", "drift_wide", "lin_error_train",
+                                "lin_error_test"}
     assert r["learning_rate"] == pytest.approx(0.5 * r["max_learning_rate"])
 
 
@@ -82,7 +83,9 @@ def test_width_scaling_small_config_slopes(tmp_path: Path):
     r = _run("width_scaling", tmp_path)["results"]
     for key in ("ntk_error", "nngp_error"):
         assert -0.7 <= r["slopes"][key] <= -0.3, (key, r["slopes"][key])
-    assert r["slopes"]["drift"] < -0.3 and r["slopes"]["lin_error_train"] < -0.3
+    assert r["slopes"]["lin_error_train"] < -0.3
+    # the kernel drift falls like 1/n (module docstring), faster than the n^-1/2 upper bound
+    assert -1.2 <= r["slopes"]["drift"] <= -0.6, r["slopes"]["drift"]
 
 
 # ---------------------------------------------------------------------------- posterior_vs_ensemble

@@ -581,6 +581,7 @@ def load_cifar10(
     n_test: int | None = None,
     dtype: torch.dtype = torch.float64,
     source: str = "auto",
+    subset: str = "protocol",
 ) -> Split:
     """CIFAR-10 from a standard ``cifar-10-batches-py`` folder or the partial npz.
 
@@ -594,11 +595,16 @@ def load_cifar10(
     al. subset (first ``n_train/10`` of each class in pool order). The partial file holds
     only the first 1017 images of each training batch, so it serves exactly those subsets
     whose images it contains (``n_train <= 860``); larger ones raise ``ValueError`` rather
-    than silently returning a different subset. ``n_test=None``: the whole test set the
+    than silently returning a different subset. ``subset="available"`` instead takes the
+    first ``n_train/10`` of each class *among the images the source holds* (pool order):
+    identical to the protocol with the full batches, and a same-size balanced subset of the
+    partial file (e.g. CIFAR:1k), recorded in ``meta["subset"]``. ``n_test=None``: the whole test set the
     source holds (10k full, 1017 partial); otherwise the first ``n_test`` test images.
     ``x``: ``(N, 3072)`` pixel / 255, flattened channel-major (``C, H, W``) for both sources.
     """
     check_float_dtype(dtype)
+    if subset not in ("protocol", "available"):
+        raise ValueError(f"subset must be 'protocol' or 'available', got {subset!r}")
     kind, path = _find_cifar(Path(root), source)
     if kind == "full":
         parts = [_load_cifar_batch(path / f"data_batch_{i}", CIFAR10_BATCH_MD5[f"data_batch_{i}"])
@@ -628,6 +634,9 @@ def load_cifar10(
     pool = lab_all[:CIFAR10_POOL_SIZE]
     if n_train is None:
         train_index = np.arange(CIFAR10_POOL_SIZE)
+    elif subset == "available":
+        present = np.intersect1d(have_train, np.arange(CIFAR10_POOL_SIZE))
+        train_index = present[balanced_subset_indices(pool[present], n_train)]
     else:
         # The subset is chosen from the labels of the *whole* pool, so the partial file
         # yields exactly the images the full dataset would.
@@ -644,7 +653,7 @@ def load_cifar10(
         rows_of(train_index), lab_all[train_index], x_te[:k], lab_te[:k], 255.0, dtype,
         {"dataset": "cifar10", "source": str(path), "kind": kind, "train_index": train_index,
          "test_index": np.arange(k), "pool_size": CIFAR10_POOL_SIZE, "classes": CIFAR10_CLASSES,
-         "layout": "CHW"},
+         "layout": "CHW", "subset": subset},
     )
 
 
