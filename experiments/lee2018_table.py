@@ -63,7 +63,7 @@ DEFAULTS = {
     "n_test": None,               # int, or null: the whole official test set
     "preprocessing": "center_norm",
     "noise_relative": 1.0e-10,
-    "quadrature_degree": 32,      # Gauss–Hermite degree for activations without closed form (tanh)
+    "quadrature_degree": 48,      # quadrature nodes per std for activations without closed form (tanh)
     # subset: "protocol" (Lee et al.'s exact subset) or "available" (the same rule among the
     # images the data folder holds; only differs for the partial CIFAR-10 file)
     "rows": [{"dataset": "mnist", "n_train": 1000, "model": "GP-20-1.45-0.28", "activation": "relu",
