@@ -280,3 +280,32 @@ def test_kernel_that_vanishes_on_the_training_set_raises():
     x = torch.zeros(4, 3, dtype=torch.float64)
     with pytest.raises(NotPSDError, match="vanishes"):
         posterior(arch, x, torch.ones(4, 1, dtype=torch.float64), x[:2] + 1.0, kernel="nngp")
+
+
+@pytest.mark.parametrize("kernel, compute_variance, budget", [("nngp", False, 1.35), ("ntk", True, 2.6)])
+def test_posterior_memory_is_one_training_matrix(kernel, compute_variance, budget):
+    """Peak RSS above the inputs is about one N×N matrix (two for the NTK variance, which
+    needs K as well as Θ's factor).  ``torch.cholesky_solve`` used to copy the factor — one
+    more N×N — which ran MNIST:50k (20 GB per matrix) out of memory on a 24 GB machine."""
+    import subprocess
+    import sys
+    import textwrap
+    script = textwrap.dedent(f"""
+        import resource, torch, wideNN as wn
+        torch.set_num_threads(1)
+        g = torch.Generator().manual_seed(0)
+        n = 4000
+        x = torch.randn(n, 32, dtype=torch.float64, generator=g)
+        xt = torch.randn(200, 32, dtype=torch.float64, generator=g)
+        y = torch.randn(n, 3, dtype=torch.float64, generator=g)
+        arch = wn.Architecture(1, "relu", 1.0, 0.1)
+        wn.posterior(arch, x[:300], y[:300], xt, kernel="{kernel}", noise_variance=1e-3)  # warm up
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        wn.posterior(arch, x, y, xt, kernel="{kernel}", noise_variance=1e-3,
+                     compute_variance={compute_variance})
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print((after - before) * 1024 / (n * n * 8))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    ratio = float(out.stdout.strip().splitlines()[-1])
+    assert ratio < budget, ratio

@@ -286,7 +286,16 @@ def _solve_cholesky(arch, kernel, x, y, xt, noise, compute_variance, full_cov, w
                     block, jitters, needs_grad):
     n = x.shape[0]
     k_train = None
-    if kernel == "ntk" and compute_variance:
+    first: list[Tensor] = []
+    if kernel == "ntk" and compute_variance and not needs_grad:
+        # one recursion gives both; Θ is then factored in place (rebuilt only for a retry)
+        k_train, theta = arch.kernels(x, widths=widths)
+        if noise:
+            k_train.diagonal().add_(noise)
+            theta.diagonal().add_(noise)
+        first.append(theta)
+        del theta
+    elif kernel == "ntk" and compute_variance:
         k_train = arch.nngp(x)
         if noise:
             k_train = k_train + noise * torch.eye(n, dtype=x.dtype, device=x.device)
@@ -298,8 +307,8 @@ def _solve_cholesky(arch, kernel, x, y, xt, noise, compute_variance, full_cov, w
         L, jitter = cholesky_differentiable(mat, jitters, name=name)
         del mat
     else:
-        L, jitter = cholesky(_train_kernel_builder(arch, kernel, x, noise, widths), jitters,
-                             overwrite=True, name=name)
+        rebuild = _train_kernel_builder(arch, kernel, x, noise, widths)
+        L, jitter = cholesky(lambda: first.pop() if first else rebuild(), jitters, overwrite=True, name=name)
     alpha = _cholesky_solve(y, L)
 
     rows = xt.shape[0] if full_cov else (int(block) if block else _auto_block(n, xt, 3))
