@@ -29,8 +29,11 @@ one-hot with 0.9 / −0.1 (zero mean), and the prediction is the argmax of the p
   paper's subset, and the test set is the first 1017 official test images (standard error of
   an accuracy near 0.36 is ±0.015 there, against ±0.005 on the paper's 10k).
 
-Measured on a CPU (float64, full 10k test set): MNIST:1k GP-20-1.45-0.28 (ReLU) 0.9242
-(paper 0.9279), MNIST:10k GP-7-0.61-0.07 (ReLU) 0.9739 (paper 0.9765, ~2 min on 2 cores).
+Measured on a 2-core CPU (float64, full 10k test set; ``benchmarks/RESULTS.md``): MNIST:1k
+GP-20-1.45-0.28 (ReLU) 0.9242 (paper 0.9279), MNIST:10k GP-7-0.61-0.07 (ReLU) 0.9739 (paper
+0.9765, ~2 min), MNIST:50k GP-1-0.10-0.48 (ReLU) 0.9868 (paper 0.9875, 14 min, one 20 GB matrix
+factored in place); CIFAR:1k (``subset: available``, 1017 test images) GP-7-1.28-0.00 0.3687
+(paper 0.3608).
 
 Results (results.json):
 

@@ -192,12 +192,7 @@ class Activation(nn.Module):
             kk = torch.full_like(k12, k)
             return self.dual(kk, k12, kk)
         n = self.table_size
-        theta = torch.linspace(0.0, math.pi, n + 1, dtype=k12.dtype, device=k12.device)
-        kk = torch.full_like(theta, k)
-        tab_t, tab_td = self._quadrature_dual(kk, k * torch.cos(theta), kk)
-        # pad one node beyond each end using evenness in θ (and in 2π − θ at θ = π)
-        tab_t = torch.cat([tab_t[1:2], tab_t, tab_t[-2:-1]])
-        tab_td = torch.cat([tab_td[1:2], tab_td, tab_td[-2:-1]])
+        tab_t, tab_td = self._angle_table(float(k), k12.dtype, k12.device)
         u = safe_arccos(k12 / k) * (n / math.pi)
         i = u.floor().clamp_(0, n - 1)
         f = u - i
@@ -211,6 +206,25 @@ class Activation(nn.Module):
         for tab in (tab_t, tab_td):
             out.append(wm * tab[idx - 1] + w0 * tab[idx] + w1 * tab[idx + 1] + w2 * tab[idx + 2])
         return out[0], out[1]
+
+    def _angle_table(self, k: float, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+        """T and Ṫ on the angle grid of ``dual_equal_variance``, padded by one node at each
+        end; cached per (k, degree, size, dtype, device), because tiled kernels ask for the
+        same layer's table once per row block (it costs (size + 1)·nodes² evaluations)."""
+        key = (k, self.quadrature_degree, self.table_size, dtype, device)
+        cache = self.__dict__.setdefault("_tables", {})
+        if key not in cache:
+            n = self.table_size
+            theta = torch.linspace(0.0, math.pi, n + 1, dtype=dtype, device=device)
+            kk = torch.full_like(theta, k)
+            tab_t, tab_td = self._quadrature_dual(kk, k * torch.cos(theta), kk)
+            # pad one node beyond each end using evenness in θ (and in 2π − θ at θ = π)
+            tab_t = torch.cat([tab_t[1:2], tab_t, tab_t[-2:-1]])
+            tab_td = torch.cat([tab_td[1:2], tab_td, tab_td[-2:-1]])
+            if len(cache) >= 64:  # a deep network has one table per layer; keep the memory bounded
+                cache.pop(next(iter(cache)))
+            cache[key] = (tab_t, tab_td)
+        return cache[key]
 
     def _quadrature_dual(self, k11: Tensor, k12: Tensor, k22: Tensor) -> tuple[Tensor, Tensor]:
         # (u, v) = (√k11 z1, √k22 (c z1 + √(1-c²) z2)); loop over z1 nodes to keep the

@@ -222,9 +222,28 @@ def _generic_tiled(x1, x2, act, depth, w, b, param, widths, compute_ntk, block_s
     if x2 is None and not act.closed_form:
         # quadrature nodes sit on the Cholesky factor of each (k11, k12, k22), which is not
         # symmetric in the pair: average the two triangles so K(x, x') = K(x', x) exactly
-        nngp = 0.5 * (nngp + nngp.transpose(-1, -2))
-        ntk = 0.5 * (ntk + ntk.transpose(-1, -2)) if compute_ntk else None
+        if needs_grad:
+            nngp = 0.5 * (nngp + nngp.transpose(-1, -2))
+            ntk = 0.5 * (ntk + ntk.transpose(-1, -2)) if compute_ntk else None
+        else:
+            _symmetrize_(nngp)
+            if compute_ntk:
+                _symmetrize_(ntk)
     return nngp, ntk
+
+
+def _symmetrize_(a: Tensor, block: int = 1024) -> Tensor:
+    """a ← (a + aᵀ)/2 in place, one pair of tiles at a time: the out-of-place expression
+    allocates two more N×N matrices (the tanh MNIST:50k kernel ran out of memory on it)."""
+    n = a.shape[-1]
+    for i in range(0, n, block):
+        for j in range(i, n, block):
+            upper = a[..., i:i + block, j:j + block]
+            lower = a[..., j:j + block, i:i + block]
+            avg = (upper + lower.transpose(-1, -2)).mul_(0.5)
+            upper.copy_(avg)
+            lower.copy_(avg.transpose(-1, -2))
+    return a
 
 
 # ----------------------------------------------------------------------------- fused ReLU path
