@@ -98,12 +98,8 @@ def kernels(
 
 # ----------------------------------------------------------------------------- checks
 def _check_depth(depth) -> int:
-    if isinstance(depth, bool) or not isinstance(depth, int) and not (
-            isinstance(depth, float) and depth.is_integer()):
-        raise TypeError(f"depth must be an integer, got {depth!r}")
-    if int(depth) < 0:
-        raise ValueError(f"depth must be >= 0 (number of hidden layers), got {depth}")
-    return int(depth)
+    """The number of hidden layers (0: a linear model)."""
+    return check_int("depth", depth, minimum=0)
 
 
 def _check_widths(widths, depth: int) -> list[int]:

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from . import activations as _acts
-from ._checks import check_float_dtype, check_variance
+from ._checks import check_float_dtype, check_int, check_variance
 from .analytic import _check_depth, kernels as _kernels
 from .networks import Network
 
@@ -94,13 +94,12 @@ class Architecture:
         """
         if isinstance(self.weight_variance, Tensor) and self.weight_variance.numel() != 1:
             raise ValueError("build() needs scalar variances")
-        widths = [width] * self.depth if isinstance(width, int) else list(width)
+        widths = [width] * self.depth if isinstance(width, (int, float)) else list(width)
         if len(widths) != self.depth:
             raise ValueError(f"width must be an int or a list of {self.depth} hidden widths, got {width}")
         for name, v in (("in_features", in_features), ("out_features", out_features), *(
                 (f"width[{i}]", w) for i, w in enumerate(widths))):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+            check_int(name, v)
         check_float_dtype(dtype)
         return Network(self, in_features, widths, out_features, seed=seed, dtype=dtype, device=device)
 

@@ -121,9 +121,8 @@ def _plan(per_example_bytes: float, n: int, m: int, device: torch.device,
 
 
 def _check_chunk(chunk_size: int | None) -> None:
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
-                                   or chunk_size < 1):
-        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+    if chunk_size is not None:
+        check_int("chunk_size", chunk_size)
 
 
 def _swap(block: Tensor, mode: str) -> Tensor:
@@ -375,8 +374,7 @@ def _nngp_monte_carlo(arch, x1: Tensor, x2: Tensor | None, mode: str, chunk_size
                       width, out_features: int, n_samples: int, seed: int) -> Tensor:
     if width is None:
         raise ValueError("empirical_nngp of an Architecture needs width=")
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+    n_samples = check_int("n_samples", n_samples)
     seed = check_int("seed", seed, minimum=None)
     if x1.dim() != 2:
         raise ValueError(f"an Architecture takes inputs of shape (N, features), got {tuple(x1.shape)}")

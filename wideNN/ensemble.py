@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from ._checks import check_inputs
+from ._checks import check_inputs, check_int
 from .training import (TrainHistory, _check_data, _check_hyper, _check_positive_int,
                        _chunked_eval, _fit)
 
@@ -42,8 +42,7 @@ class Ensemble(nn.Module):
                  device: torch.device | str | None = None) -> None:
         super().__init__()
         size = _check_positive_int("size", size)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an integer, got {seed!r}")
+        seed = check_int("seed", seed, minimum=None)
         members = [arch.build(in_features, width, out_features, seed=seed + i, dtype=dtype, device=device)
                    for i in range(size)]
         params, buffers = stack_module_state(members)

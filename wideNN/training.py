@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_positive, check_inputs
+from ._checks import check_inputs, check_int, check_positive
 from ._optim import LOSSES, OPTIMIZERS, Optimizer, loss_values
 
 __all__ = ["TrainHistory", "train", "max_learning_rate"]
@@ -92,9 +92,7 @@ class TrainHistory:
 
 # ----------------------------------------------------------------------------- validation
 def _check_positive_int(name: str, v: Any, allow_zero: bool = False) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < (0 if allow_zero else 1):
-        raise ValueError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} integer, got {v!r}")
-    return int(v)
+    return check_int(name, v, minimum=0 if allow_zero else 1)
 
 
 def _check_hyper(steps: Any, learning_rate: Any, optimizer: str, loss: str) -> tuple[int, float]:
