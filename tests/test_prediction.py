@@ -282,7 +282,8 @@ def test_kernel_that_vanishes_on_the_training_set_raises():
         posterior(arch, x, torch.ones(4, 1, dtype=torch.float64), x[:2] + 1.0, kernel="nngp")
 
 
-@pytest.mark.parametrize("kernel, compute_variance, budget", [("nngp", False, 1.35), ("ntk", True, 2.6)])
+@pytest.mark.parametrize("kernel, compute_variance, budget", [("nngp", False, 1.35), ("ntk", False, 1.35),
+                                                             ("ntk", True, 2.6)])
 def test_posterior_memory_is_one_training_matrix(kernel, compute_variance, budget):
     """Peak RSS above the inputs is about one N×N matrix (two for the NTK variance, which
     needs K as well as Θ's factor).  ``torch.cholesky_solve`` used to copy the factor — one

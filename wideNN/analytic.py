@@ -49,14 +49,17 @@ def kernels(
     compute_ntk: bool = True,
     block_size: int | None = None,
     compile: bool = False,
-) -> tuple[Tensor, Tensor | None]:
+    compute_nngp: bool = True,
+) -> tuple[Tensor | None, Tensor | None]:
     """Output-layer NNGP K and NTK Θ between ``x1`` (…, N, d) and ``x2`` (…, M, d).
 
     ``x2=None`` means x1 against itself.  ``diag=True`` returns only K(x1_i, x2_i) (x2 defaults
     to x1), shape (…, N), in O(N) memory.  Tensor variances may require grad (the generic
     autograd-friendly path is then used) and may carry a batch shape broadcasting with the
     leading dimensions of x.  Returns ``(nngp, ntk)``; ``ntk`` is None when
-    ``compute_ntk=False``.  ``compile=True`` fuses each layer of the ReLU fast path into one
+    ``compute_ntk=False``; ``compute_nngp=False`` (with ``compute_ntk``) returns ``(None, ntk)``
+    and never stores the N×M output K (the recursion still runs through K tile by tile), so
+    an NTK alone costs one output matrix of memory, not two.  ``compile=True`` fuses each layer of the ReLU fast path into one
     ``torch.compile`` kernel (several times faster per tile; the first call in a fresh
     environment pays the compilation, tens of seconds on a laptop CPU, cached on disk after).
     See the module docstring for the recursion.
@@ -74,6 +77,8 @@ def kernels(
         widths = _check_widths(widths, depth)
     if block_size is not None:
         block_size = check_int("block_size", block_size)
+    if not compute_nngp and not compute_ntk:
+        raise ValueError("compute_nngp=False needs compute_ntk=True: nothing would be computed")
 
     if diag:
         if x2 is not None and x2.shape != x1.shape:
@@ -89,11 +94,11 @@ def kernels(
             and not isinstance(bias_variance, Tensor))
     if fast:
         out = _relu_tiled(x1, x2, depth, float(weight_variance), float(bias_variance),
-                          compute_ntk, block_size, compile)
+                          compute_ntk, block_size, compile, compute_nngp)
         if out is not None:
             return out
     return _generic_tiled(x1, x2, act, depth, weight_variance, bias_variance, parameterization,
-                          widths, compute_ntk, block_size)
+                          widths, compute_ntk, block_size, compute_nngp)
 
 
 # ----------------------------------------------------------------------------- checks
@@ -180,7 +185,7 @@ def _auto_rows(m: int, x: Tensor, arrays: int) -> int:
     return max(16, budget // max(1, m * x.element_size() * max(1, arrays // 4)))
 
 
-def _generic_tiled(x1, x2, act, depth, w, b, param, widths, compute_ntk, block_size):
+def _generic_tiled(x1, x2, act, depth, w, b, param, widths, compute_ntk, block_size, compute_nngp=True):
     d = x1.shape[-1]
     xb = x1 if x2 is None else x2
     wv, bv = _shaped(w, x1, 2), _shaped(b, x1, 2)
@@ -205,11 +210,12 @@ def _generic_tiled(x1, x2, act, depth, w, b, param, widths, compute_ntk, block_s
             nngp_parts.append(k)
             ntk_parts.append(th)
             continue
-        if nngp is None:  # write tiles into preallocated outputs: peak ≈ outputs + one tile
+        if start == 0:  # write tiles into preallocated outputs: peak ≈ outputs + one tile
             shape = k.shape[:-2] + (x1.shape[-2], m)
-            nngp = torch.empty(shape, dtype=k.dtype, device=k.device)
+            nngp = torch.empty(shape, dtype=k.dtype, device=k.device) if compute_nngp else None
             ntk = torch.empty(shape, dtype=k.dtype, device=k.device) if compute_ntk else None
-        nngp[..., start:start + rows, :] = k
+        if compute_nngp:
+            nngp[..., start:start + rows, :] = k
         if compute_ntk:
             ntk[..., start:start + rows, :] = th
     if needs_grad:
@@ -222,9 +228,11 @@ def _generic_tiled(x1, x2, act, depth, w, b, param, widths, compute_ntk, block_s
             nngp = 0.5 * (nngp + nngp.transpose(-1, -2))
             ntk = 0.5 * (ntk + ntk.transpose(-1, -2)) if compute_ntk else None
         else:
-            _symmetrize_(nngp)
-            if compute_ntk:
-                _symmetrize_(ntk)
+            for out in (nngp, ntk):
+                if out is not None:
+                    _symmetrize_(out)
+    if not compute_nngp:
+        nngp = None  # (the autograd path concatenated it; it is not returned)
     return nngp, ntk
 
 
@@ -243,7 +251,7 @@ def _symmetrize_(a: Tensor, block: int = 1024) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- fused ReLU path
-def _relu_tiled(x1, x2, depth, w, b, compute_ntk, block_size, compile):
+def _relu_tiled(x1, x2, depth, w, b, compute_ntk, block_size, compile, compute_nngp=True):
     """ReLU, NTK parameterization, no autograd: tiled, in place, in normalised coordinates.
 
     With r = K(x, x)^{-1/2} the recursion is run on c = K r r' and q = Θ r r':
@@ -285,8 +293,8 @@ def _relu_tiled(x1, x2, depth, w, b, compute_ntk, block_size, compile):
     rows1, bias1, back1 = factors(k1)
     rows2, bias2, back2 = (rows1, bias1, back1) if symmetric else factors(k2)
     n, m = x1.shape[0], xb.shape[0]
-    nngp = torch.empty(n, m, dtype=x1.dtype, device=x1.device)
-    ntk = torch.empty_like(nngp) if compute_ntk else None
+    nngp = torch.empty(n, m, dtype=x1.dtype, device=x1.device) if compute_nngp else None
+    ntk = torch.empty(n, m, dtype=x1.dtype, device=x1.device) if compute_ntk else None
     if block_size:
         tile = int(block_size)
     else:
@@ -327,9 +335,10 @@ def _relu_tiled(x1, x2, depth, w, b, compute_ntk, block_size, compile):
                     c = _relu_layer_(c, q, rows1[l][ri], rows2[l][rj], bias1[l][ri], bias2[l][rj],
                                      w2pi, bt, compute_ntk, out, scratch)
                     out, other = other, out
-            nngp[ri, rj] = c.mul_(back1[ri, None]).mul_(back2[None, rj])
-            if symmetric and j != i:
-                nngp[rj, ri] = c.T
+            if compute_nngp:
+                nngp[ri, rj] = c.mul_(back1[ri, None]).mul_(back2[None, rj])
+                if symmetric and j != i:
+                    nngp[rj, ri] = c.T
             if compute_ntk:
                 ntk[ri, rj] = q.mul_(back1[ri, None]).mul_(back2[None, rj])
                 if symmetric and j != i:

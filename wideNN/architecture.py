@@ -131,4 +131,7 @@ class Architecture:
             widths: Sequence[int] | int | None = None, block_size: int | None = None,
             compile: bool = False) -> Tensor:
         """The NTK Θ^{depth+1}(x1, x2) (see ``kernels``)."""
-        return self.kernels(x1, x2, diag=diag, widths=widths, block_size=block_size, compile=compile)[1]
+        return _kernels(x1, x2, depth=self.depth, activation=self.phi,
+                        weight_variance=self.weight_variance, bias_variance=self.bias_variance,
+                        parameterization=self.parameterization, widths=widths, diag=diag,
+                        block_size=block_size, compile=compile, compute_nngp=False)[1]
