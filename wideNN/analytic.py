@@ -59,9 +59,10 @@ def kernels(
     leading dimensions of x.  Returns ``(nngp, ntk)``; ``ntk`` is None when
     ``compute_ntk=False``; ``compute_nngp=False`` (with ``compute_ntk``) returns ``(None, ntk)``
     and never stores the N×M output K (the recursion still runs through K tile by tile), so
-    an NTK alone costs one output matrix of memory, not two.  ``compile=True`` fuses each layer of the ReLU fast path into one
-    ``torch.compile`` kernel (several times faster per tile; the first call in a fresh
-    environment pays the compilation, tens of seconds on a laptop CPU, cached on disk after).
+    an NTK alone costs one output matrix of memory, not two.  ``compile=True`` fuses each
+    layer of the ReLU fast path into one ``torch.compile`` kernel (several times faster per
+    tile; the first call in a fresh environment pays the compilation, tens of seconds on a
+    laptop CPU, cached on disk after).
     See the module docstring for the recursion.
     """
     act = _acts.get(activation)
@@ -113,7 +114,7 @@ def _check_widths(widths, depth: int) -> list[int]:
                          "pass widths=[n_1, ..., n_depth] (or an int for all layers)")
     if isinstance(widths, int):
         widths = [widths] * depth
-    widths = [check_int("widths[]", w) for w in widths]
+    widths = [check_int(f"widths[{i}]", w) for i, w in enumerate(widths)]
     if len(widths) != depth:
         raise ValueError(f"widths must list {depth} positive hidden widths, got {widths}")
     return widths

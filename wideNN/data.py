@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ._checks import check_float_dtype
+from ._checks import check_float_dtype, check_int
 
 __all__ = [
     "Split",
@@ -308,8 +308,7 @@ def balanced_subset_indices(labels: np.ndarray | torch.Tensor, n: int, num_class
     class has fewer than ``n / num_classes`` examples.
     """
     labels = np.asarray(labels)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    num_classes = check_int("num_classes", num_classes)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0 or n % num_classes:
         raise ValueError(f"subset size must be a positive multiple of {num_classes}, got {n!r}")
     per_class = n // num_classes
