@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from wideNN import data as wd
+from wideNN.data import cifar as wd_cifar, digits as wd_digits
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -60,7 +61,7 @@ def test_verify_md5_accepts_and_rejects(tmp_path):
 def test_load_digits_rejects_corrupted_bundle(tmp_path, monkeypatch):
     bad = tmp_path / "digits.csv.gz"
     _corrupt_copy(wd._DIGITS_FILE, bad)
-    monkeypatch.setattr(wd, "_DIGITS_FILE", bad)
+    monkeypatch.setattr(wd_digits, "_DIGITS_FILE", bad)  # the module load_digits reads it from
     with pytest.raises(wd.ChecksumError):
         wd.load_digits()
 
@@ -329,8 +330,8 @@ def test_cifar_batches_verified_and_restricted(tmp_path, monkeypatch):
     # the published md5s reject these synthetic files before any unpickling
     with pytest.raises(wd.ChecksumError, match="data_batch_1"):
         wd.load_cifar10(tmp_path, n_train=10)
-    monkeypatch.setattr(wd, "CIFAR10_BATCH_MD5", fake_md5)
-    monkeypatch.setattr(wd, "CIFAR10_POOL_SIZE", 90)
+    monkeypatch.setattr(wd_cifar, "CIFAR10_BATCH_MD5", fake_md5)  # the module load_cifar10 reads them from
+    monkeypatch.setattr(wd_cifar, "CIFAR10_POOL_SIZE", 90)
     s = wd.load_cifar10(tmp_path, n_test=7)
     assert s.meta["kind"] == "full" and s.x_train.shape == (90, 3072) and s.x_test.shape == (7, 3072)
     with open(folder / "data_batch_1", "rb") as f:
