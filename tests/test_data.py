@@ -125,6 +125,10 @@ def test_digits_split_near_exhaustion_and_errors():
         wd.train_test_split_digits(1000, 900)
     with pytest.raises(ValueError, match="n_train"):
         wd.train_test_split_digits(0)
+    with pytest.raises(ValueError, match="seed"):
+        wd.train_test_split_digits(100, seed=-1)
+    with pytest.raises(TypeError, match="seed"):
+        wd.train_test_split_digits(100, seed=1.5)
 
 
 # --------------------------------------------------------------------------- encodings
@@ -147,6 +151,14 @@ def test_one_hot_values():
 def test_one_hot_rejects_bad_labels(labels, num_classes):
     with pytest.raises(ValueError):
         wd.one_hot(labels, num_classes)
+
+
+def test_one_hot_rejects_bad_num_classes():
+    with pytest.raises(TypeError, match="num_classes"):
+        wd.one_hot([0, 1], 2.5)
+    with pytest.raises(ValueError, match="num_classes"):
+        wd.one_hot([0], 0)
+    assert wd.one_hot([0, 1], 2.0).shape == (2, 2)  # an integral float is an integer
 
 
 def test_accuracy():

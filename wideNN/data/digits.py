@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._checks import check_float_dtype
+from .._checks import check_float_dtype, check_int
 from ._files import verify_md5
 from .split import Split, _first_n
 from .targets import NUM_CLASSES, ONE_HOT_NEGATIVE, ONE_HOT_POSITIVE, one_hot
@@ -71,7 +71,7 @@ def train_test_split_digits(
     way from the examples not used for training (``n_test=None``: all of them). Rows keep
     the file's order. ``n_train + n_test`` must not exceed 1797.
     """
-    check_float_dtype(dtype)
+    seed = check_int("seed", seed, minimum=0)
     x, labels = load_digits(dtype=dtype)
     total = labels.shape[0]
     n_train = _first_n(total - 1, n_train, "n_train")

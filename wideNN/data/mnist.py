@@ -44,7 +44,7 @@ def _find_mnist_dir(root: Path) -> Path:
             return c
     raise FileNotFoundError(
         f"no MNIST idx files (train-images-idx3-ubyte.gz, ...) in {root} or its "
-        "'mnist/' or 'MNIST/raw/' subfolder"
+        "'mnist/', 'MNIST/raw/' or 'MNIST/' subfolder"
     )
 
 

@@ -11,6 +11,8 @@ from typing import Sequence
 
 import torch
 
+from .._checks import check_int
+
 NUM_CLASSES = 10
 ONE_HOT_POSITIVE = 0.9
 ONE_HOT_NEGATIVE = -0.1
@@ -34,8 +36,7 @@ def one_hot(
         raise ValueError(f"labels must be 1-D, got shape {tuple(labels.shape)}")
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
         raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be positive, got {num_classes}")
+    num_classes = check_int("num_classes", num_classes)
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         raise ValueError(
             f"labels must lie in [0, {num_classes}), got range "
