@@ -82,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``wideNN`` console script; returns the exit status."""
-    from wideNN.experiment import ConfigError
+    from wideNN.config import ConfigError
 
     args = _parser().parse_args(argv)
     try:

@@ -1,13 +1,9 @@
-"""Experiment harness: config validation, output folders, resumable results.
+"""Experiment harness: find experiment modules, run one into an output folder, keep its results resumable.
 
 An experiment is a module ``experiments/NAME.py`` that declares
 
-* ``DEFAULTS: dict`` -- every allowed config key with its default. The default's
-  type is the schema: ``bool``/``int``/``float``/``str`` must match (an ``int`` is
-  accepted where a ``float`` is expected and converted), a non-empty list default
-  fixes the element type (checked against ``default[0]``), a non-empty dict default
-  is validated recursively, ``None`` (or an empty list/dict) accepts anything of
-  that shape.
+* ``DEFAULTS: dict`` -- every allowed config key with its default; the defaults'
+  types are the config schema (see :mod:`wideNN.config`).
 * ``run(cfg: dict, ctx: Context) -> None`` -- reads the resolved config, calls the
   library, stores every measured number through ``ctx`` and writes figures.
 
@@ -19,10 +15,9 @@ the same resolved config skips them (see :meth:`Context.cached`).
 
 Conventions:
 
-* a key ending in ``_dir`` whose value is not ``None`` names a folder that must
-  exist (relative paths are relative to the current directory);
 * optional keys ``seed`` (int, default 0) and ``dtype`` (``"float32"`` or
   ``"float64"``, default ``"float64"``) feed ``ctx.seed`` / ``ctx.dtype``;
+* an optional ``num_threads`` key (int > 0) pins torch's CPU threads for the run;
 * non-finite floats are stored as JSON ``null`` (results.json stays strict JSON).
 """
 from __future__ import annotations
@@ -30,36 +25,33 @@ from __future__ import annotations
 import ast
 import copy
 import datetime as _dt
-import difflib
 import importlib.util
 import json
-import math
 import os
 import platform
-import re
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 import yaml
+
+# The config, output and device helpers live in their own modules; they are imported
+# here under their old names too, so ``wideNN.experiment.X`` keeps working for callers.
+from ._machine import device_name, resolve_device, versions
+from ._results import atomic_write_bytes, format_table, to_jsonable
+from .config import ConfigError, _did_you_mean, apply_overrides, load_config, resolve_config
+
+if TYPE_CHECKING:
+    import torch
 
 T = TypeVar("T")
 
 RESULTS_FILE = "results.json"
 CONFIG_FILE = "config.yaml"
 TABLE_FILE = "table.txt"
-_RESERVED = ("experiment",)
-_DTYPES = ("float32", "float64")
-# PyYAML follows YAML 1.1, where "1e-3" (no dot) is a string, not a float.
-_SCI_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
-
-
-class ConfigError(ValueError):
-    """A config, override, path or device that cannot be used. The message is for the user."""
 
 
 # --------------------------------------------------------------------------- locations
@@ -149,294 +141,7 @@ def load_experiment(name: str, exp_dir: str | os.PathLike | None = None) -> Modu
     return module
 
 
-# --------------------------------------------------------------------------- config
-
-
-def load_config(path: str | os.PathLike) -> dict:
-    """Read a config YAML (a mapping; its ``experiment`` key may also come from an override)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} does not exist")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(p)!r} must be a mapping of keys to values")
-    return data
-
-
-def apply_overrides(cfg: Mapping, overrides: Iterable[str]) -> dict:
-    """Return a copy of ``cfg`` with each ``"a.b=value"`` applied; the value is parsed by ``yaml.safe_load``.
-
-    Dotted keys address nested dicts (missing levels are created, so a typo is
-    caught later by validation with the full dotted name).
-    """
-    out = copy.deepcopy(dict(cfg))
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected key=value")
-        key, _, raw = item.partition("=")
-        key = key.strip()
-        parts = key.split(".")
-        if not key or any(not p for p in parts):
-            raise ConfigError(f"--set {item!r}: empty key")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-            if isinstance(value, str) and _SCI_FLOAT.match(value.strip()):
-                value = float(value)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {e}") from None
-        node = out
-        for i, p in enumerate(parts[:-1]):
-            nxt = node.setdefault(p, {})
-            if not isinstance(nxt, dict):
-                raise ConfigError(f"--set {key}: {'.'.join(parts[: i + 1])!r} is not a mapping")
-            node = nxt
-        node[parts[-1]] = value
-    return out
-
-
-def _did_you_mean(key: str, candidates: Iterable[str]) -> str:
-    close = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _type_name(default: Any) -> str:
-    return "float" if isinstance(default, float) else type(default).__name__
-
-
-def _check(key: str, value: Any, default: Any, errors: list[str]) -> Any:
-    """Check ``value`` against the schema given by ``default``; return the normalized value."""
-    if default is None:
-        return value
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
-        if isinstance(value, str) and _SCI_FLOAT.match(value.strip()):
-            return float(value)
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if ok:
-            return float(value)
-    elif isinstance(default, str):
-        ok = isinstance(value, str)
-    elif isinstance(default, (list, tuple)):
-        if not isinstance(value, (list, tuple)):
-            ok = False
-        else:
-            if not default:
-                return list(value)
-            return [_check(f"{key}[{i}]", v, default[0], errors) for i, v in enumerate(value)]
-    elif isinstance(default, dict):
-        if not isinstance(value, dict):
-            ok = False
-        else:
-            if not default:
-                return dict(value)
-            return _merge(value, default, errors, prefix=f"{key}.")
-    else:
-        ok = isinstance(value, type(default))
-    if not ok:
-        errors.append(
-            f"config key {key!r}: expected {_type_name(default)}, got {type(value).__name__} {value!r}"
-        )
-    return value
-
-
-def _merge(cfg: Mapping, defaults: Mapping, errors: list[str], prefix: str = "") -> dict:
-    out: dict = {}
-    for k in cfg:
-        if k not in defaults and not (not prefix and k in _RESERVED):
-            errors.append(f"unknown config key {prefix + str(k)!r}{_did_you_mean(str(k), map(str, defaults))}")
-    for k, d in defaults.items():
-        out[k] = _check(prefix + k, cfg[k], d, errors) if k in cfg else copy.deepcopy(d)
-    return out
-
-
-def _dir_keys(cfg: Mapping, prefix: str = "") -> Iterable[tuple[str, Any]]:
-    for k, v in cfg.items():
-        if isinstance(v, dict):
-            yield from _dir_keys(v, f"{prefix}{k}.")
-        elif str(k).endswith("_dir") and v is not None:
-            yield prefix + str(k), v
-
-
-def resolve_config(cfg: Mapping, defaults: Mapping) -> dict:
-    """Merge ``cfg`` over ``defaults`` and validate it; raise :class:`ConfigError` listing every problem.
-
-    Returns ``{"experiment": name, **resolved keys}`` with every key of ``defaults``.
-    """
-    errors: list[str] = []
-    resolved = {"experiment": cfg.get("experiment")}
-    resolved.update(_merge(cfg, defaults, errors))
-    if "seed" in resolved and not (isinstance(resolved["seed"], int) and not isinstance(resolved["seed"], bool)):
-        errors.append(f"config key 'seed': expected int, got {resolved['seed']!r}")
-    if "dtype" in resolved and resolved["dtype"] not in _DTYPES:
-        errors.append(f"config key 'dtype': expected one of {_DTYPES}, got {resolved['dtype']!r}")
-    if not errors:
-        for key, value in _dir_keys(resolved):
-            if not isinstance(value, (str, os.PathLike)):
-                errors.append(f"config key {key!r}: expected a folder path, got {value!r}")
-            elif not Path(value).expanduser().is_dir():
-                errors.append(f"config key {key!r}: folder {str(value)!r} does not exist")
-    if errors:
-        raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
-    return resolved
-
-
-# --------------------------------------------------------------------------- json
-
-
-def to_jsonable(value: Any) -> Any:
-    """Convert tensors, numpy arrays/scalars, tuples, paths to plain JSON types; NaN/inf become ``None``."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if hasattr(value, "detach") and hasattr(value, "tolist"):  # torch.Tensor
-        return to_jsonable(value.detach().cpu().tolist())
-    if hasattr(value, "tolist"):  # numpy array or scalar
-        return to_jsonable(value.tolist())
-    if hasattr(value, "item"):
-        return to_jsonable(value.item())
-    raise TypeError(f"cannot store {type(value).__name__} in results.json")
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old or the new file, never a partial one."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def _canonical(cfg: Mapping) -> str:
-    return json.dumps(to_jsonable(cfg), sort_keys=True)
-
-
-def _config_diff(old: Mapping, new: Mapping, prefix: str = "") -> list[str]:
-    lines = []
-    for k in sorted(set(old) | set(new), key=str):
-        a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
-        if isinstance(a, dict) and isinstance(b, dict):
-            lines += _config_diff(a, b, f"{prefix}{k}.")
-        elif to_jsonable(a) != to_jsonable(b):
-            lines.append(f"{prefix}{k}: {a!r} -> {b!r}")
-    return lines
-
-
-# --------------------------------------------------------------------------- table
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, bool) or v is None:
-        return str(v)
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
-def format_table(rows: Sequence[Mapping], columns: Sequence[str] | None = None) -> str:
-    """Plain-text table of ``rows`` (dicts); ``columns`` defaults to the keys in first-seen order."""
-    if columns is None:
-        columns = list(dict.fromkeys(k for r in rows for k in r))
-    cells = [[str(c) for c in columns]] + [[_fmt(r.get(c, "")) for c in columns] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    numeric = [all(_is_num(r.get(c)) for r in rows if c in r) for c in columns]
-
-    def line(row: list[str]) -> str:
-        return "  ".join(s.rjust(w) if n else s.ljust(w) for s, w, n in zip(row, widths, numeric)).rstrip()
-
-    sep = "  ".join("-" * w for w in widths)
-    return "\n".join([line(cells[0]), sep, *(line(r) for r in cells[1:])])
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 # --------------------------------------------------------------------------- context
-
-
-def resolve_device(name: str | None) -> "torch.device":  # noqa: F821
-    """``"cpu"``, ``"cuda"``, ``"cuda:N"`` -> ``torch.device``; a clear error when CUDA is unavailable."""
-    import torch
-
-    name = name or "cpu"
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"--device {name!r}: expected cpu or cuda[:N]") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"--device {name}: CUDA is not available (torch {torch.__version__}, "
-                f"built with CUDA {torch.version.cuda or 'no'}); use --device cpu"
-            )
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) visible")
-    elif dev.type != "cpu":
-        raise ConfigError(f"--device {name!r}: expected cpu or cuda[:N]")
-    return dev
-
-
-def _device_name(dev: "torch.device") -> str:  # noqa: F821
-    import torch
-
-    if dev.type == "cuda":
-        return torch.cuda.get_device_name(dev)
-    try:  # platform.processor() is empty on most Linux systems
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
-
-
-def _versions() -> dict:
-    import torch
-
-    def version(dist: str) -> str | None:
-        try:
-            from importlib.metadata import version as v
-
-            return v(dist)
-        except Exception:
-            return None
-
-    try:
-        import gpytorch
-
-        gp = gpytorch.__version__
-    except Exception:
-        gp = version("gpytorch")
-    return {
-        "wideNN": version("wideNN") or getattr(sys.modules.get("wideNN"), "__version__", None),
-        "torch": torch.__version__,
-        "gpytorch": gp,
-        "python": platform.python_version(),
-    }
 
 
 class Context:
@@ -451,7 +156,7 @@ class Context:
     back instead of recomputing it.
     """
 
-    def __init__(self, out_dir: Path, config: dict, device: "torch.device", state: dict,  # noqa: F821
+    def __init__(self, out_dir: Path, config: dict, device: torch.device, state: dict,
                  quiet: bool = False) -> None:
         import torch
 
@@ -565,7 +270,7 @@ class Context:
         if not self.quiet:
             print(msg, flush=True)
 
-    def generator(self, offset: int = 0, device: Any = None) -> "torch.Generator":  # noqa: F821
+    def generator(self, offset: int = 0, device: Any = None) -> torch.Generator:
         """A fresh ``torch.Generator`` on ``device`` (default ``ctx.device``) seeded with ``seed + offset``."""
         import torch
 
@@ -595,6 +300,21 @@ class Context:
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def _canonical(cfg: Mapping) -> str:
+    return json.dumps(to_jsonable(cfg), sort_keys=True)
+
+
+def _config_diff(old: Mapping, new: Mapping, prefix: str = "") -> list[str]:
+    lines = []
+    for k in sorted(set(old) | set(new), key=str):
+        a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += _config_diff(a, b, f"{prefix}{k}.")
+        elif to_jsonable(a) != to_jsonable(b):
+            lines.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return lines
 
 
 def run_experiment(
@@ -654,8 +374,8 @@ def run_experiment(
         "seed": int(resolved.get("seed", 0)),
         "dtype": resolved.get("dtype", "float64"),
         "device": str(dev),
-        "device_name": _device_name(dev),
-        "versions": _versions(),
+        "device_name": device_name(dev),
+        "versions": versions(),
         "host": platform.node(),
         "argv": sys.argv,
         "start_time": _now(),
