@@ -1,7 +1,6 @@
 """Dual kernels: closed forms against independent quadrature, and the quadrature fallback."""
 import math
 
-import numpy as np
 import pytest
 import torch
 from scipy import integrate

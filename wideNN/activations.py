@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from ._activation_base import Activation
+from ._gelu import gelu_dual, gelu_dual_diag
 from ._gaussian import INV_2PI, correlation, safe_arccos, safe_sqrt, snap_correlation
 
 __all__ = [
@@ -147,17 +148,10 @@ class Erf(Activation):
 
 
 class GELU(Activation):
-    """φ(u) = u Φ(u) (exact GELU); closed-form duals in ``wideNN._gelu`` when available."""
+    """φ(u) = u Φ(u) (exact GELU); closed-form duals in ``wideNN._gelu``."""
 
     name = "gelu"
-
-    def __init__(self, quadrature_degree: int = 48) -> None:
-        super().__init__(quadrature_degree)
-        try:
-            from . import _gelu  # noqa: F401
-            self.closed_form = True
-        except ImportError:  # pragma: no cover - closed form is optional at import time
-            self.closed_form = False
+    closed_form = True
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.nn.functional.gelu(x)
@@ -168,16 +162,10 @@ class GELU(Activation):
         return cdf + x * pdf
 
     def dual(self, k11, k12, k22):
-        if self.closed_form:
-            from ._gelu import gelu_dual
-            return gelu_dual(k11, k12, k22)
-        return super().dual(k11, k12, k22)
+        return gelu_dual(k11, k12, k22)
 
     def dual_diag(self, k):
-        if self.closed_form:
-            from ._gelu import gelu_dual_diag
-            return gelu_dual_diag(k)
-        return super().dual_diag(k)
+        return gelu_dual_diag(k)
 
 
 class Sin(Activation):
