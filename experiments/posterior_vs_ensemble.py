@@ -113,7 +113,9 @@ def run(cfg: dict, ctx) -> None:
             stds.append(out.std(0))
         with torch.no_grad():
             final = 0.5 * (ens(x) - y).pow(2).sum(-1).mean(-1).mean()
-        loss = torch.cat([*losses, final.reshape(1).to(losses[0].dtype)]) if losses else final.reshape(1)
+        # the histories' losses are on the CPU (TrainHistory.loss); the final loss is on ctx.device
+        final = final.reshape(1).cpu()
+        loss = torch.cat([*losses, final.to(losses[0].dtype)]) if losses else final
         return {"mean": torch.stack(means), "std": torch.stack(stds), "loss_steps": list(range(done + 1)),
                 "loss_mean": loss, "wall_s": time.perf_counter() - t0}
 
