@@ -41,9 +41,14 @@ STYLE: dict[str, Any] = {
 
 
 def to_numpy(x: Any) -> np.ndarray:
-    """A float numpy array from a list, array or (possibly CUDA, possibly requiring grad) tensor."""
+    """A float numpy array from a list, array or (possibly CUDA, possibly requiring grad) tensor.
+
+    Lists and tuples may hold tensors too (e.g. a list of 0-d CUDA losses): numpy would
+    convert each through ``Tensor.__array__``, which fails for CUDA tensors."""
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
+    elif isinstance(x, (list, tuple)) and any(hasattr(v, "detach") or isinstance(v, (list, tuple)) for v in x):
+        x = [to_numpy(v) for v in x]
     return np.asarray(x, dtype=float)
 
 
