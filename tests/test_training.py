@@ -226,6 +226,19 @@ def test_nonfinite_loss_stops_with_message():
     assert h.diverged and h.steps < 500 and "step" in h.message
     assert not torch.isfinite(h.loss[-1]) and torch.isfinite(h.loss[:-1]).all()
     assert h.loss.shape == (h.steps + 1,)
+    assert "left as they were" in h.message  # CPU default: checked every step
+
+
+def test_sparse_loss_checks_say_updates_went_on():
+    # check_every > 1 (the CUDA default, 25) applies the updates up to the next check; the
+    # history still ends at the first bad loss, and the message says the parameters moved on
+    arch = wn.Architecture(1, "relu", 2.0, 0.1)
+    x, y = _data()
+    net = arch.build(5, 64, 2, seed=0, dtype=D64)
+    with pytest.warns(RuntimeWarning, match="check_every"):
+        h = wn.train(net, x, y, steps=500, learning_rate=1e4, check_every=50)
+    assert h.diverged and h.loss.shape == (h.steps + 1,) and not torch.isfinite(h.loss[-1])
+    assert f"after step {h.steps}" in h.message and "left as they were" not in h.message
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -317,8 +317,9 @@ def _fit(params: list[Tensor], forward: Callable[[Tensor], Tensor], x: Tensor, y
         bar.close()
 
     if bad is not None:
-        # steps in (bad, s] were applied with non-finite values: report the first bad one
-        done = bad
+        # with check_every > 1 (the CUDA default) the updates after the first bad loss, up to
+        # the check, were applied too: report the first bad step and say so
+        applied, done = done, bad
         hist.loss = buf[:bad + 1].cpu()
         hist.steps = bad
         hist.diverged = True
@@ -327,10 +328,15 @@ def _fit(params: list[Tensor], forward: Callable[[Tensor], Tensor], x: Tensor, y
         if lead:
             members = (~torch.isfinite(buf[bad].reshape(-1))).nonzero().flatten().tolist()
             where = f" for ensemble member(s) {members[:10]}{'…' if len(members) > 10 else ''}"
+        if applied > bad:
+            state = (f"The loss is checked every {check_every} steps (check_every), so "
+                     f"{applied - bad} more update(s) were applied after step {bad} and the parameters "
+                     f"may be non-finite; pass check_every=1 to stop at the first bad step.")
+        else:
+            state = "The parameters are left as they were at that step."
         hist.message = (f"training stopped: the loss became {kind}{where} at step {bad} "
                         f"(learning_rate={learning_rate:g}, optimizer={optimizer!r}); the learning rate "
-                        f"is probably above the stable range (see wideNN.max_learning_rate). "
-                        f"The parameters are left as they were at that step.")
+                        f"is probably above the stable range (see wideNN.max_learning_rate). " + state)
         warnings.warn(hist.message, RuntimeWarning, stacklevel=3)
         return hist
 
