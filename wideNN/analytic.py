@@ -186,15 +186,38 @@ def _auto_rows(m: int, x: Tensor, arrays: int) -> int:
     return max(16, budget // max(1, m * x.element_size() * max(1, arrays // 4)))
 
 
+def _quadrature_arrays(act, x1: Tensor, xb: Tensor, w, b, needs_grad: bool) -> int:
+    """Extra tile-sized arrays a layer of a quadrature activation keeps alive on CUDA.
+
+    Off the angle-table path (inputs of different norms, or autograd) the dual is integrated
+    node by node with (rows, M, nodes) temporaries (measured for tanh: ≈ 6·nodes tile arrays), and
+    the rule has up to 8·quadrature_degree nodes for large variances.  With the 256 MB CUDA
+    tile that would be 60–200 GB, so the rows are scaled down; on the CPU the tile budget is
+    small enough (≤ ~4 GB) and the tiling is left as it is.  0 for closed forms and when
+    every input has the same variance (the table path: a few arrays per entry)."""
+    if act.closed_form or not x1.is_cuda:
+        return 0
+    if not needs_grad and not isinstance(w, Tensor) and not isinstance(b, Tensor):
+        d = x1.shape[-1]
+        k1 = b + w * (x1 * x1).sum(-1) / d
+        k2 = b + w * (xb * xb).sum(-1) / d
+        if _common_variance(k1, k2) is not None:
+            return 0
+    return 7 * 8 * getattr(act, "quadrature_degree", 48)
+
+
 def _generic_tiled(x1, x2, act, depth, w, b, param, widths, compute_ntk, block_size, compute_nngp=True):
     d = x1.shape[-1]
     xb = x1 if x2 is None else x2
     wv, bv = _shaped(w, x1, 2), _shaped(b, x1, 2)
     n2 = ((xb * xb).sum(-1) / d).unsqueeze(-2)
     m = xb.shape[-2]
-    rows = int(block_size) if block_size else _auto_rows(m, x1, arrays=12)
     needs_grad = torch.is_grad_enabled() and any(
         isinstance(t, Tensor) and t.requires_grad for t in (x1, x2, w, b))
+    if block_size:
+        rows = int(block_size)
+    else:
+        rows = _auto_rows(m, x1, arrays=12 + _quadrature_arrays(act, x1, xb, w, b, needs_grad))
     nngp_parts, ntk_parts = [], []
     nngp = ntk = None
     for start in range(0, x1.shape[-2], rows):
