@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -71,28 +72,36 @@ def structured_flops(n: int, m: int, width: int, mode: str) -> float:
     return fwd + recursion + input_grams + grad_grams
 
 
-def gemm_rate(device: str, dtype: torch.dtype, size: int, repeats: int = 5) -> float:
-    """Best float32 GEMM FLOP/s for a square product of the given size."""
+def gemm_rate(device: str, dtype: torch.dtype, size: int, repeats: int = 5, tf32: bool = False) -> float:
+    """Best GEMM FLOP/s for a square product of the given size (with TF32 matmuls when ``tf32``,
+    so that the roofline of a TF32 run is the TF32 rate)."""
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     best = float("inf")
-    for _ in range(repeats + 1):
-        _sync(device)
-        t = time.perf_counter()
-        a @ b
-        _sync(device)
-        best = min(best, time.perf_counter() - t)
+    prev = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        for _ in range(repeats + 1):
+            _sync(device)
+            t = time.perf_counter()
+            a @ b
+            _sync(device)
+            best = min(best, time.perf_counter() - t)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = prev
     return 2.0 * size ** 3 / best
 
 
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
 
 
 # ----------------------------------------------------------------------------- worker
 def worker(cfg: dict) -> dict:
     device, n, width, mode, method = cfg["device"], cfg["n"], cfg["width"], cfg["mode"], cfg["method"]
+    if device.startswith("cuda"):
+        torch.cuda.set_device(device)  # the memory statistics below are the current device's
     if cfg.get("tf32"):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -181,11 +190,14 @@ def case(device: str, n: int, width: int, mode: str, methods: list[str], repeats
             print(f"  {method:10s}  {speed:9.1f}x faster than the recipe, rel. Frobenius error {err:.1e}")
     if "structured" in results and "error" not in results["structured"]:
         flops = structured_flops(n, n, width, mode)
-        rate = gemm_rate(device, torch.float32, 2048 if device == "cpu" else 8192)
+        rate = gemm_rate(device, torch.float32, 2048 if device == "cpu" else 8192,
+                         tf32=bool((extra or {}).get("tf32")))
         roof = flops / rate
         results["structured"].update(flops=flops, gemm_flops_per_s=rate, roofline_s=roof)
-        print(f"  structured: {flops / 1e9:.1f} GFLOP; float32 GEMM rate {rate / 1e9:.1f} GFLOP/s "
+        kind = "TF32" if (extra or {}).get("tf32") else "float32"
+        print(f"  structured: {flops / 1e9:.1f} GFLOP; {kind} GEMM rate {rate / 1e9:.1f} GFLOP/s "
               f"-> roofline {roof:.4f} s; measured/roofline = {results['structured']['best_s'] / roof:.2f}")
+    shutil.rmtree(tmp, ignore_errors=True)  # the saved kernels (400 MB each at N=1024, full mode)
     return results
 
 

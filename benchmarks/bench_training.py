@@ -10,19 +10,23 @@ issue's sizes; on a small CPU use e.g. --steps 5 (the per-step time is what matt
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 
 import torch
 
-import wideNN as wn
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import wideNN as wn  # noqa: E402
 
 
 def _sync(dev: str) -> None:
-    if dev == "cuda":
-        torch.cuda.synchronize()
+    if torch.device(dev).type == "cuda":  # also "cuda:1": unsynchronized GPU times are launch times
+        torch.cuda.synchronize(dev)
 
 
 def best_of(fn, repeats: int, dev: str) -> float:
+    fn()  # warm-up: CUDA context, cuBLAS handles, allocator pools
     times = []
     for _ in range(repeats):
         _sync(dev)
