@@ -180,7 +180,7 @@ class Ensemble(nn.Module):
                 sets[name] = (xe, ye)
         evaluate = None
         if sets or metrics is not None:
-            def evaluate() -> dict[str, Any]:
+            def _evaluate() -> dict[str, Any]:
                 res: dict[str, Any] = {}
                 for name, (xe, ye) in sets.items():
                     for k, v in _chunked_eval(self, xe, ye, loss).items():
@@ -188,6 +188,7 @@ class Ensemble(nn.Module):
                 if metrics is not None:
                     res.update(metrics(self))
                 return res
+            evaluate = _evaluate
 
         def fwd(xb: Tensor) -> Tensor:  # validated above; skip per-step checks (host syncs)
             return self._call(self.stacked_parameters(), xb)

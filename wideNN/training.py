@@ -465,7 +465,7 @@ def train(model: nn.Module, x: Tensor, y: Tensor, steps: int = 1000, learning_ra
 
     evaluate = None
     if sets or metrics is not None:
-        def evaluate() -> dict[str, Any]:
+        def _evaluate() -> dict[str, Any]:
             res: dict[str, Any] = {}
             for name, (xe, ye) in sets.items():
                 for k, v in _chunked_eval(model, xe, ye, loss).items():
@@ -473,6 +473,7 @@ def train(model: nn.Module, x: Tensor, y: Tensor, steps: int = 1000, learning_ra
             if metrics is not None:
                 res.update(metrics(model))
             return res
+        evaluate = _evaluate
 
     snapshot = None
     if ntk_at:
@@ -480,9 +481,10 @@ def train(model: nn.Module, x: Tensor, y: Tensor, steps: int = 1000, learning_ra
         check_inputs(xs, name1="ntk_x")
         fn = ntk_fn if ntk_fn is not None else _default_ntk_fn(ntk_mode)
 
-        def snapshot() -> Tensor:
+        def _snapshot() -> Tensor:
             with torch.enable_grad():
                 return fn(model, xs).detach().clone()
+        snapshot = _snapshot
 
     return _fit(params, model, x, y, steps=steps, learning_rate=lr, optimizer=optimizer, loss=loss,
                 batch_size=batch_size, seed=seed, momentum=momentum, betas=betas, eps=eps, lead=0,
