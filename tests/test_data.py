@@ -229,6 +229,7 @@ def test_balanced_subset_indices_takes_first_of_each_class():
     labels = np.array([3, 0, 1, 0, 2, 1, 3, 0, 2, 2, 1, 3])
     idx = wd.balanced_subset_indices(labels, 8, num_classes=4)
     assert idx.tolist() == [0, 1, 2, 3, 4, 5, 6, 8]
+    assert wd.balanced_subset_indices(torch.from_numpy(labels), 8, num_classes=4).tolist() == idx.tolist()
     with pytest.raises(ValueError, match="multiple"):
         wd.balanced_subset_indices(labels, 6, num_classes=4)
     with pytest.raises(ValueError, match=r"class 0 \(3\)"):

@@ -40,7 +40,8 @@ def balanced_subset_indices(labels: np.ndarray | torch.Tensor, n: int, num_class
     Raises ``ValueError`` if ``n`` is not a positive multiple of ``num_classes`` or some
     class has fewer than ``n / num_classes`` examples.
     """
-    labels = np.asarray(labels)
+    # labels may live on a GPU; numpy needs them on the host
+    labels = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
     num_classes = check_int("num_classes", num_classes)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0 or n % num_classes:
         raise ValueError(f"subset size must be a positive multiple of {num_classes}, got {n!r}")
