@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import wideNN as wn
-from wideNN.training import _reference_ntk
+from _reference_ntk import reference_ntk as _reference_ntk
 
 D64 = torch.float64
 

@@ -20,8 +20,8 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from ._checks import check_inputs, check_int
-from .training import (TrainHistory, _check_data, _check_hyper, _check_positive_int,
-                       _chunked_eval, _fit)
+from ._train_loop import (TrainHistory, _check_data, _check_hyper, _check_positive_int,
+                          _chunked_eval, _fit)
 
 __all__ = ["Ensemble"]
 
