@@ -62,6 +62,31 @@ def test_ensemble_equals_members_one_by_one(optimizer, trainable):
     assert (h.loss[-1] < h.loss[0]).all()
 
 
+def test_ensemble_ntk_snapshots_equal_members_one_by_one():
+    from _reference_ntk import reference_ntk
+
+    arch = wn.Architecture(2, "relu", 2.0, 0.1)
+    x, y = _data(n=8)
+    xs = _data(n=5, seed=1)[0]
+    kw = dict(steps=20, learning_rate=0.5, ntk_at=[0, 10, 20], ntk_x=xs, ntk_mode="full")
+    ens = wn.Ensemble(arch, 16, 5, 2, size=3, seed=4, dtype=D64)
+    ref0 = [reference_ntk(ens.member(i), xs, "full") for i in range(3)]
+    h = ens.train(x, y, **kw)
+    assert h.ntk_steps == [0, 10, 20] and h.ntk[0].shape == (3, 5, 5, 2, 2)
+    drift = h.ntk_drift()
+    assert drift.shape == (3, 3) and (drift[0] == 0).all() and (drift[-1] > 0).all()
+    for i in range(3):
+        torch.testing.assert_close(h.ntk[0][i], ref0[i], rtol=1e-10, atol=1e-12)
+        hi = wn.train(arch.build(5, 16, 2, seed=4 + i, dtype=D64), x, y, **kw)
+        for a, b in zip(h.ntk, hi.ntk):
+            torch.testing.assert_close(a[i], b, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(drift[:, i], hi.ntk_drift(), rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="ntk_x"):
+        ens.train(x, y, steps=1, ntk_at=[0], ntk_x=torch.randn(4, 3, dtype=D64))
+    with pytest.raises(ValueError, match="ntk_at"):
+        ens.train(x, y, steps=1, ntk_at=[2])
+
+
 def test_ensemble_eval_and_xent():
     arch = wn.Architecture(1, "relu", 2.0, 0.1)
     x, _ = _data(n=12)

@@ -69,11 +69,17 @@ class TrainHistory:
         return self.loss.max(dim=0).values / self.loss[0]
 
     def ntk_drift(self) -> Tensor:
-        """‖Θ̂_s − Θ̂_{s₀}‖_F / ‖Θ̂_{s₀}‖_F for each snapshot s, relative to the first one s₀."""
+        """‖Θ̂_s − Θ̂_{s₀}‖_F / ‖Θ̂_{s₀}‖_F for each snapshot s, relative to the first one s₀:
+        shape (snapshots,), or (snapshots, size) for an ensemble (one drift per member)."""
         if not self.ntk:
             raise ValueError("no NTK snapshots were recorded; pass ntk_at=[...] to train()")
+        lead = 1 if self.loss.dim() == 2 else 0  # an ensemble's snapshots are stacked per member
+
+        def norm(k: Tensor) -> Tensor:
+            return torch.linalg.norm(k.flatten(lead), dim=-1)
+
         ref = self.ntk[0]
-        return torch.stack([torch.linalg.norm((k - ref).flatten()) for k in self.ntk]) / torch.linalg.norm(ref.flatten())
+        return torch.stack([norm(k - ref) for k in self.ntk]) / norm(ref)
 
     def __repr__(self) -> str:
         fin = self.loss[-1]

@@ -22,6 +22,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from ._checks import check_inputs, check_int
 from ._train_loop import (TrainHistory, _check_data, _check_hyper, _check_positive_int,
                           _chunked_eval, _fit)
+from .training import _default_ntk_fn
 
 __all__ = ["Ensemble"]
 
@@ -136,7 +137,8 @@ class Ensemble(nn.Module):
               betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, seed: int | None = None,
               eval_data: dict[str, tuple[Tensor, Tensor]] | tuple[Tensor, Tensor] | None = None,
               metrics: Callable[["Ensemble"], dict[str, Any]] | None = None,
-              eval_every: int | None = None, progress: bool | None = None,
+              eval_every: int | None = None, ntk_at: Sequence[int] | None = None,
+              ntk_x: Tensor | None = None, ntk_mode: str = "trace", progress: bool | None = None,
               check_every: int | None = None) -> TrainHistory | "Ensemble":
         """Train every member, all at once, exactly as ``wn.train`` would train it alone.
 
@@ -147,6 +149,9 @@ class Ensemble(nn.Module):
         whose ``loss`` is (steps_done + 1, size); evaluation metrics are per member (size,).
 
         ``trainable="readout"`` trains only the readout layers (NNGP-posterior sampling).
+        ``ntk_at``: steps at which to snapshot every member's empirical NTK on ``ntk_x``
+        (default ``x``; ``wn.empirical_ntk(member, ·, mode=ntk_mode)``): ``history.ntk[j]`` is
+        (size, N, N, …) and ``history.ntk_drift()`` is (snapshots, size), one drift per member.
         Without data, ``ens.train()`` / ``ens.train(False)`` is ``nn.Module.train`` (mode flag).
         """
         if isinstance(x, bool):  # nn.Module.train(mode) compatibility
@@ -190,13 +195,27 @@ class Ensemble(nn.Module):
                 return res
             evaluate = _evaluate
 
+        snapshot = None
+        if ntk_at:
+            xs = x if ntk_x is None else ntk_x
+            check_inputs(xs, name1="ntk_x")
+            if xs.dim() != 2 or xs.shape[-1] != self.in_features:
+                raise ValueError(f"ntk_x must have shape (N, {self.in_features}), got {tuple(xs.shape)}")
+            ntk = _default_ntk_fn(ntk_mode)
+
+            def _snapshot() -> Tensor:
+                # one member at a time: an NTK snapshot is rare and its memory is per member
+                with torch.enable_grad():
+                    return torch.stack([ntk(self.member(i), xs).detach() for i in range(self.size)])
+            snapshot = _snapshot
+
         def fwd(xb: Tensor) -> Tensor:  # validated above; skip per-step checks (host syncs)
             return self._call(self.stacked_parameters(), xb)
 
         return _fit(params, fwd, x, y, steps=steps, learning_rate=lr, optimizer=optimizer,
                     loss=loss, batch_size=batch_size, seed=seed, momentum=momentum, betas=betas,
-                    eps=eps, lead=1, evaluate=evaluate, eval_every=eval_every, snapshot=None,
-                    ntk_at=(), progress=progress, check_every=check_every)
+                    eps=eps, lead=1, evaluate=evaluate, eval_every=eval_every, snapshot=snapshot,
+                    ntk_at=ntk_at or (), progress=progress, check_every=check_every)
 
     def extra_repr(self) -> str:
         return (f"size={self.size}, seed={self.seed}, arch={self.arch!r}, width={self.width}, "
