@@ -16,7 +16,11 @@ One ``Architecture`` (NTK parameterization) then gives
 
 A single trained network is the NTK-GP's mean *plus* a random function left over from its
 initialization, which does not shrink with width; only averaging networks removes it. So
-expect ``nn`` to sit below the GP lines at every width and ``ensemble`` to sit closer.
+expect ``nn`` to sit below the GP lines at every width and ``ensemble`` to sit closer.  The
+NTK-GP at time t predicts both: a network drawn at random has expected test MSE
+MSE(mean) + mean variance, an average of S networks MSE(mean) + mean variance / S (the
+variance of the trained networks' outputs over initializations, Lee et al. 2019), and
+these are the lines the networks' MSEs approach as the width grows.
 
 Results (results.json):
 
@@ -26,14 +30,17 @@ Results (results.json):
   over test points and outputs of (f − y)²; ``train_loss`` is (1/2N) Σ‖f − y‖² on the
   training set (the training objective).
 * ``results``: ``gp`` (``nngp_accuracy``, ``ntk_gp_accuracy``, ``ntk_gp_t_accuracy``,
-  the MSEs, ``t``, ``jitter``), ``learning_rate``, ``max_learning_rate``,
+  the MSEs, ``t``, ``jitter``), ``gp_variance`` (``ntk_gp_t_variance``: the NTK-GP
+  variance at t averaged over test points; ``expected_nn_mse`` and ``expected_ensemble_mse``
+  as above), ``learning_rate``, ``max_learning_rate``,
   ``data`` (sizes), ``nn/width=W`` (per-seed accuracies, MSEs, losses, ensemble numbers),
   ``ntk_error/width=W``: ‖Θ̂ − Θ‖_F / ‖Θ‖_F between the empirical NTK of a freshly
   initialized network (seed 0; ``empirical_ntk``, trace mode) and the analytic NTK on the
   first ``ntk_points`` training inputs (expected to fall like width^-1/2).
 
 Figures: ``accuracy_vs_width.png`` (test accuracy of each network, their mean, the ensemble
-mean, and the three GPs as horizontal lines; right panel: test MSE the same way) and
+mean, and the three GPs as horizontal lines; right panel: test MSE the same way, with the
+NTK-GP's expected MSE of one network and of the ensemble mean) and
 ``ntk_error_vs_width.png`` (the empirical-vs-analytic NTK error with its fitted slope).
 """
 from __future__ import annotations
@@ -64,7 +71,7 @@ DEFAULTS = {
     "ntk_points": 100,
 }
 
-GP_LABELS = {"nngp": "NNGP (Bayes)", "ntk_gp": "NTK-GP, t = ∞", "ntk_gp_t": "NTK-GP, t = steps"}
+GP_LABELS = {"nngp": "NNGP mean (Bayes)", "ntk_gp": "NTK-GP mean, t = ∞", "ntk_gp_t": "NTK-GP mean, t = steps"}
 
 
 def _mse(pred: torch.Tensor, y: torch.Tensor) -> float:
@@ -118,6 +125,17 @@ def run(cfg: dict, ctx) -> None:
         return out
 
     g = ctx.cached("gp", gp)
+
+    def gp_variance() -> dict:
+        post = wn.posterior(arch, x_tr, y_tr, x_te, kernel="ntk", t=float(steps), learning_rate=lr,
+                            noise_variance=cfg["noise_variance"], compute_variance=True, dtype=ctx.dtype)
+        var = float(post.variance.mean())
+        return {"ntk_gp_t_variance": var, "expected_nn_mse": g["ntk_gp_t_mse"] + var,
+                "expected_ensemble_mse": g["ntk_gp_t_mse"] + var / cfg["seeds"]}
+
+    gv = ctx.cached("gp_variance", gp_variance)
+    ctx.log(f"NTK-GP at t = {steps}: test MSE of the mean {g['ntk_gp_t_mse']:.4g}, expected for one "
+            f"network {gv['expected_nn_mse']:.4g}, for the mean of {cfg['seeds']} {gv['expected_ensemble_mse']:.4g}")
     for name in GP_LABELS:
         ctx.add_row(name, {"model": name, "width": None, "seed": None, "test_accuracy": g[f"{name}_accuracy"],
                            "test_mse": g[f"{name}_mse"], "train_loss": g[f"{name}_train_loss"]})
@@ -166,10 +184,10 @@ def run(cfg: dict, ctx) -> None:
                 f"NTK rel. error {errs[width]:.3g}")
 
     ctx.table(ctx.rows, columns=["model", "width", "seed", "test_accuracy", "test_mse", "train_loss", "diverged"])
-    _figures(cfg, ctx, arch, g, nets, errs, lr)
+    _figures(cfg, ctx, arch, g, gv, nets, errs, lr)
 
 
-def _figures(cfg, ctx, arch, g, nets, errs, lr) -> None:
+def _figures(cfg, ctx, arch, g, gv, nets, errs, lr) -> None:
     widths = list(cfg["widths"])
     fig, axes = wp.figure(1, 2, size=(11.0, 4.0))
     # NNGP and NTK-GP (t = ∞) often coincide: dotted over dashed keeps both visible
@@ -179,6 +197,12 @@ def _figures(cfg, ctx, arch, g, nets, errs, lr) -> None:
         for name, label in GP_LABELS.items():
             color, ls, lw = gp_style[name]
             ax.axhline(g[f"{name}_{key}"], color=color, linestyle=ls, linewidth=lw, label=label, zorder=4)
+        if metric == "test_mse":
+            # the NTK-GP's prediction for the networks themselves, init fluctuations included
+            ax.axhline(gv["expected_nn_mse"], color="k", linestyle="-.", linewidth=1.2, zorder=4,
+                       label="NTK-GP, t: expected for one net")
+            ax.axhline(gv["expected_ensemble_mse"], color="tab:green", linestyle="-.", linewidth=1.2, zorder=4,
+                       label=f"NTK-GP, t: expected for {cfg['seeds']}-net mean")
         for j, w in enumerate(widths):
             vals = [v for v in nets[w][metric] if v is not None]
             ax.scatter([w] * len(vals), vals, color="0.5", s=18, zorder=3,

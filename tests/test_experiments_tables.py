@@ -52,6 +52,10 @@ def _check_quickstart(out: Path, widths: list[int], seeds: int) -> dict:
         assert 0.0 <= g[k] <= 1.0
     # t = ∞ interpolates the training set; GD to a finite t does not
     assert g["ntk_gp_train_loss"] < 1e-8 and g["ntk_gp_t_train_loss"] > g["ntk_gp_train_loss"]
+    gv = res["results"]["gp_variance"]
+    assert gv["ntk_gp_t_variance"] > 0
+    assert gv["expected_nn_mse"] == pytest.approx(g["ntk_gp_t_mse"] + gv["ntk_gp_t_variance"])
+    assert g["ntk_gp_t_mse"] < gv["expected_ensemble_mse"] < gv["expected_nn_mse"]
     errs = [res["results"][f"ntk_error/width={w}"] for w in widths]
     assert all(0.0 < e < 1.0 for e in errs)
     for name in ("accuracy_vs_width.png", "ntk_error_vs_width.png"):
@@ -84,6 +88,15 @@ def test_quickstart_small_config(tmp_path: Path):
     # the analytic NTK is approached as width grows
     e = [res["results"][f"ntk_error/width={w}"] for w in (64, 256, 1024)]
     assert e[2] < e[0]
+    # the widest networks' test MSE is the NTK-GP's prediction for them, init fluctuations
+    # included: measured 0.0251 vs 0.0250 (one net, mean of 3) and 0.0175 vs 0.0170 (the
+    # 3-net mean); 10% leaves room for 3 seeds' sampling error (the spread is ±4%)
+    gv = res["results"]["gp_variance"]
+    wide = res["results"]["nn/width=1024"]
+    assert sum(wide["test_mse"]) / 3 == pytest.approx(gv["expected_nn_mse"], rel=0.1)
+    assert wide["ensemble_test_mse"] == pytest.approx(gv["expected_ensemble_mse"], rel=0.1)
+    # ...and not the MSE of the NTK-GP mean, which only an infinite ensemble reaches
+    assert sum(wide["test_mse"]) / 3 > 1.5 * g["ntk_gp_t_mse"]
 
 
 # ---------------------------------------------------------------- lee2018_table
