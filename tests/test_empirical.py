@@ -196,6 +196,128 @@ def test_auto_picks_structured_for_mlps(monkeypatch):
     assert not calls
 
 
+class WideReadout(nn.Module):
+    """Linear → LayerNorm → ReLU → Linear to O = 64: dense, but the LayerNorm keeps it off
+    the structured path, so auto chooses between jacobian and ntk_vp."""
+
+    def __init__(self, d=4, width=16, o=64):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(d, width), nn.LayerNorm(width), nn.ReLU(), nn.Linear(width, o))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class Scale(nn.Module):
+    """y = x ⊙ w: only an elementwise product, which the FLOP counter does not count."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.linspace(0.5, 1.5, 5, dtype=DT))
+
+    def forward(self, x):
+        return x * self.w
+
+
+def _recorded_auto(monkeypatch, model, x1, x2, mode):
+    """(auto's kernel, the F it used, whether it ran ntk_vp)."""
+    seen = {"vp": 0}
+    real_costs, real_block = emp._method_costs, emp._ntk_vp_block
+
+    def costs(n, m, sym, o, n_params, flops, *rest):
+        seen["flops"] = flops
+        return real_costs(n, m, sym, o, n_params, flops, *rest)
+
+    def block(*args):
+        seen["vp"] += 1
+        return real_block(*args)
+
+    monkeypatch.setattr(emp, "_method_costs", costs)
+    monkeypatch.setattr(emp, "_ntk_vp_block", block)
+    out = wn.empirical_ntk(model, x1, x2, mode=mode, method="auto")
+    monkeypatch.setattr(emp, "_method_costs", real_costs)
+    monkeypatch.setattr(emp, "_ntk_vp_block", real_block)
+    return out, seen["flops"], seen["vp"] > 0
+
+
+def test_auto_flop_probe_counts_one_example_under_functional_call(monkeypatch):
+    torch.manual_seed(2)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 2, 7, generator=g, dtype=DT)
+    # Conv1d(2→3, k=3) on length 7: 5·3 outputs of 2·3 multiply-adds; Linear(15→6): 15·6
+    _, flops, _ = _recorded_auto(monkeypatch, ConvNet().to(DT), x, None, "full")
+    assert flops == 2 * (5 * 3 * 2 * 3) + 2 * 15 * 6
+    # nothing the counter knows: the floor 2P
+    _, flops, _ = _recorded_auto(monkeypatch, Scale(), _x(3, 5, 18), None, "trace")
+    assert flops == 2 * 5
+
+
+def test_auto_cost_model_regimes():
+    def pick(n, o, p, f, mode, chunk=None, keep=True):
+        costs = emp._method_costs(n, n, False, o, p, f, mode, (chunk or n, keep), (chunk or n, False))
+        return emp._choose_method(costs)
+
+    # dense, many outputs (F = 2P, O = 100 > 4κ): ntk_vp in full mode only
+    assert pick(32, 100, 34660, 2 * 34660, "full") == "ntk_vp"
+    assert pick(32, 100, 34660, 2 * 34660, "diagonal") == "jacobian"
+    assert pick(32, 100, 34660, 2 * 34660, "trace") == "jacobian"
+    # the same in tiles of 8 without kept column Jacobians (rebuilt per row tile)
+    assert pick(32, 100, 34660, 2 * 34660, "full", chunk=8, keep=False) == "ntk_vp"
+    # dense with O = 10 < 4κ, a convolution (F ≫ P), one output: jacobian
+    assert pick(32, 10, 11530, 2 * 11530, "full") == "jacobian"
+    assert pick(32, 10, 13018, 370688, "full") == "jacobian"
+    assert pick(32, 1, 9217, 2 * 9217, "full") == "jacobian"
+    # the formula itself, by hand: N=2, M=3, O=1, P=1, F=2, one tile, κ=9, μ=100
+    costs = emp._method_costs(2, 3, False, 1, 1, 2.0, "trace", (3, True), (3, False))
+    assert costs == {"jacobian": (9 * 3 * 2 + 100) * 5 + 2 * 6,      # R = N + M, E = 6
+                     "ntk_vp": 9 * 2 * 2 * (6 + 9) + 100 * 3}        # Σab = 6, Σb² = 9, Σb = 3
+    assert emp._choose_method({"jacobian": 1.0, "ntk_vp": 1.0}) == "jacobian"
+
+
+@pytest.mark.parametrize("sym", [False, True])
+def test_tile_counts_match_tiled(sym):
+    """The cost model's closed forms count exactly the blocks and features ``_tiled`` makes."""
+    for n, m, chunk, keep in [(7, 5, 3, False), (7, 5, 3, True), (6, 9, 2, False), (4, 4, 4, False),
+                              (5, 3, 8, False), (8, 8, 2, False), (8, 8, 2, True), (9, 9, 4, False),
+                              (2, 7, 3, False), (10, 10, 1, False)]:
+        if sym:
+            m = n
+        built, blocks = [0], []
+
+        def featurize(x):
+            built[0] += x.shape[0]
+            return x.shape[0]
+
+        def pair(a, b):
+            blocks.append((a, b))
+            return torch.zeros(a, b)
+
+        x1, x2 = torch.zeros(n, 1), (None if sym else torch.zeros(m, 1))
+        emp._tiled(x1, x2, chunk, (), featurize, pair, "trace", keep)
+        counts = emp._tile_counts(n, m, sym, chunk, keep)
+        assert counts == {"pairs": sum(a * b for a, b in blocks), "built": built[0],
+                          "cols": sum(b for _, b in blocks), "cols_sq": sum(b * b for _, b in blocks)}, \
+            (n, m, chunk, keep)
+
+
+def test_auto_takes_the_cheaper_method_and_matches_both(monkeypatch):
+    torch.manual_seed(5)
+    wide = WideReadout().to(DT)
+    x1, x2 = _x(8, 4, 19), _x(8, 4, 20)
+    for model, xs, mode, want_vp in [(wide, (x1, x2), "full", True), (wide, (x1, None), "full", True),
+                                     (wide, (x1, x2), "trace", False), (wide, (x1, x2), "diagonal", False)]:
+        got, _, used_vp = _recorded_auto(monkeypatch, model, *xs, mode)
+        assert used_vp == want_vp, (mode, xs[1] is None)
+        for method in ("jacobian", "ntk_vp"):
+            assert_close(got, wn.empirical_ntk(model, *xs, mode=mode, method=method))
+    g = torch.Generator().manual_seed(6)
+    xc1, xc2 = torch.randn(6, 2, 7, generator=g, dtype=DT), torch.randn(5, 2, 7, generator=g, dtype=DT)
+    conv = ConvNet().to(DT)
+    got, _, used_vp = _recorded_auto(monkeypatch, conv, xc1, xc2, "full")
+    assert not used_vp
+    assert_close(got, reference_ntk(conv, xc1, xc2, "full"))
+
+
 def test_model_left_unchanged_and_no_graph():
     model = mlp_models()["seq_torch_acts"].train()
     before = [p.detach().clone() for p in model.parameters()]

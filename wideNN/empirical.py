@@ -14,11 +14,36 @@ Methods for the NTK (all give the same numbers up to rounding):
 - ``"jacobian"``: per-example Jacobians (``vmap(jacrev(...))``), contracted parameter by
   parameter with matrix products.  Memory O(chunk·O·P).
 - ``"ntk_vp"``: NTK-vector products: a ``vjp`` of f(x2) for each output cotangent, then a
-  ``jvp`` of f(x1) along the resulting parameter tangent.  The Jacobian is never formed.
+  ``jvp`` of f(x1) along the resulting parameter tangent.  The Jacobian of x1 is never
+  formed (the tangents are the rows of a column tile's Jacobian).
 - ``"structured"``: for MLPs (``wideNN.Network`` or an ``nn.Sequential`` of ``nn.Linear`` and
   elementwise activations) the layer formula of ``wideNN._structured``: a handful of GEMMs per
   layer instead of O(N·M·O²·P) work.
-- ``"auto"``: ``structured`` when it applies, otherwise ``jacobian``.
+- ``"auto"``: ``structured`` when it applies, otherwise the cheaper of ``jacobian`` and
+  ``ntk_vp`` by the cost model below.
+
+Cost model for ``"auto"`` (after Novak, Sohl-Dickstein & Schoenholz, "Fast Finite Width Neural
+Tangent Kernel", ICML 2022, counting what the two code paths here actually do).  With F the
+FLOPs of one single-example forward pass (``torch.utils.flop_counter``, floored at 2P), P
+trainable parameters, O outputs, E the (n, m) example pairs the tiles compute (N·M, or about
+half of N² for tiled x2=None), all in units of one FLOP of a large matrix product:
+
+    jacobian  ≈ κ·(1 + 2O)·F·R + μ·O·P·R + 2·E·O^k·P     (k = 2 in full mode, else 1)
+    ntk_vp    ≈ κ·2·O·F·Σ(a·b + b²) + μ·O·P·Σb           (over a×b tiles; one: a=N, b=M)
+
+R is the number of per-example Jacobians built (a forward and O backward passes each: N + M, or
+more when column Jacobians do not fit next to a row tile and are rebuilt for each row tile).  An
+a×b tile of ntk_vp does a vjp through its b columns for each of its b·O cotangents (2b²·O·F),
+then a jvp through its a rows along each resulting tangent (2ab·O·F).  κ is the cost of a FLOP
+of these vmapped autodiff passes and μ that of storing one number of an O·P-per-example
+Jacobian or tangent block (fresh memory, written then read); κ = 9 (per-case fits 4–13) and
+μ = 100 were measured on CPU (``benchmarks/bench_auto_method.py``, RESULTS.md).  ``auto``
+takes ntk_vp when its cost is strictly lower.  So trace/diagonal mode, O = 1 and convolutions
+(F ≫ P) go to jacobian; full mode with many outputs and F ≈ 2P (dense layers) goes to ntk_vp
+once O ≳ 4κ.  Both paths store
+O·P numbers per column example (ntk_vp's tangents are the rows of the column Jacobian), so the
+per-example memory of ntk_vp is never below that of jacobian: when one example's Jacobian does
+not fit, neither does ntk_vp's tile, and memory enters the choice only through the tile sizes.
 
 Both x1 and x2 are tiled into blocks of ``chunk_size`` examples (chosen from a memory budget
 when None), so N = 10k never needs the N·O·P Jacobian at once.  The model is left as it was:
@@ -28,6 +53,7 @@ running statistics cannot leak back), the module's mode is not touched, and para
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -36,6 +62,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, jvp, stack_module_state, vjp, vmap
+from torch.utils.flop_counter import FlopCounterMode
 
 from . import _structured
 from ._checks import check_inputs, check_int
@@ -198,6 +225,79 @@ def _finish(theta: Tensor, mode: str, o: int) -> Tensor:
     return (theta / o if mode == "trace" else theta).contiguous()
 
 
+# ----------------------------------------------------------------------------- method choice
+# One FLOP of a vmapped vjp/jvp pass over small per-example graphs costs about κ FLOPs of one
+# large matrix product: fitted per case on CPU from 4 (convolutions, O = 100) to 13 (a
+# LayerNorm MLP, where elementwise ops the FLOP counter ignores add up).  Storing one number of
+# a Jacobian or tangent block costs about μ: first touch of fresh pages plus the write and the
+# read, ~2.6 ns per float32 on the CPU of the RESULTS.md table against ~75 GFLOP/s GEMMs.
+_AUTODIFF_COST = 9.0
+_STORE_COST = 100.0
+
+
+def _forward_flops(counter: FlopCounterMode | None, n_params: int) -> float:
+    """F, the FLOPs of one single-example forward, floored at 2P: every parameter takes part
+    in at least one multiply-add (and autodiff reads and writes it on every pass), and ops the
+    counter does not know (elementwise, gathers) would otherwise count as free."""
+    counted = counter.get_total_flops() if counter is not None else 0
+    return float(max(counted, 2 * n_params))
+
+
+def _tile_counts(n: int, m: int, sym: bool, chunk: int, keep_cols: bool) -> dict[str, float]:
+    """What ``_tiled`` does for (N, M) examples in tiles of ``chunk``, in closed form:
+
+    - ``pairs``: E = Σ a·b over the a×b blocks it computes (N·M, or (N² + Σᵢ sᵢ²)/2 for the
+      upper triangle of tiles of sizes sᵢ when x2=None);
+    - ``built``: R, the examples featurized (column features are rebuilt for every row tile
+      unless kept, or there is a single tile);
+    - ``cols``: Σ b and ``cols_sq``: Σ b² over the blocks."""
+    def sums(size: int) -> tuple[int, float, float, float]:
+        # q full tiles of ``chunk`` and a last one of r: (tiles, Σ s², Σ j·s, Σ j·s²), j from 0
+        q, r = divmod(size, chunk)
+        if r == 0:
+            q, r = q - 1, chunk
+        tri = q * (q - 1) / 2.0
+        return q + 1, q * chunk ** 2 + r ** 2, chunk * tri + q * r, chunk ** 2 * tri + q * r ** 2
+
+    rows, sq_n, js_n, jsq_n = sums(n)
+    single = rows == 1 and m <= chunk
+    if sym and not single:
+        # blocks (i, j ≥ i): column tile j is paired with the j + 1 row tiles i ≤ j
+        return {"pairs": (n * n + sq_n) / 2.0, "built": n if keep_cols else n + js_n,
+                "cols": js_n + n, "cols_sq": jsq_n + sq_n}
+    if sym:
+        return {"pairs": float(n * n), "built": float(n), "cols": float(n), "cols_sq": float(n * n)}
+    sq_m = sums(m)[1]
+    return {"pairs": float(n * m), "built": n + (m if single or keep_cols else rows * m),
+            "cols": float(rows * m), "cols_sq": rows * sq_m}
+
+
+def _method_costs(n: int, m: int, sym: bool, o: int, n_params: int, flops: float, mode: str,
+                  jac_plan: tuple[int, bool], vp_plan: tuple[int, bool]) -> dict[str, float]:
+    """Cost of the jacobian and ntk_vp paths in matrix-product FLOPs (module docstring):
+
+        jacobian ≈ κ·(1 + 2O)·F·R + μ·O·P·R + 2·E·O^k·P      (k = 2 in full mode, else 1)
+        ntk_vp   ≈ κ·2·O·F·Σ(a·b + b²) + μ·O·P·Σb           (sums over the a×b tiles)
+
+    ``jac_plan`` and ``vp_plan`` are ``_plan``'s (chunk, column features kept) for each path
+    (ntk_vp keeps none: each tile redoes the vjp of its columns); with ``sym`` (x2=None) m = n."""
+    tiles = _tile_counts(n, m, sym, jac_plan[0], jac_plan[1])
+    k = 2 if mode == "full" else 1
+    jacobian = ((_AUTODIFF_COST * (1 + 2 * o) * flops + _STORE_COST * o * n_params) * tiles["built"]
+                + 2.0 * tiles["pairs"] * o ** k * n_params)
+    tiles = _tile_counts(n, m, sym, vp_plan[0], False)
+    # an a×b tile: vjps through b columns for b·O cotangents (2b²·O·F), which form b·O
+    # tangents of P numbers, then jvps through a rows along each (2ab·O·F)
+    ntk_vp = (_AUTODIFF_COST * 2.0 * o * flops * (tiles["pairs"] + tiles["cols_sq"])
+              + _STORE_COST * o * n_params * tiles["cols"])
+    return {"jacobian": jacobian, "ntk_vp": ntk_vp}
+
+
+def _choose_method(costs: dict[str, float]) -> str:
+    """ntk_vp only when strictly cheaper: jacobian is the default on ties."""
+    return "ntk_vp" if costs["ntk_vp"] < costs["jacobian"] else "jacobian"
+
+
 # ----------------------------------------------------------------------------- NTK
 def empirical_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None = None, *, mode: str = "trace",
                   method: str = "auto", chunk_size: int | None = None) -> Tensor:
@@ -212,9 +312,16 @@ def empirical_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None = None, *, mod
         x1: (N, …) inputs.  x2: (M, …) inputs, or None for x1 against itself.
         mode: ``"full"`` → (N, M, O, O); ``"diagonal"`` → (N, M, O), Θ[n, m, o, o];
             ``"trace"`` → (N, M), the mean over o of Θ[n, m, o, o].
-        method: ``"jacobian"``, ``"ntk_vp"``, ``"structured"`` (MLPs only) or ``"auto"``
-            (structured when the model is an MLP of dense layers and elementwise
-            activations, else jacobian).
+        method: ``"jacobian"``, ``"ntk_vp"``, ``"structured"`` (MLPs only) or ``"auto"``:
+            structured when the model is an MLP of dense layers and elementwise activations,
+            else whichever of jacobian / ntk_vp the cost model estimates cheaper, from F, the
+            FLOPs of one single-example forward (counted with ``FlopCounterMode``, at least
+            2P), with E = N·M example pairs, κ = 9, μ = 100 and k = 2 in full mode, 1
+            otherwise: jacobian ≈ (κ·(1 + 2O)·F + μ·O·P)·(N + M) + 2·E·O^k·P,
+            ntk_vp ≈ κ·2·E·O·F·(1 + M/N) + μ·O·P·M for one tile (module docstring for
+            tiles and x2=None); ntk_vp when strictly cheaper.  In practice: jacobian for
+            trace/diagonal, O = 1 and convolutions; ntk_vp for full mode of dense models with
+            O ≳ 4κ outputs.
         chunk_size: rows/columns per tile; None picks one from the memory budget.
 
     The model is not modified (parameters, buffers and train/eval mode stay as they were).
@@ -238,8 +345,8 @@ def empirical_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None = None, *, mod
                   or f"the inputs are {x1.dim()}-D, not (N, features)")
         raise ValueError(f"method='structured' does not support this model: {reason}; "
                          f"use method='jacobian' or 'ntk_vp'")
-    if method == "auto":
-        method = "structured" if layers is not None else "jacobian"
+    if method == "auto" and layers is not None:
+        method = "structured"
     if method == "structured":
         dense = next(layer for layer in layers if layer.kind == "dense")
         if dense.weight().shape[1] != x1.shape[-1]:
@@ -253,23 +360,32 @@ def empirical_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None = None, *, mod
         y = functional_call(model, (p, consts), (x,))
         return y.reshape(x.shape[0], -1)
 
-    o = _out_dim(lambda x: f_batch(params, x), x1)
+    # the FLOP count for "auto" rides on the single-example forward that finds O
+    counter = FlopCounterMode(display=False) if method == "auto" else None
+    with counter if counter is not None else contextlib.nullcontext():
+        o = _out_dim(lambda x: f_batch(params, x), x1)
     n_params = sum(p.numel() for p in params.values())
     itemsize = x1.element_size()
     m_cols = (x2 if x2 is not None else x1).shape[0]
+    # the Jacobian itself plus the O-fold batched backward pass that produces it
+    jac_plan = _plan(1.5 * o * n_params * itemsize, x1.shape[0], m_cols, x1.device, chunk_size)
+    # ntk_vp: a tile of M columns needs M·O parameter tangents at once
+    vp_plan = _plan(2.0 * o * n_params * itemsize, x1.shape[0], m_cols, x1.device, chunk_size)
+    if method == "auto":
+        costs = _method_costs(x1.shape[0], m_cols, x2 is None, o, n_params,
+                              _forward_flops(counter, n_params), mode, jac_plan, vp_plan)
+        method = _choose_method(costs)
     if method == "jacobian":
         def f_single(p: dict[str, Tensor], x: Tensor) -> Tensor:
             return f_batch(p, x.unsqueeze(0))[0]
 
         jac = vmap(jacrev(f_single), in_dims=(None, 0))
-        # the Jacobian itself plus the O-fold batched backward pass that produces it
-        chunk, cache = _plan(1.5 * o * n_params * itemsize, x1.shape[0], m_cols, x1.device, chunk_size)
+        chunk, cache = jac_plan
         theta = _tiled(x1, x2, chunk, _tail(mode, o), lambda x: jac(params, x),
                        lambda a, b: _contract_jacobians(a, b, mode), mode, cache)
         return _finish(theta, mode, o)
 
-    # ntk_vp: a tile of M columns needs M·O parameter tangents at once
-    chunk, _ = _plan(2.0 * o * n_params * itemsize, x1.shape[0], m_cols, x1.device, chunk_size)
+    chunk, _ = vp_plan
 
     def pair(xa: Tensor, xb: Tensor) -> Tensor:
         return _ntk_vp_block(f_batch, params, xa, xb, mode)
