@@ -11,7 +11,7 @@ from torch import nn
 
 import wideNN as wn
 from wideNN import empirical as emp
-from wideNN import _structured
+from wideNN import _ntk_cost, _structured
 
 DT = torch.float64
 METHODS = ["jacobian", "ntk_vp", "structured"]
@@ -294,7 +294,7 @@ def test_tile_counts_match_tiled(sym):
 
         x1, x2 = torch.zeros(n, 1), (None if sym else torch.zeros(m, 1))
         emp._tiled(x1, x2, chunk, (), featurize, pair, "trace", keep)
-        counts = emp._tile_counts(n, m, sym, chunk, keep)
+        counts = _ntk_cost._tile_counts(n, m, sym, chunk, keep)
         assert counts == {"pairs": sum(a * b for a, b in blocks), "built": built[0],
                           "cols": sum(b for _, b in blocks), "cols_sq": sum(b * b for _, b in blocks)}, \
             (n, m, chunk, keep)
