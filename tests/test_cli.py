@@ -163,3 +163,16 @@ def test_kernel_geometry_small_config_end_to_end(tmp_path: Path, monkeypatch: py
     assert len(prior["t"]) == 40 and len(prior["samples"]) == 3 and len(prior["samples"][0]) == 40
     assert prior["jitter"] > 0
     assert len(res["rows"]) == 3
+
+
+def test_closed_pipe_ends_quietly(monkeypatch, tmp_path):
+    # `wideNN list | head`: the reader leaves, the next write raises BrokenPipeError
+    from wideNN import cli
+
+    def gone(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    with open(tmp_path / "stdout", "w") as out:
+        monkeypatch.setattr(sys, "stdout", out)
+        monkeypatch.setattr(cli, "_list", gone)
+        assert cli.main(["list"]) == 0
