@@ -310,3 +310,17 @@ def test_posterior_memory_is_one_training_matrix(kernel, compute_variance, budge
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     ratio = float(out.stdout.strip().splitlines()[-1])
     assert ratio < budget, ratio
+
+
+@pytest.mark.parametrize("kernel,noise,one_d", [("nngp", 0.1, False), ("ntk", 0.01, True), ("nngp", 0.0, True)])
+def test_posterior_carries_the_log_marginal_likelihood(kernel, noise, one_d):
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(30, 4, generator=g, dtype=torch.float64)
+    y = torch.randn(30, 3, generator=g, dtype=torch.float64)
+    y = y[:, 0] if one_d else y
+    arch = wn.Architecture(2, "erf", 1.7, 0.2)
+    post = wn.posterior(arch, x, y, x[:5], kernel=kernel, noise_variance=noise, compute_variance=False)
+    ref = wn.log_marginal_likelihood(arch, x, y, noise_variance=noise, kernel=kernel)
+    torch.testing.assert_close(post.log_marginal_likelihood, ref, rtol=1e-10, atol=1e-8)
+    # the eigendecomposition path (finite t) does not factor the GP's kernel
+    assert wn.posterior(arch, x, y, x[:5], kernel=kernel, t=3.0, noise_variance=noise).log_marginal_likelihood is None

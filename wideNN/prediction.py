@@ -53,6 +53,10 @@ class Posterior:
         covariance: (N_test, N_test) or (T, N_test, N_test) with ``full_covariance=True``.
         kernel, t, learning_rate, noise_variance: the request.
         jitter: relative jitter the Cholesky needed (0.0 for the eigendecomposition path).
+        log_marginal_likelihood: log p(y_train | x_train) of the GP whose kernel was factored
+            (K + σ²I, or Θ + σ²I for ``kernel="ntk"``), the same number as
+            ``wn.log_marginal_likelihood`` but from the factor the posterior already has;
+            set on the Cholesky path (t = None or ∞), None on the eigendecomposition path.
     """
 
     mean: Tensor
@@ -63,6 +67,7 @@ class Posterior:
     learning_rate: float
     noise_variance: float
     jitter: float = 0.0
+    log_marginal_likelihood: Tensor | None = None
 
     @property
     def std(self) -> Tensor:
@@ -217,11 +222,12 @@ def posterior(
                            widths, test_block_size)
         if scalar_t:
             out = tuple(None if o is None else o[0] for o in out[:3]) + (out[3],)
-    mean, var, cov, jitter = out
+    mean, var, cov, jitter = out[:4]
     if squeeze_outputs:
         mean = mean.squeeze(-1)
     return Posterior(mean=mean, variance=var, covariance=cov, kernel=kernel, t=times,
-                     learning_rate=eta, noise_variance=noise, jitter=jitter)
+                     learning_rate=eta, noise_variance=noise, jitter=jitter,
+                     log_marginal_likelihood=out[4] if len(out) > 4 else None)
 
 
 def log_marginal_likelihood(
@@ -258,11 +264,14 @@ def log_marginal_likelihood(
     if isinstance(nz, Tensor) or nz:
         mat = mat + nz * torch.eye(x.shape[0], dtype=dtype, device=x.device)
     L, _ = cholesky_differentiable(mat, jitters, name=f"{kernel.upper()} training kernel + noise")
-    alpha = _cholesky_solve(yy, L)
-    n, o = yy.shape
-    fit = (yy * alpha).sum()
+    return _gaussian_log_likelihood(yy, L, _cholesky_solve(yy, L))
+
+
+def _gaussian_log_likelihood(y: Tensor, L: Tensor, alpha: Tensor) -> Tensor:
+    """−½ Σ y·α − (O/2) log det(L Lᵀ) − (N·O/2) log 2π for α = (L Lᵀ)⁻¹ y, y of shape (N, O)."""
+    n, o = y.shape
     logdet = 2.0 * L.diagonal().log().sum()
-    return -0.5 * fit - 0.5 * o * logdet - 0.5 * n * o * math.log(2 * math.pi)
+    return -0.5 * (y * alpha).sum() - 0.5 * o * logdet - 0.5 * n * o * math.log(2 * math.pi)
 
 
 # ----------------------------------------------------------------------------- Cholesky path
@@ -342,7 +351,7 @@ def _solve_cholesky(arch, kernel, x, y, xt, noise, compute_variance, full_cov, w
     var = None
     if compute_variance:
         var = cov.diagonal().clone() if full_cov else torch.cat(variances)
-    return mean, var, cov, jitter
+    return mean, var, cov, jitter, _gaussian_log_likelihood(y, L, alpha)
 
 
 # ----------------------------------------------------------------------------- eigen path
