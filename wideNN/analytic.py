@@ -27,6 +27,7 @@ from torch import Tensor
 
 from . import activations as _acts
 from ._checks import check_inputs, check_int, check_same_place, check_variance
+from ._gaussian import MAX_NODE_FACTOR
 
 __all__ = ["kernels"]
 
@@ -203,7 +204,8 @@ def _quadrature_arrays(act, x1: Tensor, xb: Tensor, w, b, needs_grad: bool) -> i
         k2 = b + w * (xb * xb).sum(-1) / d
         if _common_variance(k1, k2) is not None:
             return 0
-    return 7 * 8 * getattr(act, "quadrature_degree", 48)
+    # ~6–7 temporaries per node, at the largest node count the rule can pick
+    return 7 * MAX_NODE_FACTOR * act.quadrature_degree
 
 
 def _generic_tiled(x1, x2, act, depth, w, b, param, widths, compute_ntk, block_size, compute_nngp=True):
