@@ -32,8 +32,11 @@ class ActivationLayer(Layer):
     def resolve(self, in_shape: tuple, env: Env) -> Step:
         name = type(self.activation).__name__
         if not env.gaussian:
-            raise LayerError(f"{env.label.replace('(Activation)', f'({name})')}: an activation needs "
-                             f"Gaussian pre-activations: put a Dense or Conv before it")
+            raise LayerError(f"{env.label}: the dual kernel of an activation is exact for Gaussian "
+                             f"pre-activations only: its input must come from a Dense or Conv (possibly "
+                             f"pooled, flattened or summed in a Residual with a Gaussian input), not from "
+                             f"the raw inputs or another activation ({name} on input shape {in_shape})")
+        env.gaussian = False
         index = env.counter[0]
         env.counter[0] += 1
         return ActivationStep(env.label, in_shape, in_shape, self.activation, index)

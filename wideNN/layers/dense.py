@@ -61,7 +61,8 @@ class DenseStep(Step):
         return False
 
     def apply(self, state, ev):
-        return affine(state, lambda t: t, (), self.weight_variance, self.bias_variance,
+        # a copy, because affine updates op's result in place when no gradient is needed
+        return affine(state, lambda t: t.clone(), (), self.weight_variance, self.bias_variance,
                       self.parameterization, self.in_shape[0], self.label, ev.compute_ntk)
 
     def module(self, generator, dtype, device) -> nn.Module:

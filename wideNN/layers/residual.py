@@ -41,7 +41,7 @@ class Residual(Layer):
         if not isinstance(self.block, Serial):
             inner.label = env.label + " > layer 0 (" + self.block.kind + ")"
         step = self.block.resolve(in_shape, inner)
-        env.gaussian = gaussian
+        env.gaussian = gaussian  # x + block(x) is Gaussian iff x is (the block ends in a linear layer)
         out = step.out_shape
         same = len(out) == len(in_shape) and all(a is None or b is None or a == b for a, b in zip(out, in_shape))
         if not same:
