@@ -80,7 +80,7 @@ def resolve_window(kind: str, label: str, spatial: tuple[int, ...], kernel_size,
     for i, (n, kk, ss) in enumerate(zip(spatial, k, s)):
         if padding == "valid":
             if kk > n:
-                raise LayerError(f"{label}: {kind} window {k} is larger than the input's spatial "
+                raise LayerError(f"{label}: {kind} kernel_size {k} is larger than the input's spatial "
                                  f"shape {spatial} with padding='valid'")
             out.append((n - kk) // ss + 1)
             pads.append((0, 0))
@@ -91,7 +91,7 @@ def resolve_window(kind: str, label: str, spatial: tuple[int, ...], kernel_size,
         total = max((o - 1) * ss + kk - n, 0)
         lo, hi = total // 2, total - total // 2
         if padding == "circular" and max(lo, hi) > n:
-            raise LayerError(f"{label}: {kind} window {k} wraps more than once around the input's "
+            raise LayerError(f"{label}: {kind} kernel_size {k} wraps more than once around the input's "
                              f"spatial shape {spatial} with padding='circular'")
         out.append(o)
         pads.append((lo, hi))

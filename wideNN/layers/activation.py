@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from .. import activations as _acts
 from ._state import KernelState, positions_diagonal
-from .base import Env, Evaluation, Layer, LayerError, Step
+from .base import Env, Evaluation, Layer, LayerError, Step, shape_str
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -35,7 +35,7 @@ class ActivationLayer(Layer):
             raise LayerError(f"{env.label}: the dual kernel of an activation is exact for Gaussian "
                              f"pre-activations only: its input must come from a Dense or Conv (possibly "
                              f"pooled, flattened or summed in a Residual with a Gaussian input), not from "
-                             f"the raw inputs or another activation ({name} on input shape {in_shape})")
+                             f"the raw inputs or another activation ({name} on input shape {shape_str(in_shape)})")
         env.gaussian = False
         index = env.counter[0]
         env.counter[0] += 1

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from .._checks import check_int
 from ._affine import affine
 from ._windows import Window, check_padding, check_window_arg, conv_diagonal, conv_full, resolve_window
-from .base import Env, Layer, LayerError, Step, check_layer_variances
+from .base import Env, Layer, LayerError, Step, check_layer_variances, shape_str
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -61,7 +61,7 @@ class Conv(Layer):
     def resolve(self, in_shape: tuple, env: Env) -> Step:
         if len(in_shape) not in (2, 3):
             raise LayerError(f"{env.label}: Conv needs inputs (C, L) or (C, H, W) per example, got "
-                             f"shape {in_shape}")
+                             f"shape {shape_str(in_shape)}")
         window, spatial = resolve_window("Conv", env.label, tuple(in_shape[1:]), self.kernel_size,
                                          self.stride, self.padding)
         d = env.defaults.override(self.weight_variance, self.bias_variance, self.parameterization)

@@ -18,7 +18,7 @@ from torch import nn
 
 from ._state import KernelState
 from ._windows import Window, check_padding, check_window_arg, pool_full, resolve_window
-from .base import Env, Layer, LayerError, Step
+from .base import Env, Layer, LayerError, Step, shape_str
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -39,7 +39,7 @@ class AvgPool(Layer):
     def resolve(self, in_shape: tuple, env: Env) -> Step:
         if len(in_shape) not in (2, 3):
             raise LayerError(f"{env.label}: AvgPool needs inputs (C, L) or (C, H, W) per example, "
-                             f"got shape {in_shape}")
+                             f"got shape {shape_str(in_shape)}")
         stride = self.kernel_size if self.stride is None else self.stride
         window, spatial = resolve_window("AvgPool", env.label, tuple(in_shape[1:]), self.kernel_size,
                                          stride, self.padding)
@@ -72,7 +72,7 @@ class GlobalAvgPool(Layer):
     def resolve(self, in_shape: tuple, env: Env) -> Step:
         if len(in_shape) < 2:
             raise LayerError(f"{env.label}: GlobalAvgPool needs spatial inputs (C, L) or (C, H, W) "
-                             f"per example, got shape {in_shape}")
+                             f"per example, got shape {shape_str(in_shape)}")
         return GlobalAvgPoolStep(env.label, in_shape, (in_shape[0],))
 
 

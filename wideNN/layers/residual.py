@@ -15,7 +15,7 @@ import dataclasses
 from torch import Tensor, nn
 
 from ._state import KernelState
-from .base import Env, Layer, LayerError, Step
+from .base import Env, Layer, LayerError, Step, shape_str
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -45,7 +45,7 @@ class Residual(Layer):
         out = step.out_shape
         same = len(out) == len(in_shape) and all(a is None or b is None or a == b for a, b in zip(out, in_shape))
         if not same:
-            raise LayerError(f"{env.label}: the residual block maps shape {in_shape} to {out}; "
+            raise LayerError(f"{env.label}: the residual block maps shape {shape_str(in_shape)} to {shape_str(out)}; "
                              f"x + block(x) needs the same shape")
         return ResidualStep(env.label, in_shape, in_shape, step)
 
