@@ -111,7 +111,8 @@ def test_flat_residual_mlp_matches_dense_reference():
     torch.manual_seed(2)
     x = torch.randn(5, 3, dtype=torch.float64)
     arch = wn.Serial(wn.Dense(), wn.Residual(wn.Serial("relu", wn.Dense(), "erf", wn.Dense())),
-                     wn.Residual(wn.Serial("relu", wn.Dense())), "relu", wn.Dense(), bias_variance=0.1)
+                     wn.Residual(wn.Serial("relu", wn.Dense())), wn.Residual(wn.Serial(wn.Dense(), "relu", wn.Dense())),
+                     "relu", wn.Dense(), bias_variance=0.1)
     k, t = arch.kernels(x)
     kr, tr = dense_reference(arch, x)
     torch.testing.assert_close(k, kr, rtol=1e-12, atol=1e-14)
