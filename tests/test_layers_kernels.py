@@ -125,8 +125,12 @@ def test_matches_dense_reference_1d(name):
     x = torch.randn(4, 2, 5, dtype=torch.float64)
     k, t = ARCHS_1D[name].kernels(x)
     kr, tr = dense_reference(ARCHS_1D[name], x)
-    torch.testing.assert_close(k, kr, rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(t, tr, rtol=1e-12, atol=1e-14)
+    # tanh's duals are quadratures whose node count follows the largest variance of each call,
+    # and the two implementations group entries into calls differently: agreement to the
+    # quadrature error (≲ 1e-10 at these variances), closed forms to rounding
+    rtol = 1e-9 if "tanh" in name else 1e-12
+    torch.testing.assert_close(k, kr, rtol=rtol, atol=1e-14)
+    torch.testing.assert_close(t, tr, rtol=rtol, atol=1e-14)
 
 
 def test_matches_dense_reference_2d():

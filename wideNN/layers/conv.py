@@ -77,7 +77,7 @@ class ConvStep(Step):
         self.parameterization = defaults.parameterization
 
     def op(self, t: Tensor, full: bool) -> Tensor:
-        """(1/k) Σ_i K[s·p + i, s·p' + i] on a full- or diagonal-layout covariance."""
+        """Σ_i K[s·p + i, s·p' + i] on a full- or diagonal-layout covariance (times 1/k: ``apply``)."""
         out = tuple(self.out_shape[1:])
         return conv_full(self.window, t, out) if full else conv_diagonal(self.window, t, out)
 
@@ -85,7 +85,7 @@ class ConvStep(Step):
         fan_in = None if self.in_shape[0] is None else self.in_shape[0] * self.window.size
         return affine(state, lambda t: self.op(t, state.full), tuple(self.out_shape[1:]),
                       self.weight_variance, self.bias_variance, self.parameterization, fan_in,
-                      self.label, ev.compute_ntk)
+                      self.label, ev.compute_ntk, scale=1.0 / self.window.size)
 
     def module(self, generator, dtype, device) -> nn.Module:
         from .modules import Convolution
