@@ -26,7 +26,7 @@ from ._windows import Window, check_padding, check_window_arg, conv_diagonal, co
 from .base import Env, Layer, LayerError, Step, check_layer_variances, shape_str
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class Conv(Layer):
     """A convolution layer description.
 
@@ -38,7 +38,7 @@ class Conv(Layer):
         weight_variance, bias_variance, parameterization: None inherits the enclosing ``Serial``'s.
     """
 
-    kernel_size: int | tuple[int, ...] = 3
+    kernel_size: int | tuple[int, ...]
     stride: int | tuple[int, ...] = 1
     padding: str = "same"
     channels: int | None = None
