@@ -1,7 +1,7 @@
 """Sliding-window bookkeeping shared by ``Conv`` and ``AvgPool``: sizes, strides, padding.
 
 Padding as in neural-tangents' stax (and TensorFlow): ``"valid"`` none, output
-⌊(S − k)/s⌋ + 1; ``"same"`` zeros, output ⌈S/s⌉, total padding max((out − 1)·s + k − S, 0) split
+⌊(S − k)/s⌋ + 1 (positions past the last full window are dropped, as torch and stax do); ``"same"`` zeros, output ⌈S/s⌉, total padding max((out − 1)·s + k − S, 0) split
 with the extra position at the end; ``"circular"`` the same amounts, wrapped around.
 
 The same windows act on covariance tensors (``conv_full``, ``conv_diagonal``, ``pool_full``): a
