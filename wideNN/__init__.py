@@ -16,11 +16,12 @@ from .selection import FitResult, fit_hyperparameters
 from .training import TrainHistory, train, max_learning_rate
 from .linearize import TaylorModel, linearize, taylor
 from .ensemble import Ensemble
+from . import distributed
 
 __all__ = [
     "activations", "data", "Architecture", "Dense", "Network", "kernels", "empirical_ntk",
     "empirical_nngp", "NNGPKernel", "NTKKernel", "Posterior", "posterior", "log_marginal_likelihood",
     "FitResult", "fit_hyperparameters", "TrainHistory", "train", "max_learning_rate", "TaylorModel",
-    "linearize", "taylor", "Ensemble",
+    "linearize", "taylor", "Ensemble", "distributed",
 ]
 __version__ = "0.1.0"
