@@ -37,14 +37,15 @@ def pcg(matvec: Callable[[Tensor], Tensor], b: Tensor, precondition: Callable[[T
     apply = precondition if precondition is not None else (lambda r: r)
     x = torch.zeros_like(b)
     r = b.clone()
-    bnorm = b.norm(dim=0).clamp_min(torch.finfo(b.dtype).tiny)
+    bnorm0 = b.norm(dim=0)
+    bnorm = bnorm0.clamp_min(torch.finfo(b.dtype).tiny)
     z = apply(r)
     p = z.clone()
     rz = (r * z).sum(0)
     history: list[float] = []
-    active = torch.ones(b.shape[1], dtype=torch.bool, device=b.device)
+    active = bnorm0 > 0                        # a zero right-hand side is solved by x = 0
     it = 0
-    while it < max_iterations:
+    while it < max_iterations and bool(active.any()):
         q = matvec(p)
         pq = (p * q).sum(0)
         alpha = torch.where(active, rz / torch.where(active, pq, torch.ones_like(pq)), torch.zeros_like(rz))
