@@ -42,7 +42,7 @@ from scipy import stats
 
 import wideNN as wn
 from wideNN import data
-from wideNN import experiment as ex
+from wideNN.lab.discovery import load_experiment
 from wideNN import plotting as wp
 
 DEFAULTS = {
@@ -73,7 +73,7 @@ DEFAULTS = {
 
 def _loader():
     # the dataset/preprocessing logic lives with the hyperparameters experiment; reuse it
-    return ex.load_experiment("hyperparameters", Path(__file__).resolve().parent).load_classification
+    return load_experiment("hyperparameters", Path(__file__).resolve().parent).load_classification
 
 
 def _bins(variance: np.ndarray, sq_err: np.ndarray, per_bin: int) -> dict:

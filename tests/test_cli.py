@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 import wideNN
-from wideNN import experiment as ex
-from wideNN.cli import main
+from wideNN.lab.config import load_config, resolve_config
+from wideNN.lab.discovery import load_experiment
+from wideNN.lab.cli import main
 
 REPO = Path(wideNN.__file__).resolve().parents[1]
 
@@ -125,10 +126,10 @@ def test_repository_configs_validate(tmp_path: Path):
     paths = sorted((REPO / "configs").glob("*.yaml"))
     assert len(paths) >= 18  # a small and a full config for each of the 9 experiments
     for path in paths:
-        cfg = ex.load_config(path)
+        cfg = load_config(path)
         cfg = {k: (str(tmp_path) if k.endswith("_dir") and v is not None else v) for k, v in cfg.items()}
-        module = ex.load_experiment(cfg["experiment"], REPO / "experiments")
-        resolved = ex.resolve_config(cfg, module.DEFAULTS)
+        module = load_experiment(cfg["experiment"], REPO / "experiments")
+        resolved = resolve_config(cfg, module.DEFAULTS)
         assert set(module.DEFAULTS) <= set(resolved), path.name
 
 

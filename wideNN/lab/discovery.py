@@ -19,7 +19,7 @@ from .config import ConfigError, _did_you_mean
 
 def repo_root() -> Path:
     """The repository root (the folder that holds ``wideNN/``, ``experiments/``, ``configs/``)."""
-    return Path(__file__).resolve().parents[1]
+    return Path(__file__).resolve().parents[2]
 
 
 def experiments_dir(override: str | os.PathLike | None = None) -> Path:

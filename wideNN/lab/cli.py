@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from wideNN import experiment as ex
+    from . import discovery as ex
 
     names = ex.available_experiments(args.experiments_dir)
     by_exp = ex.configs_by_experiment(args.configs_dir)
@@ -66,9 +66,9 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from wideNN import experiment as ex
+    from .runner import run_experiment
 
-    ex.run_experiment(
+    run_experiment(
         args.config,
         out_dir=args.out,
         overrides=args.overrides,
@@ -82,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``wideNN`` console script; returns the exit status."""
-    from wideNN.config import ConfigError
+    from .config import ConfigError
 
     args = _parser().parse_args(argv)
     try:
