@@ -168,7 +168,7 @@ def test_kernel_geometry_small_config_end_to_end(tmp_path: Path, monkeypatch: py
 
 def test_closed_pipe_ends_quietly(monkeypatch, tmp_path):
     # `wideNN list | head`: the reader leaves, the next write raises BrokenPipeError
-    from wideNN import cli
+    from wideNN.lab import cli
 
     def gone(args):
         raise BrokenPipeError(32, "Broken pipe")

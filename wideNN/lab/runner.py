@@ -34,7 +34,7 @@ import yaml
 
 from .config import ConfigError, apply_overrides, load_config, resolve_config
 from .context import CONFIG_FILE, RESULTS_FILE, TABLE_FILE, Context
-from .discovery import load_experiment
+from .discovery import find_config, load_experiment
 from .machine import device_name, resolve_device, versions
 from .results import atomic_write_bytes, to_jsonable
 
@@ -82,13 +82,14 @@ def run_experiment(
     import torch
 
     if isinstance(config, Mapping):
-        raw, stem = dict(config), str(config.get("experiment"))
+        raw, stem, base = dict(config), Path(str(config.get("experiment"))).stem, None
     else:
-        raw, stem = load_config(config), Path(config).stem
+        path = find_config(config)
+        raw, stem, base = load_config(path), path.stem, path.parent
     raw = apply_overrides(raw, overrides)
     if "experiment" not in raw:
         raise ConfigError(f"config {stem!r} has no 'experiment' key (the name of a module in experiments/)")
-    module = load_experiment(raw["experiment"], experiments_dir)
+    module = load_experiment(raw["experiment"], experiments_dir, base=base)
     resolved = resolve_config(raw, module.DEFAULTS)
     dev = resolve_device(device)
 
