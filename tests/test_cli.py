@@ -159,7 +159,7 @@ def test_kernel_geometry_small_config_end_to_end(tmp_path: Path, monkeypatch: py
         assert c["nngp_diag"] > 0 and c["ntk_diag"] > 0
         assert math.isclose(c["nngp_at_pi"], c["nngp"][-1], rel_tol=1e-9)
         half_pi.append(c["nngp_at_half_pi"])
-    assert half_pi == sorted(half_pi)  # the slides' claim: deeper ReLU nets give flatter kernels
+    assert half_pi == sorted(half_pi)  # deeper ReLU nets give flatter kernels (Lee et al. 2018; Schoenholz et al. 2017)
     prior = r["prior/relu"]
     assert len(prior["t"]) == 40 and len(prior["samples"]) == 3 and len(prior["samples"][0]) == 40
     assert prior["jitter"] > 0

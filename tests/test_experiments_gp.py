@@ -114,7 +114,7 @@ def test_uncertainty_small_digits(tmp_path: Path, capsys):
         assert sum(s["counts"]) == 400 and all(c == 100 for c in s["counts"])
         assert s["bin_variance"] == sorted(s["bin_variance"]) and s["bin_variance"][0] > 0
         assert len(r[f"points/{kernel}"]["variance"]) == 400
-        # the slides' claim: realized error grows with the predicted variance
+        # Lee et al. 2018's claim: realized error grows with the predicted variance
         assert s["correlation"] > 0.7 and s["spearman_points"] > 0.3
         assert 0.2 < s["calibration_ratio"] < 5 and s["calibration_ratio_with_noise"] < s["calibration_ratio"]
         assert s["accuracy"] > 0.9
