@@ -1,7 +1,7 @@
 """NNGP hyperparameter dependence: test accuracy and log marginal likelihood over a (σ_w², σ_b²) grid.
 
-The seed slides' "NNGP hyperparameter dependence" heatmap (Lee et al. 2018, Fig. 4) next
-to the slides' model-selection claim: the marginal likelihood, computed on the *training*
+The "NNGP hyperparameter dependence" heatmap of Lee et al. 2018 ("Deep Neural Networks as
+Gaussian Processes", Fig. 4) next to model selection by marginal likelihood: the marginal likelihood, computed on the *training*
 set alone, should point to hyperparameters with good *test* accuracy. For every grid cell
 the exact NNGP posterior mean (``wn.posterior``, kernel="nngp", fixed ``noise_variance``)
 classifies the test set by argmax over the one-hot outputs, and

@@ -1,6 +1,6 @@
 """Lee et al. (2018) table: NNGP posteriors vs trained networks on MNIST / CIFAR-10 subsets.
 
-Each configured row names a dataset subset and a model in the seed slides' notation,
+Each configured row names a dataset subset and a model in the notation of Lee et al. 2018 ("Deep Neural Networks as Gaussian Processes"),
 ``GP-depth-σ_w²-σ_b²`` (exact NNGP posterior) or ``NN-depth-width-σ_w²-σ_b²`` (a finite
 network trained here), with its activation (``relu`` or ``tanh``).
 
@@ -39,7 +39,7 @@ Results (results.json):
 
 * ``rows``: ``{dataset, n_train, n_test, model, activation, depth, width, weight_variance,
   bias_variance, test_accuracy, paper_accuracy, difference, wall_time_s}`` (``width`` null
-  for GPs; ``paper_accuracy`` null where the slides have no such row; ``difference`` =
+  for GPs; ``paper_accuracy`` null where the paper has no such row; ``difference`` =
   test_accuracy − paper_accuracy);
 * ``results``: ``row/<dataset>:<n_train>/<model>/<activation>`` with the same numbers plus
   ``noise_variance`` and ``jitter`` (GP) or ``final_loss``/``steps`` (NN); ``skipped``: the
@@ -81,7 +81,7 @@ DEFAULTS = {
     },
 }
 
-# Test accuracies of the seed slides' table (Lee et al. 2018, Table 2): (dataset, n_train, activation) ->
+# Test accuracies of Lee et al. 2018, "Deep Neural Networks as Gaussian Processes", Table 2: (dataset, n_train, activation) ->
 # {model label: accuracy}.
 PAPER = {
     ("mnist", 1000, "relu"): {"NN-2-5000-3.19-0.00": 0.9252, "GP-20-1.45-0.28": 0.9279},

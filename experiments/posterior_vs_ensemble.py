@@ -3,7 +3,7 @@
 A 1-D regression problem on the circle: inputs x(θ) = √2 (cos θ, sin θ) (so x·x/d = 1),
 ``n_train`` random angles with targets y = sin θ + ½ cos 3θ, and a grid of ``n_test`` angles.
 
-1. *NN posterior vs GP posterior* (seed slides): an ensemble (``wn.Ensemble``) of
+1. *NN posterior vs GP posterior* (Lee et al. 2019, "Wide Neural Networks of Any Depth Evolve as Linear Models Under Gradient Descent"): an ensemble (``wn.Ensemble``) of
    ``ensemble_size`` networks of width ``width`` is trained by full-batch GD (MSE, rate
    η = ``lr_fraction`` · 2N/λ_max(Θ)); at each of ``times`` (GD steps) its mean ± std on the
    grid is compared with the NTK-GP at the same time, ``wn.posterior(kernel="ntk", t=times)``

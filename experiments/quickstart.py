@@ -8,7 +8,7 @@ One ``Architecture`` (NTK parameterization) then gives
 * ``nngp``: the exact Bayesian NNGP posterior mean (t = ∞, ``noise_variance``);
 * ``ntk_gp``: the mean of infinitely many networks trained by gradient flow to t = ∞;
 * ``ntk_gp_t``: the same at the training time of the finite networks (t = ``steps``
-  at learning rate η, the DESIGN.md time convention), the fair comparison for them;
+  at learning rate η, the time convention of docs/design.md), the fair comparison for them;
 * ``nn``: ``seeds`` finite networks per width, trained with full-batch GD on the MSE
   L = (1/2N) Σ‖f − y‖² for ``steps`` steps at η = ``lr_fraction`` · ``max_learning_rate``
   (computed from the analytic NTK, so every width uses the same η and the same t);

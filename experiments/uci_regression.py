@@ -45,7 +45,7 @@ import torch
 import wideNN as wn
 from wideNN import data
 from wideNN import plotting as wp
-from wideNN.experiment import ConfigError
+from wideNN.lab.config import ConfigError
 
 DEFAULTS = {
     "seed": 0,

@@ -1,4 +1,4 @@
-"""Finite networks: both parameterizations exactly as DESIGN.md states, seeding, widths."""
+"""Finite networks: both parameterizations exactly as docs/design.md states, seeding, widths."""
 import math
 
 import pytest

@@ -4,6 +4,7 @@ One ``Architecture`` yields a trainable network (``arch.build``), its analytic N
 (``arch.kernels``), GPyTorch kernels, empirical kernels of finite networks, exact GP / NTK-GP
 inference and training utilities.  Conventions follow neural-tangents' ``stax``.
 """
+from ._version import __version__
 from . import activations, data
 from .architecture import Architecture
 from .networks import Dense, Network
@@ -24,4 +25,3 @@ __all__ = [
     "FitResult", "fit_hyperparameters", "TrainHistory", "train", "max_learning_rate", "TaylorModel",
     "linearize", "taylor", "Ensemble", "distributed",
 ]
-__version__ = "0.1.0"

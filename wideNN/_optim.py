@@ -76,7 +76,7 @@ def loss_values(out: Tensor, y: Tensor, loss: str) -> Tensor:
     """Per-model loss, reducing the last two dims (N, O) of ``out`` and keeping any leading
     (ensemble) dims.
 
-    ``"mse"``:  L = (1/2N) Σ_i ‖f(x_i) − y_i‖²   (the DESIGN.md convention)
+    ``"mse"``:  L = (1/2N) Σ_i ‖f(x_i) − y_i‖²   (the convention of docs/design.md)
     ``"xent"``: L = (1/N) Σ_i −Σ_c p_ic log softmax(f(x_i))_c, with p the one-hot of integer
     labels y (N,) or the given probabilities y (N, O).
     """

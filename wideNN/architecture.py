@@ -80,7 +80,7 @@ class Architecture:
 
     @property
     def name(self) -> str:
-        """The seed slides' label: ``GP-depth-σ_w²-σ_b²``."""
+        """The label of Lee et al. 2018 ("Deep Neural Networks as Gaussian Processes", Table 2): ``GP-depth-σ_w²-σ_b²``."""
         return f"GP-{self.depth}-{float(self.weight_variance):.2f}-{float(self.bias_variance):.2f}"
 
     # -- finite network ----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Model selection by marginal likelihood (seed slides): fit σ_w², σ_b² and the noise σ² of
+"""Model selection by marginal likelihood (Lee et al. 2018, "Deep Neural Networks as Gaussian Processes"): fit σ_w², σ_b² and the noise σ² of
 an architecture on the training set alone, by maximizing
 
     log p(Y | X) = −½ Σ_o y_oᵀ (K + σ²I)⁻¹ y_o − (O/2) log det(K + σ²I) − (N·O/2) log 2π
@@ -89,7 +89,7 @@ def fit_hyperparameters(
     Args:
         arch: starting point; its depth, activation and parameterization stay fixed.
         x: (N, d) training inputs; y: (N,) or (N, O) targets.
-        kernel: ``"nngp"`` (the Bayesian NNGP, as in the slides) or ``"ntk"``.
+        kernel: ``"nngp"`` (the Bayesian NNGP of Lee et al. 2018) or ``"ntk"``.
         steps, lr, optimizer: ``"adam"`` or ``"lbfgs"`` (torch.optim), on the raw
             (softplus-inverse) parameters.
         noise_variance: initial σ² (≥ ``min_noise``, the lower bound of its constraint).
@@ -153,7 +153,7 @@ def fit_hyperparameters(
 
     def objective() -> Tensor:
         if yb.dim() == 1:
-            # ExactMarginalLogLikelihood divides by N; ×N it is the slides' log p(y | X)
+            # ExactMarginalLogLikelihood divides by N; ×N it is log p(y | X)
             # (priors, if any, are included likewise)
             return mll(model(xd), yb) * n
         # O outputs share K + σ²I: one Cholesky serves them all, where GPyTorch's batch GP

@@ -1,4 +1,4 @@
-"""Training finite networks under the DESIGN.md time convention.
+"""Training finite networks under the time convention of docs/design.md.
 
 Full-batch gradient descent on
 

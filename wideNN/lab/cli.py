@@ -16,10 +16,14 @@ def _parser() -> argparse.ArgumentParser:
         prog="wideNN",
         description="Run wideNN experiments: finite-width networks next to their NNGP/NTK limits.",
     )
+    from wideNN._version import __version__
+
+    p.add_argument("--version", action="version", version=f"wideNN {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     r = sub.add_parser("run", help="run an experiment from a config YAML (resumes into an existing --out)")
-    r.add_argument("config", metavar="CONFIG", help="config YAML (path used as given)")
+    r.add_argument("config", metavar="CONFIG",
+                   help="config YAML: a path, or the name of a built-in config (quickstart = configs/quickstart.yaml)")
     r.add_argument("--out", metavar="DIR", default=None, help="output folder (default runs/<config stem>)")
     r.add_argument("--set", dest="overrides", metavar="KEY=VALUE", nargs="+", action="extend", default=[],
                    help="override config keys; VALUE is YAML, dotted keys reach nested dicts (repeatable)")
@@ -27,18 +31,19 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--fresh", action="store_true",
                    help="discard results already in --out instead of resuming (needed when the config changed)")
     r.add_argument("--experiments-dir", metavar="DIR", default=None,
-                   help="folder of experiment modules (default: $WIDENN_EXPERIMENTS_DIR or <repo>/experiments)")
+                   help="folder of experiment modules (default: $WIDENN_EXPERIMENTS_DIR, else the built-in "
+                        "experiments); a config may also name a script: experiment: path/to/script.py")
     r.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
     ls = sub.add_parser("list", help="list experiments and the configs that use them")
     ls.add_argument("--experiments-dir", metavar="DIR", default=None)
     ls.add_argument("--configs-dir", metavar="DIR", default=None,
-                    help="folder of configs (default: $WIDENN_CONFIGS_DIR or <repo>/configs)")
+                    help="folder of configs (default: $WIDENN_CONFIGS_DIR, else the built-in configs)")
     return p
 
 
 def _list(args: argparse.Namespace) -> int:
-    from wideNN import experiment as ex
+    from . import discovery as ex
 
     names = ex.available_experiments(args.experiments_dir)
     by_exp = ex.configs_by_experiment(args.configs_dir)
@@ -66,9 +71,9 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from wideNN import experiment as ex
+    from .runner import run_experiment
 
-    ex.run_experiment(
+    run_experiment(
         args.config,
         out_dir=args.out,
         overrides=args.overrides,
@@ -82,7 +87,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``wideNN`` console script; returns the exit status."""
-    from wideNN.config import ConfigError
+    from .config import ConfigError
 
     args = _parser().parse_args(argv)
     try:
