@@ -34,6 +34,8 @@ cell with the best LML; white circle: the grid cell with the best test accuracy.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 import wideNN as wn
@@ -115,9 +117,13 @@ def run(cfg: dict, ctx) -> None:
 
     cells = [(i, j) for i in range(len(bs)) for j in range(len(ws))]
     acc, lml, lml_pd, mse = (np.full((len(bs), len(ws)), np.nan) for _ in range(4))
-    for i, j in ctx.progress(cells, desc="grid", total=len(cells)):
-        key = f"cell/w={ws[j]:g}/b={bs[i]:g}"
-        c = ctx.cached(key, lambda: _evaluate(arch(ws[j], bs[i]), split, noise))
+    # independent cells: under torchrun they are split over the ranks
+    keys = {(i, j): f"cell/w={ws[j]:g}/b={bs[i]:g}" for i, j in cells}
+    done = ctx.grid({keys[i, j]: functools.partial(lambda w, b: _evaluate(arch(w, b), split, noise), ws[j], bs[i])
+                     for i, j in cells}, desc="grid")
+    for i, j in cells:
+        key = keys[i, j]
+        c = done[key]
         acc[i, j], lml[i, j], lml_pd[i, j], mse[i, j] = c["accuracy"], c["lml"], c["lml_per_datum"], c["test_mse"]
         ctx.add_row(key, {"σ_w²": ws[j], "σ_b²": bs[i], "accuracy": c["accuracy"],
                           "test_mse": c["test_mse"], "lml/datum": c["lml_per_datum"]})

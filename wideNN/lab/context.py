@@ -40,7 +40,7 @@ class Context:
     """
 
     def __init__(self, out_dir: Path, config: dict, device: torch.device, state: dict,
-                 quiet: bool = False) -> None:
+                 quiet: bool = False, group: Any = None) -> None:
         import torch
 
         self.out_dir = Path(out_dir)
@@ -52,6 +52,10 @@ class Context:
         self._state = state
         self._table: tuple[list[dict], list[str] | None] | None = None
         self._t0 = time.perf_counter()
+        # the process group of a torchrun launch (wideNN.distributed.Group) or None; only
+        # rank 0 writes the output folder
+        self.group = group
+        self.writer = group is None or group.rank == 0
 
     # ---- results
 
@@ -90,6 +94,14 @@ class Context:
             return self._state["results"][key]
         return self.record(key, fn())
 
+    def grid(self, cells: Mapping[str, Callable[[], Any]], desc: str | None = None) -> dict[str, Any]:
+        """``{key: stored value}`` for independent cells ``{key: fn}`` (e.g. widths × seeds):
+        ``cached(key, fn)`` for each, except that under ``torchrun`` the cells left to compute
+        are split over the ranks and gathered (see :mod:`wideNN.lab.distributed_grid`)."""
+        from .distributed_grid import run_cells
+
+        return run_cells(self, cells, desc)
+
     # ---- rows
 
     @property
@@ -123,7 +135,8 @@ class Context:
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
         path = self.out_dir / name
-        atomic_write_bytes(path, buf.getvalue())
+        if self.writer:
+            atomic_write_bytes(path, buf.getvalue())
         pyplot = sys.modules.get("matplotlib.pyplot")
         if pyplot is not None:
             pyplot.close(fig)
@@ -167,6 +180,8 @@ class Context:
         """Write results.json now (atomic)."""
         meta = self._state["metadata"]
         meta["wall_time_s"] = time.perf_counter() - self._t0
+        if not self.writer:
+            return
         data = json.dumps(self._state, indent=1, allow_nan=False).encode()
         atomic_write_bytes(self.out_dir / RESULTS_FILE, data)
 

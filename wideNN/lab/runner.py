@@ -35,6 +35,7 @@ import yaml
 from .config import ConfigError, apply_overrides, load_config, resolve_config
 from .context import CONFIG_FILE, RESULTS_FILE, TABLE_FILE, Context
 from .discovery import find_config, load_experiment
+from .distributed_grid import SHARD_DIR, finish, launch_group
 from .machine import device_name, resolve_device, versions
 from .results import atomic_write_bytes, to_jsonable
 
@@ -79,7 +80,6 @@ def run_experiment(
     experiment, results.json is kept with ``metadata.status == "failed"`` and the
     exception propagates.
     """
-    import torch
 
     if isinstance(config, Mapping):
         raw, stem, base = dict(config), Path(str(config.get("experiment"))).stem, None
@@ -92,9 +92,26 @@ def run_experiment(
     module = load_experiment(raw["experiment"], experiments_dir, base=base)
     resolved = resolve_config(raw, module.DEFAULTS)
     dev = resolve_device(device)
+    group = launch_group(dev)               # None unless launched by torchrun with > 1 rank
+    try:
+        return _run_resolved(module, resolved, stem, dev, group, out_dir, fresh, quiet)
+    finally:
+        finish(group)
+
+
+def _run_resolved(module, resolved: dict, stem: str, dev, group, out_dir, fresh: bool, quiet: bool) -> Context:
+    """The run itself, once the config is resolved (only rank 0 of a launch writes)."""
+    import torch
+
+    writer = group is None or group.rank == 0
+    if group is not None:
+        group.same_on_all_ranks("resolved configs", _canonical(resolved))
 
     out = Path(out_dir) if out_dir is not None else Path("runs") / stem
-    out.mkdir(parents=True, exist_ok=True)
+    if writer:
+        out.mkdir(parents=True, exist_ok=True)
+    if group is not None:
+        group.barrier()
     results_path = out / RESULTS_FILE
     prior: dict | None = None
     if results_path.exists() and not fresh:
@@ -108,9 +125,11 @@ def run_experiment(
                 f"{out} holds results of a different config:\n  {diff}\n"
                 "use another --out folder, or --fresh to discard the old results"
             )
-    elif fresh:
+    elif fresh and writer:
         for name in (RESULTS_FILE, TABLE_FILE):
             (out / name).unlink(missing_ok=True)
+        for shard in (out / SHARD_DIR).glob("rank*.json"):   # cells of an unfinished launch
+            shard.unlink()
 
     meta = {
         "experiment": resolved["experiment"],
@@ -142,8 +161,9 @@ def run_experiment(
         "figures": list(prior.get("figures", [])) if prior else [],
     }
 
-    atomic_write_bytes(out / CONFIG_FILE, yaml.safe_dump(to_jsonable(resolved), sort_keys=False).encode())
-    ctx = Context(out, resolved, dev, state, quiet=quiet)
+    if writer:
+        atomic_write_bytes(out / CONFIG_FILE, yaml.safe_dump(to_jsonable(resolved), sort_keys=False).encode())
+    ctx = Context(out, resolved, dev, state, quiet=quiet or not writer, group=group)
     ctx.flush()
     if prior is not None:
         ctx.log(f"resuming {out}: {len(state['results'])} result(s), {len(state['rows'])} row(s) already done")
@@ -173,7 +193,7 @@ def run_experiment(
     meta.pop("error", None)
     meta["end_time"] = _now()
     table = ctx.final_table()
-    if table is not None:
+    if table is not None and writer:
         atomic_write_bytes(out / TABLE_FILE, (table + "\n").encode())
     ctx.flush()
     if table is not None:
