@@ -118,17 +118,25 @@ def pcg_scaling(args) -> None:
 def tile_throughput(args) -> None:
     dev = torch.device(args.device)
     x = torch.rand(2 * args.tile, 784, dtype=torch.float64, device=dev)
-    mlp = wn.Architecture(3, "relu", 2.0, 0.01)
-    for name, kern, inputs in [("MLP depth 3", mlp, x)]:
-        kern.kernels(inputs[:64], inputs[64:128])
+    cases = [("MLP depth 3 ReLU, 784-d", wn.Architecture(3, "relu", 2.0, 0.01), x, args.tile)]
+    if hasattr(wn, "Serial"):          # the composed-layer API: a small convolutional kernel
+        conv = wn.Serial(wn.Conv(kernel_size=3, padding="same"), wn.activations.ReLU(),
+                         wn.Conv(kernel_size=3, padding="same"), wn.activations.ReLU(),
+                         wn.GlobalAvgPool(), wn.Dense(), weight_variance=2.0, bias_variance=0.01)
+        side, t = args.conv_side, args.conv_tile
+        cases.append((f"2-conv ReLU + global pool, 3×{side}×{side}", conv,
+                      torch.rand(2 * t, 3, side, side, dtype=torch.float64, device=dev), t))
+    for name, kern, inputs, t in cases:
+        kern.kernels(inputs[:4], inputs[4:8])
         if dev.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        kern.kernels(inputs[:args.tile], inputs[args.tile:])
+        kern.kernels(inputs[:t], inputs[t:2 * t])
         if dev.type == "cuda":
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
-        print(f"{name}: {dt:.3f} s per {args.tile}² tile = {args.tile ** 2 / dt:.3g} entries/s on {dev}")
+        print(f"{name}: {dt:.3f} s per {t}² tile = {t ** 2 / dt:.3g} entries/s on {dev} "
+              f"({torch.get_num_threads()} threads)")
 
 
 def main() -> None:
@@ -140,6 +148,8 @@ def main() -> None:
     ap.add_argument("--ranks", type=int, default=2)
     ap.add_argument("--tile", type=int, default=2000)
     ap.add_argument("--sizes", type=int, nargs="+", default=[5000, 10000, 20000])
+    ap.add_argument("--conv-side", type=int, default=16, help="image side of the conv kernel (tile part)")
+    ap.add_argument("--conv-tile", type=int, default=16, help="images per conv tile side (tile part)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (tile part)")
     args = ap.parse_args()
     os.environ.setdefault("WIDENN_NO_PROGRESS", "1")
