@@ -212,3 +212,13 @@ def test_nccl_ranks_equal_cpu(tmp_path):
     ref = wn.posterior(workers.arch(), x.flatten(1), y, xt.flatten(1), kernel="nngp",
                        noise_variance=0.01, compute_variance=False).mean
     assert _rel(torch.load(out)["mean"], ref) < 1e-10
+
+
+def test_progress_is_per_rank_and_silenced_by_env(monkeypatch):
+    group = wd.Group(rank=1, world_size=3, device=torch.device("cpu"))
+    monkeypatch.setenv("WIDENN_NO_PROGRESS", "1")
+    with wd.group.progress(5, "tiles", group) as bar:
+        assert bar.disable
+    monkeypatch.setenv("WIDENN_NO_PROGRESS", "0")
+    with wd.group.progress(5, "tiles", group) as bar:
+        assert not bar.disable and bar.desc.startswith("[rank 1/3] tiles") and bar.pos in (1, -1)
