@@ -158,7 +158,8 @@ def _spawned(rank: int, fn: Callable, world_size: int, port: int, backend: str, 
     try:
         fn(rank, *args)
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def spawn(fn: Callable, world_size: int, *args: Any, backend: str = "gloo") -> None:

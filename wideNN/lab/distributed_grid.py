@@ -39,16 +39,26 @@ def launch_group(device: "torch.device") -> "Group | None":
     gloo on CPU, NCCL for CUDA devices), or None for a plain run."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
+    import torch.distributed as dist
+
     from wideNN.distributed import current_group
+    global _OWNED
+    _OWNED = not dist.is_initialized()
     return current_group(device)
 
 
+_OWNED = False     # whether launch_group initialised the process group (finish then leaves it)
+
+
 def finish(group: "Group | None") -> None:
-    """Leave the process group (end of a launched run)."""
-    if group is not None and group.distributed:
+    """Leave the process group at the end of a launched run, if ``launch_group`` joined it (a
+    group the caller initialised is left to the caller)."""
+    global _OWNED
+    if group is not None and _OWNED:
         import torch.distributed as dist
         if dist.is_initialized():
             dist.destroy_process_group()
+        _OWNED = False
 
 
 def _read_shards(out: Path, keys: Mapping[str, Any]) -> dict[str, Any]:
