@@ -77,6 +77,10 @@ def test_corrupt_tile_is_detected_and_recomputed(tmp_path):
     path.write_bytes(bytes(raw))
     with pytest.raises(wd.CorruptTileError, match=r"\(1, 3\) ntk .*SHA-256"):
         wd.TiledStore.open(tmp_path / "k").dense("ntk")
+    y = torch.ones(40, 2, dtype=torch.float64)
+    for method in ("pcg", "cholesky"):                 # a solve never uses a corrupt tile
+        with pytest.raises(wd.CorruptTileError, match="SHA-256"):
+            wd.solve(tmp_path / "k", y, component="ntk", method=method, noise_variance=0.1)
     (tmp_path / "k" / "tiles" / "2_2.nngp.npy").unlink()   # and one missing file
     again = wd.kernel(workers.flat_kernels, x, store=tmp_path / "k", tile_size=8)
     assert again.computed_total == 2 and sorted(again.computed) == [(1, 3), (2, 2)]

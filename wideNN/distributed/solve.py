@@ -60,8 +60,9 @@ class SolveOptions:
 @dataclasses.dataclass
 class Solution:
     """α (N, O) on every rank, and how it was found: ``method``, ``iterations`` (0 for
-    Cholesky), ``residual`` (max relative ‖y − (K + σ²I)α‖/‖y‖ over columns, PCG), ``jitter``
-    (Cholesky), ``preconditioner_rank``, ``seconds``, ``history`` (PCG residual per iteration)."""
+    Cholesky), ``residual`` (max relative ‖y − (K + σ²I)α‖/‖y‖ over columns, PCG) against the
+    stated ``tol``, ``jitter`` (Cholesky), ``preconditioner_rank``, ``seconds``, ``history`` (PCG
+    residual per iteration)."""
 
     alpha: Tensor
     method: str
@@ -72,6 +73,7 @@ class Solution:
     preconditioner_rank: int = 0
     seconds: float = 0.0
     history: list | None = None
+    tol: float | None = None
 
 
 def _dense_budget(device: torch.device) -> int:
@@ -156,7 +158,12 @@ def _solve_pcg(group: Group, st: TiledStore, y: Tensor, component: str, noise: f
     a, b = parts[group.rank]
     r0, r1 = plan.rows(a).start, plan.rows(b - 1).stop
     bounds = [(plan.rows(p).start, plan.rows(q - 1).stop) for p, q in parts]
-    block = st.rows(component, a, b).to(device=dev, dtype=opts.storage_dtype)   # rows r0:r1 of K
+    block, err = None, None
+    try:                                             # rows r0:r1 of K (a corrupt tile: every rank raises)
+        block = st.rows(component, a, b).to(device=dev, dtype=opts.storage_dtype)
+    except (OSError, ValueError, RuntimeError) as e:
+        err = e
+    group.agree(err)
     n, o = y.shape
     y = y.to(dev)
     diag = torch.zeros(n, dtype=torch.float64, device=dev)
@@ -183,7 +190,7 @@ def _solve_pcg(group: Group, st: TiledStore, y: Tensor, component: str, noise: f
     x, info = pcg(matvec, y, None if pre is None else pre.apply, opts.tol, opts.max_iterations)
     return Solution(alpha=x, method="pcg", iterations=info.iterations, residual=info.residual,
                     converged=info.converged, preconditioner_rank=0 if pre is None else pre.rank,
-                    history=info.history)
+                    history=info.history, tol=opts.tol)
 
 
 def _local_product(block: Tensor, p: Tensor) -> Tensor:
