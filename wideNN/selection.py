@@ -88,12 +88,16 @@ def fit_hyperparameters(
 
     Args:
         arch: starting point; its depth, activation and parameterization stay fixed.
-        x: (N, d) training inputs; y: (N,) or (N, O) targets.
+        x: (N, d) training inputs.
+        y: (N,) or (N, O) targets.
         kernel: ``"nngp"`` (the Bayesian NNGP of Lee et al. 2018) or ``"ntk"``.
-        steps, lr, optimizer: ``"adam"`` or ``"lbfgs"`` (torch.optim), on the raw
-            (softplus-inverse) parameters.
+        steps: number of optimizer steps.
+        lr: learning rate of the optimizer.
+        optimizer: ``"adam"`` or ``"lbfgs"`` (torch.optim), on the raw (softplus-inverse)
+            parameters.
         noise_variance: initial σ² (≥ ``min_noise``, the lower bound of its constraint).
-        learn_noise: whether σ² is fitted; ``learn``: which variances are fitted.
+        learn_noise: whether σ² is fitted.
+        learn: which variances are fitted.
         min_init: variances starting at 0 start at this value instead (σ² = 0 maps to a raw
             parameter of −∞, from which no gradient step can move).
         progress: show a tqdm progress bar with the current log marginal likelihood.

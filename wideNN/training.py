@@ -88,7 +88,8 @@ def train(model: nn.Module, x: Tensor, y: Tensor, steps: int = 1000, learning_ra
 
     Args:
         model: any ``nn.Module`` mapping (N, d) to (N, O) (a ``Network``, ``wn.linearize(net)``, …).
-        x, y: training inputs (N, d) and targets (N, O) (``"xent"``: also labels (N,)).
+        x: training inputs (N, d).
+        y: targets (N, O) (``"xent"``: also labels (N,)).
         steps: number of updates (0 only evaluates).
         learning_rate: η > 0.
         optimizer: ``"gd"`` (full batch), ``"sgd"`` (minibatches of ``batch_size``, reshuffled
