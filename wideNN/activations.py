@@ -291,7 +291,8 @@ class Softplus(Activation):
         return torch.nn.functional.softplus(x)
 
     def derivative(self, x: Tensor) -> Tensor:
-        return torch.sigmoid(x)
+        # torch's softplus is exactly linear above its threshold (20), so its derivative is 1 there
+        return torch.where(x > 20.0, torch.ones_like(x), torch.sigmoid(x))
 
 
 class SiLU(Activation):
