@@ -231,12 +231,13 @@ def _figure(ctx) -> None:
            label="Lee et al. 2018" if any(r["paper_accuracy"] is not None for r in rows) else None)
     for x, r in zip(xs, rows):
         ax.annotate(f"{r['test_accuracy']:.4f}", (x - 0.2, r["test_accuracy"]), ha="center", va="bottom", fontsize=7)
-        if r["paper_accuracy"] is not None:
-            ax.annotate(f"{r['paper_accuracy']:.4f}", (x + 0.2, r["paper_accuracy"]), ha="center", va="bottom",
-                        fontsize=7)
-    vals = [r["test_accuracy"] for r in rows] + [r["paper_accuracy"] for r in rows if r["paper_accuracy"] is not None]
-    lo, hi = max(0.0, min(vals) - 0.05), max(vals)
-    ax.set_ylim(lo, min(1.0, hi + 0.25 * (hi - lo)))  # headroom for the labels and the legend
+        paper = r["paper_accuracy"]
+        ax.annotate(f"{paper:.4f}" if paper is not None else "no published\nvalue", (x + 0.2, paper or 0.0),
+                    ha="center", va="bottom", fontsize=7)
+    # bars start at 0 (a bar's length is its value; a cut axis would magnify small gaps); the
+    # printed values carry the differences
+    ax.set_ylim(0.0, 1.18)  # headroom for the labels and the legend
+    ax.set_yticks([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.set_xticks(list(xs), labels, fontsize=8)
     wp.finish(ax, ylabel="test accuracy", title="NNGP / NN test accuracy vs the published table",
               legend_loc="upper left")

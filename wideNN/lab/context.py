@@ -51,6 +51,7 @@ class Context:
         self.quiet = quiet
         self._state = state
         self._table: tuple[list[dict], list[str] | None] | None = None
+        self._title: str | None = None
         self._t0 = time.perf_counter()
 
     # ---- results
@@ -133,13 +134,16 @@ class Context:
             self.flush()
         return path
 
-    def table(self, rows: Sequence[Mapping], columns: Sequence[str] | None = None) -> str:
+    def table(self, rows: Sequence[Mapping], columns: Sequence[str] | None = None,
+              title: str | None = None) -> str:
         """Set the final table (printed at the end and saved as table.txt); returns its text.
 
+        ``title`` is a first line above the table: say there when it shows only some rows.
         Without a call, the rows from :meth:`add_row` are used.
         """
         self._table = ([dict(r) for r in rows], list(columns) if columns is not None else None)
-        return format_table(*self._table)
+        self._title = title
+        return self.final_table()
 
     def progress(self, iterable: Iterable[T], desc: str | None = None, total: int | None = None) -> Iterable[T]:
         """``tqdm`` over ``iterable``; silent when stderr is not a TTY or ``WIDENN_NO_PROGRESS=1``."""
@@ -172,7 +176,8 @@ class Context:
 
     def final_table(self) -> str | None:
         if self._table is not None:
-            return format_table(*self._table)
+            text = format_table(*self._table)
+            return f"{self._title}\n{text}" if self._title else text
         if self._state["rows"]:
             return format_table(self.rows)
         return None
