@@ -55,6 +55,7 @@ from pathlib import Path
 import torch
 
 import wideNN as wn
+from wideNN.lab.config import ConfigError
 from wideNN import data as wd
 from wideNN import plotting as wp
 
@@ -126,20 +127,34 @@ def _activation(name: str, degree: int):
     return act
 
 
-def run(cfg: dict, ctx) -> None:
+def validate(cfg: dict) -> list[dict]:
+    """Check what ``DEFAULTS`` cannot express (before the output folder exists); the row specs."""
     if cfg["data_dir"] is None:
-        raise ValueError("config key 'data_dir' is not set: it must name a folder holding mnist/ "
-                         "(and optionally cifar10/), e.g. --set data_dir=../shared/data")
-    root = Path(cfg["data_dir"]).expanduser()
+        raise ConfigError("config key 'data_dir' is not set: it must name a folder holding mnist/ "
+                          "(and optionally cifar10/), e.g. --set data_dir=../shared/data")
     specs = []
     for i, r in enumerate(cfg["rows"]):
         if r["dataset"] not in _LOADERS:
-            raise ValueError(f"rows[{i}].dataset: expected one of {sorted(_LOADERS)}, got {r['dataset']!r}")
+            raise ConfigError(f"config key 'rows[{i}].dataset': expected one of {sorted(_LOADERS)}, "
+                              f"got {str(r['dataset'])[:40]!r}")
         if r["activation"] not in ("relu", "tanh", "erf"):
-            raise ValueError(f"rows[{i}].activation: expected relu or tanh, got {r['activation']!r}")
+            raise ConfigError(f"config key 'rows[{i}].activation': expected relu, tanh or erf, "
+                              f"got {str(r['activation'])[:40]!r}")
         if r["subset"] not in ("protocol", "available"):
-            raise ValueError(f"rows[{i}].subset: expected 'protocol' or 'available', got {r['subset']!r}")
-        specs.append(dict(r, **parse_model(r["model"])))  # fail on a bad label before any work
+            raise ConfigError(f"config key 'rows[{i}].subset': expected 'protocol' or 'available', "
+                              f"got {str(r['subset'])[:40]!r}")
+        if not isinstance(r["n_train"], int) or isinstance(r["n_train"], bool) or r["n_train"] < 1:
+            raise ConfigError(f"config key 'rows[{i}].n_train': expected a positive int")
+        try:
+            specs.append(dict(r, **parse_model(r["model"])))  # fail on a bad label before any work
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"config key 'rows[{i}].model': {str(e)[:200]}") from None
+    return specs
+
+
+def run(cfg: dict, ctx) -> None:
+    specs = validate(cfg)
+    root = Path(cfg["data_dir"]).expanduser()
 
     cache: dict = {}
 

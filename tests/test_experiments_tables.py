@@ -105,10 +105,10 @@ def test_quickstart_small_config(tmp_path: Path):
 
 
 def test_lee2018_missing_data_dir_fails_at_start(tmp_path: Path):
-    with pytest.raises(ValueError, match="data_dir"):
+    # refused by the experiment's validate() before the output folder is created
+    with pytest.raises(ConfigError, match="'data_dir' is not set"):
         run_experiment(CONFIGS / "lee2018_table.yaml", out_dir=tmp_path / "a", quiet=True)
-    res = json.loads((tmp_path / "a" / "results.json").read_text())
-    assert res["metadata"]["status"] == "failed" and res["results"] == {}
+    assert not (tmp_path / "a").exists()
     # a folder that does not exist is refused by the harness before anything runs
     with pytest.raises(ConfigError, match="'data_dir'.*does not exist"):
         run_experiment(CONFIGS / "lee2018_table.yaml", out_dir=tmp_path / "b", quiet=True,

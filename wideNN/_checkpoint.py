@@ -51,6 +51,9 @@ def save(path: Path, key: str, state: dict) -> None:
     """Write ``{"fingerprint": key, **state}`` to ``path`` atomically."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        mask = os.umask(0o22)
+        os.umask(mask)
+        os.fchmod(fd, 0o666 & ~mask)  # as open() would create it, not mkstemp's 0600
         with os.fdopen(fd, "wb") as f:
             torch.save({"fingerprint": key, **state}, f)
             f.flush()

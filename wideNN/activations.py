@@ -359,6 +359,8 @@ _REGISTRY: dict[str, type[Activation]] = {
     cls.name: cls for cls in
     (ReLU, LeakyReLU, Abs, Erf, GELU, Sin, Cos, Identity, Step, Tanh, Sigmoid, Softplus, SiLU, ELU)
 }
+#: the activation names ``get`` accepts (case-insensitive)
+NAMES: tuple[str, ...] = tuple(sorted(_REGISTRY))
 
 
 def get(activation: str | Activation) -> Activation:

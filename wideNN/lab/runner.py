@@ -16,7 +16,12 @@ Conventions:
 
 * optional keys ``seed`` (int, default 0) and ``dtype`` (``"float32"`` or
   ``"float64"``, default ``"float64"``) feed ``ctx.seed`` / ``ctx.dtype``;
-* an optional ``num_threads`` key (int > 0) pins torch's CPU threads for the run.
+* an optional ``num_threads`` key (int > 0) pins torch's CPU threads for the run;
+* an experiment may define ``validate(cfg)``, raising :class:`ConfigError` for values its
+  ``DEFAULTS`` cannot express (e.g. a required ``data_dir``); it runs before the output
+  folder is created;
+* a result ``"skipped"`` (a dict: what -> why) with no table row at the end means the run
+  measured nothing: :class:`RunIncomplete` (``wideNN run`` exits 3).
 """
 from __future__ import annotations
 
@@ -28,7 +33,8 @@ import platform
 import sys
 import traceback
 from pathlib import Path
-from typing import Iterable, Mapping
+from types import ModuleType
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 import yaml
 
@@ -38,7 +44,23 @@ from .discovery import find_config, load_experiment
 from .machine import device_name, resolve_device, versions
 from .results import atomic_write_bytes, to_jsonable
 
-__all__ = ["run_experiment"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["run_experiment", "RunInterrupted", "RunIncomplete"]
+
+
+class RunInterrupted(Exception):
+    """The run was interrupted (Ctrl-C); results.json keeps every finished result."""
+
+    def __init__(self, out_dir: Path) -> None:
+        super().__init__(f"interrupted; finished results are kept in {out_dir}: "
+                         "rerun the same command to resume")
+        self.out_dir = out_dir
+
+
+class RunIncomplete(Exception):
+    """The experiment finished but measured nothing: every row was skipped (e.g. missing data)."""
 
 
 def _now() -> str:
@@ -60,27 +82,9 @@ def _config_diff(old: Mapping, new: Mapping, prefix: str = "") -> list[str]:
     return lines
 
 
-def run_experiment(
-    config: str | os.PathLike | Mapping,
-    out_dir: str | os.PathLike | None = None,
-    overrides: Iterable[str] = (),
-    device: str | None = "cpu",
-    fresh: bool = False,
-    experiments_dir: str | os.PathLike | None = None,
-    quiet: bool = False,
-) -> Context:
-    """Validate ``config`` (a YAML path or a dict), run its experiment into ``out_dir`` and return the Context.
-
-    ``out_dir`` defaults to ``runs/<config stem>`` (relative to the current
-    directory; for a dict config, ``runs/<experiment name>``). If the folder holds
-    a results.json from an earlier run, the run resumes: keys already recorded are
-    not recomputed. A different resolved config raises :class:`ConfigError` unless
-    ``fresh=True``, which discards the old results. On an exception inside the
-    experiment, results.json is kept with ``metadata.status == "failed"`` and the
-    exception propagates.
-    """
-    import torch
-
+def _prepare(config: str | os.PathLike | Mapping, overrides: Iterable[str],
+             experiments_dir: str | os.PathLike | None) -> tuple[ModuleType, dict, str]:
+    """Load, override and validate the config (values too) before anything touches the disk."""
     if isinstance(config, Mapping):
         raw, stem, base = dict(config), Path(str(config.get("experiment"))).stem, None
     else:
@@ -91,63 +95,66 @@ def run_experiment(
         raise ConfigError(f"config {stem!r} has no 'experiment' key (the name of a module in experiments/)")
     module = load_experiment(raw["experiment"], experiments_dir, base=base)
     resolved = resolve_config(raw, module.DEFAULTS)
-    dev = resolve_device(device)
+    validate = getattr(module, "validate", None)
+    if callable(validate):
+        validate(copy.deepcopy(resolved))
+    return module, resolved, stem
 
-    out = Path(out_dir) if out_dir is not None else Path("runs") / stem
-    out.mkdir(parents=True, exist_ok=True)
+
+def _open_out(out: Path, resolved: dict, fresh: bool) -> dict | None:
+    """Create (or reuse) the output folder; return the earlier results to resume, if any.
+
+    Folders that cannot hold the results (a file, a path under a file, a read-only folder) and
+    results.json files of another shape or config are refused with a ConfigError before any
+    file in the folder is changed.
+    """
+    for parent in [out, *out.parents]:
+        if parent.exists() and not parent.is_dir():
+            raise ConfigError(f"--out {str(out)!r}: {str(parent)!r} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out {str(out)!r}: cannot create the folder ({e.strerror})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {str(out)!r}: the folder is not writable")
     results_path = out / RESULTS_FILE
-    prior: dict | None = None
-    if results_path.exists() and not fresh:
-        try:
-            prior = json.loads(results_path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ConfigError(f"{results_path} is unreadable ({e}); rerun with --fresh to start over") from None
-        if _canonical(prior.get("config", {})) != _canonical(resolved):
-            diff = "\n  ".join(_config_diff(prior.get("config", {}), to_jsonable(resolved)))
-            raise ConfigError(
-                f"{out} holds results of a different config:\n  {diff}\n"
-                "use another --out folder, or --fresh to discard the old results"
-            )
-    elif fresh:
-        for name in (RESULTS_FILE, TABLE_FILE):
-            (out / name).unlink(missing_ok=True)
+    if fresh or not results_path.exists():
+        return None
+    try:
+        prior = json.loads(results_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{results_path} is unreadable ({type(e).__name__}); rerun with --fresh to start "
+                          "over, or use another --out") from None
+    shapes = {"config": dict, "metadata": dict, "results": dict, "rows": dict, "figures": list}
+    if not isinstance(prior, dict) or any(not isinstance(prior.get(k, t()), t) for k, t in shapes.items()):
+        raise ConfigError(f"{results_path} is not a wideNN results file (unexpected structure); rerun with "
+                          "--fresh to start over, or use another --out")
+    if _canonical(prior.get("config", {})) != _canonical(resolved):
+        diff = "\n  ".join(_config_diff(prior.get("config", {}), to_jsonable(resolved)))
+        raise ConfigError(f"{out} holds results of a different config:\n  {diff}\n"
+                          "use another --out folder, or --fresh to discard the old results")
+    return prior
 
+
+def _metadata(resolved: dict, dev: torch.device, prior: dict | None) -> dict:
     meta = {
-        "experiment": resolved["experiment"],
-        "status": "running",
-        "seed": int(resolved.get("seed", 0)),
-        "dtype": resolved.get("dtype", "float64"),
-        "device": str(dev),
-        "device_name": device_name(dev),
-        "versions": versions(),
-        "host": platform.node(),
-        "argv": sys.argv,
-        "start_time": _now(),
+        "experiment": resolved["experiment"], "status": "running", "seed": int(resolved.get("seed", 0)),
+        "dtype": resolved.get("dtype", "float64"), "device": str(dev), "device_name": device_name(dev),
+        "versions": versions(), "host": platform.node(), "argv": sys.argv, "start_time": _now(),
         "wall_time_s": 0.0,
     }
-    if prior is not None:
-        old = prior.get("metadata", {})
-        meta["first_start_time"] = old.get("first_start_time", old.get("start_time"))
-        meta["sessions"] = int(old.get("sessions", 1)) + 1
-        meta["previous_wall_time_s"] = float(old.get("previous_wall_time_s", 0.0)) + float(old.get("wall_time_s", 0.0))
-    else:
-        meta["first_start_time"] = meta["start_time"]
-        meta["sessions"] = 1
-        meta["previous_wall_time_s"] = 0.0
-    state = {
-        "config": to_jsonable(resolved),
-        "metadata": meta,
-        "results": dict(prior.get("results", {})) if prior else {},
-        "rows": dict(prior.get("rows", {})) if prior else {},
-        "figures": list(prior.get("figures", [])) if prior else [],
-    }
+    old = (prior or {}).get("metadata", {})
+    meta["first_start_time"] = old.get("first_start_time", old.get("start_time", meta["start_time"]))
+    meta["sessions"] = int(old.get("sessions", 0)) + 1
+    meta["previous_wall_time_s"] = float(old.get("previous_wall_time_s", 0.0)) + float(old.get("wall_time_s", 0.0))
+    return meta
 
-    atomic_write_bytes(out / CONFIG_FILE, yaml.safe_dump(to_jsonable(resolved), sort_keys=False).encode())
-    ctx = Context(out, resolved, dev, state, quiet=quiet)
-    ctx.flush()
-    if prior is not None:
-        ctx.log(f"resuming {out}: {len(state['results'])} result(s), {len(state['rows'])} row(s) already done")
 
+def _execute(module: ModuleType, resolved: dict, ctx: Context) -> None:
+    """``module.run`` with the seed and thread settings; the failure (or interruption) recorded."""
+    import torch
+
+    meta = ctx._state["metadata"]
     # Seeding the global RNG too makes library code that draws from it (without a
     # generator argument) reproducible from the config's seed.
     torch.manual_seed(ctx.seed)
@@ -166,12 +173,61 @@ def run_experiment(
             ctx.flush()
         except Exception:  # e.g. the disk is what failed; the original error matters more
             pass
+        if isinstance(e, KeyboardInterrupt):
+            raise RunInterrupted(ctx.out_dir) from None
         raise
     finally:
         torch.set_num_threads(prev_threads)
-    meta["status"] = "complete"
+
+
+def run_experiment(
+    config: str | os.PathLike | Mapping,
+    out_dir: str | os.PathLike | None = None,
+    overrides: Iterable[str] = (),
+    device: str | None = "cpu",
+    fresh: bool = False,
+    experiments_dir: str | os.PathLike | None = None,
+    quiet: bool = False,
+) -> Context:
+    """Validate ``config`` (a YAML path or name, or a dict), run its experiment into ``out_dir``.
+
+    ``out_dir`` defaults to ``runs/<config stem>`` (relative to the current
+    directory; for a dict config, ``runs/<experiment name>``). If the folder holds
+    a results.json from an earlier run, the run resumes: keys already recorded are
+    not recomputed. A different resolved config raises :class:`ConfigError` unless
+    ``fresh=True``, which discards the old results. Every check of the config, its values
+    and the output folder happens before the folder is created or changed. On an exception
+    inside the experiment, results.json is kept with ``metadata.status == "failed"`` and the
+    exception propagates; Ctrl-C becomes :class:`RunInterrupted`. Returns the Context.
+    """
+    module, resolved, stem = _prepare(config, overrides, experiments_dir)
+    dev = resolve_device(device)
+    out = Path(out_dir) if out_dir is not None else Path("runs") / stem
+    prior = _open_out(out, resolved, fresh)
+    if fresh:
+        for name in (RESULTS_FILE, TABLE_FILE):
+            (out / name).unlink(missing_ok=True)
+    meta = _metadata(resolved, dev, prior)
+    state = {"config": to_jsonable(resolved), "metadata": meta,
+             "results": dict(prior.get("results", {})) if prior else {},
+             "rows": dict(prior.get("rows", {})) if prior else {},
+             "figures": list(prior.get("figures", [])) if prior else []}
+
+    atomic_write_bytes(out / CONFIG_FILE, yaml.safe_dump(to_jsonable(resolved), sort_keys=False).encode())
+    ctx = Context(out, resolved, dev, state, quiet=quiet)
+    ctx.flush()
+    if prior is not None:
+        ctx.log(f"resuming {out}: {len(state['results'])} result(s), {len(state['rows'])} row(s) already done")
+    _execute(module, resolved, ctx)
     meta.pop("error", None)
     meta["end_time"] = _now()
+    skipped = state["results"].get("skipped")
+    if skipped and not state["rows"]:
+        meta["status"] = "incomplete"
+        ctx.flush()
+        reasons = "; ".join(f"{k}: {str(v)[:120]}" for k, v in list(skipped.items())[:3])
+        raise RunIncomplete(f"nothing was measured: every row was skipped ({reasons})")
+    meta["status"] = "complete"
     table = ctx.final_table()
     if table is not None:
         atomic_write_bytes(out / TABLE_FILE, (table + "\n").encode())
