@@ -136,7 +136,8 @@ def run(cfg: dict, ctx) -> None:
             res = wn.fit_hyperparameters(
                 arch(f["init_weight_variance"], f["init_bias_variance"]), split.x_train, split.y_train,
                 kernel="nngp", steps=f["steps"], lr=f["lr"], optimizer=f["optimizer"],
-                noise_variance=noise, learn_noise=f["learn_noise"], dtype=ctx.dtype, progress=False)
+                noise_variance=noise, learn_noise=f["learn_noise"], dtype=ctx.dtype, progress=False,
+                checkpoint=ctx.checkpoint_path("fitted"), checkpoint_every=1)  # a killed fit resumes
             a = res.architecture
             ev = _evaluate(arch(float(a.weight_variance), float(a.bias_variance)), split, res.noise_variance)
             return {"weight_variance": float(a.weight_variance), "bias_variance": float(a.bias_variance),

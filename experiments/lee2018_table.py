@@ -185,7 +185,7 @@ def run(cfg: dict, ctx) -> None:
                 skipped[name] = str(e)
                 ctx.record("skipped", skipped)
                 continue
-            ctx.cached(key, lambda: _measure(cfg, ctx, spec, split, x_tr, x_te))
+            ctx.cached(key, lambda: _measure(cfg, ctx, spec, split, x_tr, x_te, key))
         r = ctx.get(key)
         ctx.add_row(key, {k: r.get(k, "protocol") if k == "subset" else r[k]
                           for k in ("dataset", "n_train", "subset", "n_test", "model", "activation", "depth",
@@ -199,7 +199,8 @@ def run(cfg: dict, ctx) -> None:
         _figure(ctx)
 
 
-def _measure(cfg: dict, ctx, spec: dict, split: wd.Split, x_tr: torch.Tensor, x_te: torch.Tensor) -> dict:
+def _measure(cfg: dict, ctx, spec: dict, split: wd.Split, x_tr: torch.Tensor, x_te: torch.Tensor,
+             key: str) -> dict:
     t0 = time.perf_counter()
     act = _activation(spec["activation"], cfg["quadrature_degree"])
     y_tr = split.y_train.to(ctx.device)
@@ -222,7 +223,8 @@ def _measure(cfg: dict, ctx, spec: dict, split: wd.Split, x_tr: torch.Tensor, x_
         net = arch.build(x_tr.shape[1], spec["width"], y_tr.shape[1], seed=ctx.seed, dtype=dtype, device=ctx.device)
         hist = wn.train(net, x_tr.to(dtype), y_tr.to(dtype), steps=n["steps"], learning_rate=n["learning_rate"],
                         optimizer=n["optimizer"], loss="mse", batch_size=n["batch_size"] or None,
-                        seed=ctx.seed, progress=False)
+                        seed=ctx.seed, progress=False,
+                        checkpoint=ctx.checkpoint_path(key))  # a killed training run resumes
         with torch.no_grad():
             pred = torch.cat([net(xb.to(dtype)) for xb in x_te.split(4096)])
         out.update(final_loss=float(hist.final_loss), steps=hist.steps, diverged=hist.diverged)

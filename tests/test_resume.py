@@ -134,3 +134,31 @@ def test_options_objects_and_unknown_keywords():
         wn.fit_hyperparameters(ARCH, x, y, learn=(), learn_noise=False)
     with pytest.raises(ValueError, match="betas must be a pair"):
         wn.train(ARCH.build(4, 8, 2, seed=0, dtype=D64), x, y, steps=1, optimizer="adam", betas=(0.9,))
+
+
+def test_experiment_killed_inside_its_fit_resumes_inside_it(tmp_path: Path, monkeypatch):
+    """The hyperparameters experiment, killed again and again inside its marginal-likelihood
+    fit, finishes (each rerun continues the fit from its checkpoint) with the uninterrupted result."""
+    from wideNN.lab.runner import RunInterrupted, run_experiment
+
+    root = Path(wn.__file__).resolve().parents[1]
+    sets = ["n_train=60", "n_test=60", "weight_variances=[1.0, 2.0]", "bias_variances=[0.1]",
+            "fit.steps=6", "fit.optimizer=adam", "fit.lr=0.1"]
+    cfg = root / "configs" / "hyperparameters.yaml"
+    ref = run_experiment(cfg, out_dir=tmp_path / "ref", overrides=sets, quiet=True).get("fitted")
+    monkeypatch.setattr(selection._Problem, "objective", _Killer(selection._Problem.objective, 4))
+    out = tmp_path / "killed"
+
+    def attempt():
+        return run_experiment(cfg, out_dir=out, overrides=sets, quiet=True)
+
+    ctx, attempts = None, 0
+    for attempts in range(1, 30):
+        try:
+            ctx = attempt()
+            break
+        except RunInterrupted:
+            assert list((out / "checkpoints").glob("*.pt")) or attempts == 1
+    assert ctx is not None and attempts > 1
+    assert ctx.get("fitted") == ref
+    assert not list((out / "checkpoints").glob("*.pt"))  # removed once the result is recorded

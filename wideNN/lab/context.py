@@ -6,8 +6,10 @@ skips them (see :meth:`Context.cached`). Non-finite floats are stored as JSON ``
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -18,13 +20,14 @@ from .results import atomic_write_bytes, format_table, to_jsonable
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Context", "RESULTS_FILE", "CONFIG_FILE", "TABLE_FILE"]
+__all__ = ["Context", "RESULTS_FILE", "CONFIG_FILE", "TABLE_FILE", "CHECKPOINT_DIR"]
 
 T = TypeVar("T")
 
 RESULTS_FILE = "results.json"
 CONFIG_FILE = "config.yaml"
 TABLE_FILE = "table.txt"
+CHECKPOINT_DIR = "checkpoints"
 
 
 class Context:
@@ -77,6 +80,7 @@ class Context:
         stored = to_jsonable(value)
         self._state["results"][str(key)] = stored
         self.flush()
+        self.checkpoint_path(key, create=False).unlink(missing_ok=True)  # the unit is done
         return stored
 
     def cached(self, key: str, fn: Callable[[], T]) -> Any:
@@ -90,6 +94,17 @@ class Context:
         if key in self._state["results"]:
             return self._state["results"][key]
         return self.record(key, fn())
+
+    def checkpoint_path(self, key: str, create: bool = True) -> Path:
+        """Where a long unit computing result ``key`` keeps its checkpoint (``checkpoints/`` in
+        the output folder), e.g. ``wn.train(..., checkpoint=ctx.checkpoint_path(key))``: a run
+        killed inside the unit resumes inside it. The file goes when ``key`` is recorded."""
+        safe = re.sub(r"[^A-Za-z0-9._=-]+", "_", str(key))[:120]
+        digest = hashlib.sha1(str(key).encode()).hexdigest()[:8]  # distinct keys, distinct files
+        folder = self.out_dir / CHECKPOINT_DIR
+        if create:
+            folder.mkdir(exist_ok=True)
+        return folder / f"{safe}-{digest}.pt"
 
     # ---- rows
 

@@ -30,6 +30,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import shutil
 import sys
 import traceback
 from pathlib import Path
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping
 import yaml
 
 from .config import ConfigError, apply_overrides, load_config, resolve_config
-from .context import CONFIG_FILE, RESULTS_FILE, TABLE_FILE, Context
+from .context import CHECKPOINT_DIR, CONFIG_FILE, RESULTS_FILE, TABLE_FILE, Context
 from .discovery import find_config, load_experiment
 from .machine import device_name, resolve_device, versions
 from .results import atomic_write_bytes, to_jsonable
@@ -207,6 +208,7 @@ def run_experiment(
     if fresh:
         for name in (RESULTS_FILE, TABLE_FILE):
             (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
     meta = _metadata(resolved, dev, prior)
     state = {"config": to_jsonable(resolved), "metadata": meta,
              "results": dict(prior.get("results", {})) if prior else {},
