@@ -142,7 +142,8 @@ def run(cfg: dict, ctx) -> None:
             res = wn.fit_hyperparameters(
                 arch(f["init_weight_variance"], f["init_bias_variance"]), split.x_train, split.y_train,
                 kernel="nngp", steps=f["steps"], lr=f["lr"], optimizer=f["optimizer"],
-                noise_variance=noise, learn_noise=f["learn_noise"], dtype=ctx.dtype, progress=False)
+                noise_variance=noise, learn_noise=f["learn_noise"], dtype=ctx.dtype, progress=False,
+                checkpoint=ctx.checkpoint_path("fitted"), checkpoint_every=1)  # a killed fit resumes
             a = res.architecture
             ev = _evaluate(arch(float(a.weight_variance), float(a.bias_variance)), split, res.noise_variance)
             return {"weight_variance": float(a.weight_variance), "bias_variance": float(a.bias_variance),
@@ -177,14 +178,21 @@ def run(cfg: dict, ctx) -> None:
                   title=f"{title}\n{where}", legend=False)
         ctx.savefig(fig, name)
 
-    draw(acc, "accuracy_heatmap.png", "test accuracy", "NNGP test accuracy")
+    # colour steps of whole test points: finer shades would show differences the test set cannot
+    n_test = split.x_test.shape[0]
+    norm = wp.resolution_norm(acc, 1.0 / n_test)
+    per = round(float(norm.boundaries[1] - norm.boundaries[0]) * n_test)
+    draw(acc, "accuracy_heatmap.png", f"test accuracy (one colour = {per} of {n_test} test points)",
+         "NNGP test accuracy", norm=norm)
     # a few cells sit orders of magnitude below the rest; clip so the interesting range has colour
     finite = lml_pd[np.isfinite(lml_pd)]
     lo = max(float(finite.min()), float(np.percentile(finite, 10)) - 0.25 * float(np.ptp(finite)))
     draw(lml_pd, "lml_heatmap.png", "log p(Y|X) / (N·O)  [nats]",
          "NNGP log marginal likelihood (training set)", vmin=lo, vmax=float(finite.max()))
-    ctx.table(sorted(ctx.rows, key=lambda r: -r["lml/datum"])[:10],
-              columns=["σ_w²", "σ_b²", "accuracy", "test_mse", "lml/datum"])
+    top = sorted(ctx.rows, key=lambda r: -r["lml/datum"])
+    ctx.table(top[:10], columns=["σ_w²", "σ_b²", "accuracy", "test_mse", "lml/datum"],
+              title=(f"the top 10 of {len(top)} grid cells by log marginal likelihood (all of them: "
+                     f"results.json, rows)" if len(top) > 10 else None))
 
 
 def _step(axis: list, at: int) -> float:

@@ -117,7 +117,8 @@ def run(cfg: dict, ctx) -> None:
         res = wn.fit_hyperparameters(start, split.x_train[pick], split.y_train[pick], kernel="nngp",
                                      steps=f["steps"], lr=f["lr"], optimizer=f["optimizer"],
                                      noise_variance=cfg["noise_variance"], learn_noise=f["learn_noise"],
-                                     dtype=ctx.dtype, progress=False)
+                                     dtype=ctx.dtype, progress=False,
+                                     checkpoint=ctx.checkpoint_path("hyperparameters"))  # a killed fit resumes
         return {"weight_variance": float(res.architecture.weight_variance),
                 "bias_variance": float(res.architecture.bias_variance),
                 "noise_variance": res.noise_variance, "fit_points": m,

@@ -59,7 +59,7 @@ def test_run_with_set_overrides(dirs, tmp_path: Path, capsys: pytest.CaptureFixt
     "setting,message",
     [
         ("a=x", "'a': expected int, got str"),
-        ("opt.kk=1", "unknown config key 'opt.kk' (did you mean 'k'?)"),
+        ("opt.kk=1", "unknown config key 'opt.kk' (did you mean 'opt.k'?)"),
         ("bb=1", "unknown config key 'bb' (did you mean 'b'?)"),
         ("a", "expected key=value"),
     ],

@@ -91,7 +91,7 @@ def test_unknown_key_suggests_close_match():
 
 
 def test_unknown_nested_key_named_with_dots():
-    with pytest.raises(ConfigError, match=r"unknown config key 'opt.step'.*did you mean 'steps'"):
+    with pytest.raises(ConfigError, match=r"unknown config key 'opt.step'.*did you mean 'opt.steps'"):
         resolve_config({"experiment": "x", "opt": {"step": 3}}, {"opt": {"lr": 0.1, "steps": 2}})
 
 

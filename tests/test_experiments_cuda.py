@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available()
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
-DATA = ROOT.parent / "shared" / "data"
+from _data import DATA  # $WIDENN_DATA or ../shared/data
 PNG = b"\x89PNG\r\n\x1a\n"
 
 TINY = {

@@ -19,7 +19,7 @@ from wideNN.lab.discovery import experiment_summary, load_experiment
 from wideNN.lab.cli import main
 
 REPO = Path(wideNN.__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+from _data import DATA as SHARED_DATA, missing
 EXPERIMENTS = ("hyperparameters", "uncertainty", "uci_regression")
 
 
@@ -140,7 +140,7 @@ def test_uncertainty_small_config(tmp_path: Path, capsys):
 # ---------------------------------------------------------------- uci_regression
 
 needs_uci = pytest.mark.skipif(not (SHARED_DATA / "uci" / "yacht" / "data.txt").is_file(),
-                               reason="real UCI data (../shared/data/uci) not available")
+                               reason=missing("uci/yacht/data.txt"))
 
 
 def test_uci_missing_data_dir_fails_at_start(tmp_path: Path, capsys):

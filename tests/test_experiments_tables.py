@@ -12,8 +12,9 @@ from wideNN.lab.runner import run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
-DATA = ROOT.parent / "shared" / "data"
-needs_mnist = pytest.mark.skipif(not (DATA / "mnist").is_dir(), reason=f"no MNIST under {DATA}")
+from _data import DATA, missing, needs
+
+needs_mnist = needs("mnist")
 
 ROW_KEYS = {"model", "width", "seed", "test_accuracy", "test_mse", "train_loss"}
 LEE_KEYS = {"dataset", "n_train", "model", "depth", "weight_variance", "bias_variance", "test_accuracy",
@@ -104,10 +105,10 @@ def test_quickstart_small_config(tmp_path: Path):
 
 
 def test_lee2018_missing_data_dir_fails_at_start(tmp_path: Path):
-    with pytest.raises(ValueError, match="data_dir"):
+    # refused by the experiment's validate() before the output folder is created
+    with pytest.raises(ConfigError, match="'data_dir' is not set"):
         run_experiment(CONFIGS / "lee2018_table.yaml", out_dir=tmp_path / "a", quiet=True)
-    res = json.loads((tmp_path / "a" / "results.json").read_text())
-    assert res["metadata"]["status"] == "failed" and res["results"] == {}
+    assert not (tmp_path / "a").exists()
     # a folder that does not exist is refused by the harness before anything runs
     with pytest.raises(ConfigError, match="'data_dir'.*does not exist"):
         run_experiment(CONFIGS / "lee2018_table.yaml", out_dir=tmp_path / "b", quiet=True,
@@ -174,7 +175,7 @@ def test_lee2018_small_config(tmp_path: Path):
 @pytest.mark.slow
 def test_lee2018_cifar_config_gp_row(tmp_path: Path):
     if not (DATA / "cifar10").is_dir():
-        pytest.skip("no CIFAR-10 under the shared data folder")
+        pytest.skip(missing("cifar10"))
     out = tmp_path / "lee"
     rows = "rows=[{dataset: cifar10, n_train: 1000, model: GP-7-1.28-0.00, activation: relu, subset: available}]"
     run_experiment(CONFIGS / "lee2018_table_cifar.yaml", out_dir=out, quiet=True,

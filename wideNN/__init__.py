@@ -12,9 +12,9 @@ from .analytic import kernels
 from .empirical import empirical_ntk, empirical_nngp
 from .gp_kernels import NNGPKernel, NTKKernel
 from .prediction import Posterior, posterior, log_marginal_likelihood
-from .selection import FitResult, fit_hyperparameters
+from .selection import FitOptions, FitResult, fit_hyperparameters
 
-from .training import TrainHistory, train, max_learning_rate
+from .training import TrainHistory, TrainOptions, train, max_learning_rate
 from .linearize import TaylorModel, linearize, taylor
 from .ensemble import Ensemble
 from . import distributed
@@ -22,6 +22,6 @@ from . import distributed
 __all__ = [
     "activations", "data", "Architecture", "Dense", "Network", "kernels", "empirical_ntk",
     "empirical_nngp", "NNGPKernel", "NTKKernel", "Posterior", "posterior", "log_marginal_likelihood",
-    "FitResult", "fit_hyperparameters", "TrainHistory", "train", "max_learning_rate", "TaylorModel",
+    "FitOptions", "FitResult", "fit_hyperparameters", "TrainHistory", "TrainOptions", "train", "max_learning_rate", "TaylorModel",
     "linearize", "taylor", "Ensemble", "distributed",
 ]

@@ -6,8 +6,10 @@ skips them (see :meth:`Context.cached`). Non-finite floats are stored as JSON ``
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -18,13 +20,14 @@ from .results import atomic_write_bytes, format_table, to_jsonable
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Context", "RESULTS_FILE", "CONFIG_FILE", "TABLE_FILE"]
+__all__ = ["Context", "RESULTS_FILE", "CONFIG_FILE", "TABLE_FILE", "CHECKPOINT_DIR"]
 
 T = TypeVar("T")
 
 RESULTS_FILE = "results.json"
 CONFIG_FILE = "config.yaml"
 TABLE_FILE = "table.txt"
+CHECKPOINT_DIR = "checkpoints"
 
 
 class Context:
@@ -51,6 +54,7 @@ class Context:
         self.quiet = quiet
         self._state = state
         self._table: tuple[list[dict], list[str] | None] | None = None
+        self._title: str | None = None
         self._t0 = time.perf_counter()
         # the process group of a torchrun launch (wideNN.distributed.Group) or None; only
         # rank 0 writes the output folder
@@ -80,6 +84,7 @@ class Context:
         stored = to_jsonable(value)
         self._state["results"][str(key)] = stored
         self.flush()
+        self.checkpoint_path(key, create=False).unlink(missing_ok=True)  # the unit is done
         return stored
 
     def cached(self, key: str, fn: Callable[[], T]) -> Any:
@@ -101,6 +106,19 @@ class Context:
         from .distributed_grid import run_cells
 
         return run_cells(self, cells, desc)
+
+    def checkpoint_path(self, key: str, create: bool = True) -> Path:
+        """Where a long unit computing result ``key`` keeps its checkpoint (``checkpoints/`` in
+        the output folder), e.g. ``wn.train(..., checkpoint=ctx.checkpoint_path(key))``: a run
+        killed inside the unit resumes inside it. The file goes when ``key`` is recorded."""
+        safe = re.sub(r"[^A-Za-z0-9._=-]+", "_", str(key))[:120]
+        digest = hashlib.sha1(str(key).encode()).hexdigest()[:8]  # distinct keys, distinct files
+        folder = self.out_dir / CHECKPOINT_DIR
+        if not self.writer:       # a launch's other ranks redo non-grid units: their own files
+            folder = folder / f"rank{self.group.rank}"
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{safe}-{digest}.pt"
 
     # ---- rows
 
@@ -146,13 +164,16 @@ class Context:
             self.flush()
         return path
 
-    def table(self, rows: Sequence[Mapping], columns: Sequence[str] | None = None) -> str:
+    def table(self, rows: Sequence[Mapping], columns: Sequence[str] | None = None,
+              title: str | None = None) -> str:
         """Set the final table (printed at the end and saved as table.txt); returns its text.
 
+        ``title`` is a first line above the table: say there when it shows only some rows.
         Without a call, the rows from :meth:`add_row` are used.
         """
         self._table = ([dict(r) for r in rows], list(columns) if columns is not None else None)
-        return format_table(*self._table)
+        self._title = title
+        return self.final_table()
 
     def progress(self, iterable: Iterable[T], desc: str | None = None, total: int | None = None) -> Iterable[T]:
         """``tqdm`` over ``iterable``; silent when stderr is not a TTY or ``WIDENN_NO_PROGRESS=1``."""
@@ -187,7 +208,8 @@ class Context:
 
     def final_table(self) -> str | None:
         if self._table is not None:
-            return format_table(*self._table)
+            text = format_table(*self._table)
+            return f"{self._title}\n{text}" if self._title else text
         if self._state["rows"]:
             return format_table(self.rows)
         return None
