@@ -1,5 +1,6 @@
 """Distributed solve (wideNN.distributed.solve): preconditioned CG against the Cholesky solution
 on an MNIST NNGP, the preconditioner's effect, float32 storage, and the pieces on their own."""
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,8 +10,11 @@ import wideNN as wn
 from wideNN import distributed as wd
 from wideNN.data import accuracy
 
-MNIST = Path(__file__).resolve().parents[1] / ".." / ".." / "shared" / "data" / "mnist"
-MNIST = MNIST if MNIST.is_dir() else Path("/work/shared/data/mnist")
+sys.path.insert(0, str(Path(__file__).parent))
+from _data import DATA  # noqa: E402  ($WIDENN_DATA or ../shared/data next to the checkout)
+
+MNIST = next((p for p in (DATA / "mnist", Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist")
+              if p.is_dir()), DATA / "mnist")
 
 
 def _data(n_train: int, n_test: int):
