@@ -122,7 +122,7 @@ def test_relu_arccos_kernel_homogeneity_identities():
 
 
 def test_relu_closed_form_recursion_by_hand():
-    """Depth 1, one pair of points: the slides' arc-cosine formula written out."""
+    """Depth 1, one pair of points: Cho & Saul's arc-cosine formula written out."""
     x = torch.tensor([[1.0, 0.0], [0.6, 0.8]], dtype=F64)
     w, b = 2.0, 0.1
     k11 = b + w * 1.0 / 2

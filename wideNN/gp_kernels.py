@@ -166,11 +166,13 @@ class NNGPKernel(_InfiniteWidthKernel):
 
     Args:
         architecture: a ``wideNN.Architecture`` (its variances are the initial values).
-        weight_variance_prior, bias_variance_prior: optional ``gpytorch.priors.Prior``.
-        weight_variance_constraint, bias_variance_constraint: default ``Positive()``.
+        weight_variance_prior: optional ``gpytorch.priors.Prior`` on σ_w².
+        bias_variance_prior: optional ``gpytorch.priors.Prior`` on σ_b².
+        weight_variance_constraint: constraint of σ_w² (default ``Positive()``).
+        bias_variance_constraint: constraint of σ_b² (default ``Positive()``).
         widths: hidden widths (only the standard-parameterization NTK needs them).
         block_size: tile size override for the analytic kernel.
-        **kwargs: ``batch_shape``, ``active_dims``, … as for any ``gpytorch.kernels.Kernel``.
+        **kwargs (Any): ``batch_shape``, ``active_dims``, … as for any ``gpytorch.kernels.Kernel``.
     """
 
     _which = "nngp"
