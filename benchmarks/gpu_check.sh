@@ -44,16 +44,21 @@ log "wideNN GPU check — $(date -u +%Y-%m-%dT%H:%M:%SZ) — $(git rev-parse --s
 log "data: $WIDENN_DATA $( [ -d "$WIDENN_DATA" ] && echo '(present)' || echo '(absent: data steps skip)')"
 step "machine" 60 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; $PY -c 'import torch, gpytorch; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"available\", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else \"\"); print(\"gpytorch\", gpytorch.__version__)'"
 
+if ! "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+  failed=$((failed + 1))
+  log "!!! no CUDA device visible to torch: the cuda tests will all skip and the benchmarks fail"
+fi
+
 # every cuda-marked test (slow ones included); -rs lists why anything skipped
-step "cuda tests" 210 "$PY" -m pytest -q -m cuda -rs -p no:cacheprovider --durations=15 tests
+step "cuda tests" 200 "$PY" -m pytest -q -m cuda -rs -p no:cacheprovider --durations=15 tests
 
 # the benchmarks, each printing its reference as a ratio in the same run
-step "bench_analytic" 70 "$PY" benchmarks/bench_analytic.py --device cuda --n 2000 --gpu-n 20000 --repeats 2
-step "bench_empirical" 80 "$PY" benchmarks/bench_empirical.py --device cuda --timeout 60
-step "bench_training" 50 "$PY" benchmarks/bench_training.py --device cuda --size 64 --width 512 --n 1000 --steps 30 --repeats 2 --lin-steps 10
-step "bench_auto_method" 40 "$PY" benchmarks/bench_auto_method.py --device cuda --repeats 2
+step "bench_analytic" 60 "$PY" benchmarks/bench_analytic.py --device cuda --n 2000 --gpu-n 20000 --repeats 2
+step "bench_empirical" 100 "$PY" benchmarks/bench_empirical.py --device cuda --timeout 25
+step "bench_training" 45 "$PY" benchmarks/bench_training.py --device cuda --size 64 --width 512 --n 1000 --steps 30 --repeats 2 --lin-steps 10
+step "bench_auto_method" 35 "$PY" benchmarks/bench_auto_method.py --device cuda --repeats 2
 if [ -d "$WIDENN_DATA/mnist" ]; then
-  step "bench_posterior" 50 "$PY" benchmarks/bench_posterior.py --device cuda --root "$WIDENN_DATA/mnist" --n-train 20000 --n-test 2000 --repeats 2
+  step "bench_posterior" 40 "$PY" benchmarks/bench_posterior.py --device cuda --root "$WIDENN_DATA/mnist" --n-train 20000 --n-test 2000 --repeats 2
 else
   log "" "=== bench_posterior: skipped (no MNIST under $WIDENN_DATA) ==="
 fi
