@@ -14,7 +14,8 @@ Above the last dense layer G is the identity (or, with a trailing activation, th
 
 Supported models: ``wideNN.Network`` and any ``nn.Sequential`` (nested ones are flattened) of
 ``nn.Linear`` / ``wideNN.Dense`` and elementwise activations (``wideNN.activations`` and the
-torch modules in ``_TORCH_ELEMENTWISE``).  Parameters with ``requires_grad=False`` drop their
+torch modules in ``_TORCH_ELEMENTWISE``), optionally after a leading ``nn.Flatten`` (an MLP on
+images (N, C, H, W): the input is flattened once and the formula is unchanged).  Parameters with ``requires_grad=False`` drop their
 term.  ``parse`` returns None for anything else; the caller decides whether that is an error.
 """
 from __future__ import annotations
@@ -79,7 +80,7 @@ _TORCH_ELEMENTWISE: dict[type, Callable[[nn.Module, Tensor], Tensor]] = {
 class Layer:
     """One step of the flattened MLP: a dense layer or an elementwise map."""
 
-    kind: str                        # "dense" | "elementwise"
+    kind: str                        # "dense" | "elementwise" | "flatten" (leading only)
     module: nn.Module
     weight_scale: float = 1.0
     bias_scale: float = 1.0
@@ -94,6 +95,8 @@ class Layer:
         return None if b is None else b.detach()
 
     def forward(self, h: Tensor) -> Tensor:
+        if self.kind == "flatten":
+            return h.flatten(1)
         if self.kind == "elementwise":
             return self.module(h)
         w, b = self.weight(), self.bias()
@@ -124,7 +127,10 @@ def unsupported_reason(model: nn.Module) -> str | None:
     mods = _flatten(model)
     if not any(isinstance(m, (nn.Linear, Dense)) for m in mods):
         return "it has no nn.Linear / Dense layer"
-    for m in mods:
+    lead = _leading_flattens(mods)
+    for m in mods[lead:]:
+        if isinstance(m, nn.Flatten):
+            return "an nn.Flatten after the first layer (only a leading one is supported)"
         if isinstance(m, (nn.Linear, Dense, Activation)):
             if isinstance(m, Activation) and any(True for _ in m.parameters()):
                 return f"activation {m!r} has parameters"
@@ -146,7 +152,11 @@ def parse(model: nn.Module) -> list[Layer] | None:
     if unsupported_reason(model) is not None:
         return None
     layers: list[Layer] = []
-    for m in _flatten(model):
+    mods = _flatten(model)
+    lead = _leading_flattens(mods)
+    if lead:
+        layers.append(Layer("flatten", mods[0]))
+    for m in mods[lead:]:
         if isinstance(m, Dense):
             layers.append(Layer("dense", m, float(m.weight_scale), float(m.bias_scale),
                                 m.weight.requires_grad, m.bias.requires_grad))
@@ -156,6 +166,24 @@ def parse(model: nn.Module) -> list[Layer] | None:
         else:
             layers.append(Layer("elementwise", m))
     return layers
+
+
+def _leading_flattens(mods: list[nn.Module]) -> int:
+    """How many leading modules are ``nn.Flatten``s that flatten everything but the batch."""
+    k = 0
+    while k < len(mods) and isinstance(mods[k], nn.Flatten) and mods[k].start_dim == 1 \
+            and mods[k].end_dim == -1:
+        k += 1
+    return k
+
+
+def in_features(layers: list[Layer]) -> int:
+    """Features the first dense layer takes."""
+    return int(next(l for l in layers if l.kind == "dense").module.weight.shape[1])
+
+
+def flattens_input(layers: list[Layer]) -> bool:
+    return bool(layers) and layers[0].kind == "flatten"
 
 
 def n_outputs(layers: list[Layer]) -> int:
