@@ -1,12 +1,14 @@
 """wideNN: finite-width neural networks and their infinite-width limits, side by side.
 
-One ``Architecture`` yields a trainable network (``arch.build``), its analytic NNGP and NTK
-(``arch.kernels``), GPyTorch kernels, empirical kernels of finite networks, exact GP / NTK-GP
-inference and training utilities.  Conventions follow neural-tangents' ``stax``.
+One description — the MLP shorthand ``Architecture`` or a composition of layers
+``Serial(Conv(...), "relu", …)`` (``wideNN.layers``) — yields a trainable network
+(``arch.build``), its analytic NNGP and NTK (``arch.kernels``), GPyTorch kernels, empirical
+kernels of finite networks, exact GP / NTK-GP inference and training utilities.  Conventions follow neural-tangents' ``stax``.
 """
 from . import activations, data
 from .architecture import Architecture
-from .networks import Dense, Network
+from .networks import Network
+from .layers import AvgPool, Conv, Dense, Flatten, GlobalAvgPool, Residual, Serial
 from .analytic import kernels
 from .empirical import empirical_ntk, empirical_nngp
 from .gp_kernels import NNGPKernel, NTKKernel
@@ -18,7 +20,8 @@ from .linearize import TaylorModel, linearize, taylor
 from .ensemble import Ensemble
 
 __all__ = [
-    "activations", "data", "Architecture", "Dense", "Network", "kernels", "empirical_ntk",
+    "activations", "data", "Architecture", "Serial", "Dense", "Conv", "AvgPool", "GlobalAvgPool",
+    "Flatten", "Residual", "Network", "kernels", "empirical_ntk",
     "empirical_nngp", "NNGPKernel", "NTKKernel", "Posterior", "posterior", "log_marginal_likelihood",
     "FitResult", "fit_hyperparameters", "TrainHistory", "train", "max_learning_rate", "TaylorModel",
     "linearize", "taylor", "Ensemble",

@@ -78,6 +78,17 @@ class Architecture:
                 f"weight_variance={fmt(self.weight_variance)}, bias_variance={fmt(self.bias_variance)}, "
                 f"parameterization={self.parameterization!r})")
 
+    def serial(self):
+        """The equivalent composition ``wn.Serial(Dense(), φ, …, φ, Dense())`` (``depth``
+        activations) with this description's variances and parameterization; its kernels are
+        computed by the same code and equal this description's exactly."""
+        from .layers import Dense, Serial
+        layers = [Dense()]
+        for _ in range(self.depth):
+            layers += [self.phi, Dense()]
+        return Serial(*layers, weight_variance=self.weight_variance, bias_variance=self.bias_variance,
+                      parameterization=self.parameterization)
+
     @property
     def name(self) -> str:
         """The seed slides' label: ``GP-depth-σ_w²-σ_b²``."""
