@@ -270,3 +270,17 @@ def test_ensemble_shapes_are_checked():
     b = wn.Ensemble(arch, 8, 5, 2, size=2, seed=3, dtype=D64)
     x = _x(4, 5)
     assert torch.equal(a(x), b(x)) and a.in_features == 5
+
+
+# ----------------------------------------------------------------------------- posterior
+def test_posterior_takes_a_composed_description():
+    """NNGP posterior mean K_xX K⁻¹ Y and NTK-GP at t = ∞ Θ_xX Θ⁻¹ Y, from the description's own
+    kernels and a dense solve."""
+    arch = wn.Serial(wn.Conv(3), "relu", wn.Conv(3, padding="circular"), "relu", wn.GlobalAvgPool(),
+                     wn.Dense(), weight_variance=2.0, bias_variance=0.05)
+    x, xt, y = _x(6, 1, 5, 5, seed=15), _x(3, 1, 5, 5, seed=16), _x(6, 2, seed=17)
+    k, th = arch.kernels(x)
+    kt, tht = arch.kernels(xt, x)
+    for kernel, (a, b) in (("nngp", (kt, k)), ("ntk", (tht, th))):
+        post = wn.posterior(arch, x, y, xt, kernel=kernel, compute_variance=False)
+        torch.testing.assert_close(post.mean, a @ torch.linalg.solve(b, y), rtol=1e-8, atol=1e-10)
