@@ -120,7 +120,7 @@ def worker(spec: dict) -> dict:
         jax.config.update("jax_enable_x64", spec["dtype"] == "float64")
         kernel_fn, get = _reference(spec["case"], spec["depth"])
         fn = jax.jit(kernel_fn, static_argnames="get")
-        xs = x.transpose(0, 2, 3, 1) if x.ndim == 4 else x          # NCHW → NHWC
+        xs = x.reshape(x.shape[0], -1) if spec["case"] == "mlp" else x.transpose(0, 2, 3, 1)  # NCHW → NHWC
         xs = jax.numpy.asarray(xs.astype(spec["dtype"]))
 
         def call(inp):
