@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
 from torch import Tensor
 
 from ._state import KernelState
@@ -33,6 +34,15 @@ def affine(state: KernelState, op: Callable[[Tensor], Tensor], spatial: tuple[in
     w = _as(weight_variance, state.nngp)
     b = _as(bias_variance, state.nngp)
     k_op = op(state.nngp)
+    fresh = not (torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad
+                                                 for t in (k_op, w, b, state.ntk)))
+    if fresh and parameterization == "ntk":
+        # op returned new arrays: update them in place (no autograd to preserve)
+        nngp = k_op.mul_(w).add_(b)
+        if not compute_ntk:
+            return KernelState(nngp, None, spatial, state.full)
+        ntk = nngp.clone() if state.ntk is None else op(state.ntk).mul_(w).add_(nngp)
+        return KernelState(nngp, ntk, spatial, state.full)
     nngp = b + w * k_op
     if not compute_ntk:
         return KernelState(nngp, None, spatial, state.full)

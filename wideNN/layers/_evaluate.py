@@ -134,6 +134,11 @@ def _matrix(root, x1, x2, vars1, vars2, rows, compute_ntk):
             ev = Evaluation("matrix", compute_ntk, [v[ri] for v in vars1], [v[rj] for v in vars2])
             st = _run(root, x1[ri], xb[rj], "matrix", ev)
             th = _ntk_or_zero(st.ntk, st.nngp, compute_ntk)
+            if symmetric and i == j:
+                # the pair (a, b) and (b, a) round differently (k11 and k22 enter the duals in
+                # different orders): average so the kernel is exactly symmetric
+                st.nngp = 0.5 * (st.nngp + st.nngp.transpose(0, 1))
+                th = None if th is None else 0.5 * (th + th.transpose(0, 1))
             if nngp is None:
                 shape = (n, m, *st.nngp.shape[2:])
                 nngp = st.nngp.new_empty(shape)

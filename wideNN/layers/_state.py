@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["KernelState", "positions_diagonal", "plane_apply", "input_state"]
+__all__ = ["KernelState", "positions_diagonal", "input_state"]
 
 
 @dataclasses.dataclass
@@ -63,20 +63,6 @@ def positions_diagonal(t: Tensor, d: int) -> Tensor:
         first = -(2 * (d - done) + done)
         t = torch.diagonal(t, dim1=first, dim2=first + 1)
     return t
-
-
-def plane_apply(t: Tensor, dim: int, d: int, fn: Callable[[Tensor], Tensor]) -> Tensor:
-    """Apply ``fn`` to the (S_dim, S_dim') plane of a full-layout tensor with ``d`` spatial dims.
-
-    ``fn`` receives (B, 1, S, S') (B = every other dim flattened, a one-channel image batch for
-    torch's conv/pool ops) and returns (B, 1, R, R'); the result has the plane replaced in place.
-    """
-    lead = t.dim() - 2 * d
-    a, b = lead + 2 * dim, lead + 2 * dim + 1
-    moved = t.movedim((a, b), (-2, -1))
-    rest = moved.shape[:-2]
-    out = fn(moved.reshape(-1, 1, *moved.shape[-2:]))
-    return out.reshape(*rest, *out.shape[-2:]).movedim((-2, -1), (a, b))
 
 
 _LETTERS = "abcdefghijkl"

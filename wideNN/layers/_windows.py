@@ -3,11 +3,18 @@
 Padding as in neural-tangents' stax (and TensorFlow): ``"valid"`` none, output
 ⌊(S − k)/s⌋ + 1; ``"same"`` zeros, output ⌈S/s⌉, total padding max((out − 1)·s + k − S, 0) split
 with the extra position at the end; ``"circular"`` the same amounts, wrapped around.
+
+The same windows act on covariance tensors (``conv_full``, ``conv_diagonal``, ``pool_full``): a
+window over positions becomes a sum of k shifted, strided slices of the padded covariance — a
+loop over the k filter taps, never over positions.  (A one-channel ``conv2d`` with a diagonal
+k×k filter computes the same full-layout convolution but measured 20× slower on the CPU, and
+needs the (S, S') plane moved to the last dims first.)
 """
 from __future__ import annotations
 
 import dataclasses
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -55,20 +62,12 @@ class Window:
             n *= k
         return n
 
-    def pad(self, x: Tensor, dims: int | None = None) -> Tensor:
-        """Pad the last ``dims`` (default: all d) dims of x; for a full-layout plane pass the
-        same (lo, hi) for both dims of the plane (see ``plane_pad``)."""
+    def pad(self, x: Tensor) -> Tensor:
+        """Pad the d spatial (last) dims of an activation tensor (N, C, *S) of the finite network."""
         if self.padding == "valid" or not any(lo or hi for lo, hi in self.pads):
             return x
         flat = [p for lo_hi in reversed(self.pads) for p in lo_hi]
         return F.pad(x, flat, mode="circular" if self.padding == "circular" else "constant")
-
-    def plane_pad(self, x: Tensor, dim: int) -> Tensor:
-        """Pad both axes of a (…, S, S') plane of spatial dim ``dim``."""
-        lo, hi = self.pads[dim]
-        if self.padding == "valid" or not (lo or hi):
-            return x
-        return F.pad(x, (lo, hi, lo, hi), mode="circular" if self.padding == "circular" else "constant")
 
 
 def resolve_window(kind: str, label: str, spatial: tuple[int, ...], kernel_size, stride,
@@ -81,7 +80,7 @@ def resolve_window(kind: str, label: str, spatial: tuple[int, ...], kernel_size,
     for i, (n, kk, ss) in enumerate(zip(spatial, k, s)):
         if padding == "valid":
             if kk > n:
-                raise LayerError(f"{label}: {kind} window {k} is larger than the input's spatial "
+                raise LayerError(f"{label}: {kind} kernel_size {k} is larger than the input's spatial "
                                  f"shape {spatial} with padding='valid'")
             out.append((n - kk) // ss + 1)
             pads.append((0, 0))
@@ -92,8 +91,88 @@ def resolve_window(kind: str, label: str, spatial: tuple[int, ...], kernel_size,
         total = max((o - 1) * ss + kk - n, 0)
         lo, hi = total // 2, total - total // 2
         if padding == "circular" and max(lo, hi) > n:
-            raise LayerError(f"{label}: {kind} window {k} wraps more than once around the input's "
+            raise LayerError(f"{label}: {kind} kernel_size {k} wraps more than once around the input's "
                              f"spatial shape {spatial} with padding='circular'")
         out.append(o)
         pads.append((lo, hi))
     return Window(k, s, tuple(pads), padding), tuple(out)
+
+
+def pad_dim(t: Tensor, dim: int, lo: int, hi: int, circular: bool) -> Tensor:
+    """Pad one dim (any position) by lo/hi zeros, or wrapped copies."""
+    if not (lo or hi):
+        return t
+    n = t.shape[dim]
+    if circular:
+        parts = [t.narrow(dim, n - lo, lo), t, t.narrow(dim, 0, hi)]
+    else:
+        parts = [t.new_zeros(t.shape[:dim] + (lo,) + t.shape[dim + 1:]), t,
+                 t.new_zeros(t.shape[:dim] + (hi,) + t.shape[dim + 1:])]
+    return torch.cat([p for p in parts if p.shape[dim]], dim=dim)
+
+
+def _taps(t: Tensor, dims: tuple[int, ...], k: int, s: int, out: int, lo: int) -> Tensor:
+    """Σ_{i<k} P[s·a + i] along all ``dims`` at once (the same i on each: a diagonal walk), with
+    P = t preceded by ``lo`` implicit zeros (and zeros after it): each tap adds the slice of its
+    valid range, so zero padding costs no copy.  Tap i = lo covers every output (see
+    ``resolve_window``: lo < k), so it initialises the sum."""
+    n = t.shape[dims[0]]
+
+    def sl(i: int, a0: int, a1: int, source: bool) -> tuple:
+        idx = [slice(None)] * t.dim()
+        for d in dims:
+            idx[d] = slice(s * a0 + i - lo, s * (a1 - 1) + i - lo + 1, s) if source else slice(a0, a1)
+        return tuple(idx)
+
+    acc = t[sl(lo, 0, out, True)].clone()
+    for i in range(k):
+        if i == lo:
+            continue
+        a0 = max(0, -((i - lo) // s))                 # ⌈(lo − i)/s⌉
+        a1 = min(out, (n - 1 + lo - i) // s + 1)
+        if a1 > a0:
+            acc[sl(i, a0, a1, False)].add_(t[sl(i, a0, a1, True)])
+    return acc
+
+
+def _pads(w: Window, j: int, t: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, int]:
+    """Circular padding is materialised (wrapped copies); zero padding is left implicit."""
+    lo, hi = w.pads[j]
+    if w.padding != "circular":
+        return t, lo
+    for a in dims:
+        t = pad_dim(t, a, lo, hi, True)
+    return t, 0
+
+
+def conv_full(w: Window, t: Tensor, out_spatial: tuple[int, ...]) -> Tensor:
+    """(1/k) Σ_i K[s·p + i, s·p' + i] on a full-layout (…, S1, S1', …, SD, SD') covariance."""
+    d = len(w.kernel)
+    lead = t.dim() - 2 * d
+    for j in range(d):
+        dims = (lead + 2 * j, lead + 2 * j + 1)
+        t, lo = _pads(w, j, t, dims)
+        t = _taps(t, dims, w.kernel[j], w.stride[j], out_spatial[j], lo).div_(w.kernel[j])
+    return t
+
+
+def conv_diagonal(w: Window, t: Tensor, out_spatial: tuple[int, ...]) -> Tensor:
+    """(1/k) Σ_i K[s·p + i] on a diagonal-layout (…, S1, …, SD) covariance (a box filter)."""
+    d = len(w.kernel)
+    lead = t.dim() - d
+    for j in range(d):
+        t, lo = _pads(w, j, t, (lead + j,))
+        t = _taps(t, (lead + j,), w.kernel[j], w.stride[j], out_spatial[j], lo).div_(w.kernel[j])
+    return t
+
+
+def pool_full(w: Window, t: Tensor, out_spatial: tuple[int, ...]) -> Tensor:
+    """(1/k²) Σ_{i, j} K[s·p + i, s·p' + j] on a full-layout covariance: the window sum is
+    separable, one dim of each (S, S') pair at a time."""
+    d = len(w.kernel)
+    lead = t.dim() - 2 * d
+    for j in range(d):
+        for a in (lead + 2 * j, lead + 2 * j + 1):
+            t, lo = _pads(w, j, t, (a,))
+            t = _taps(t, (a,), w.kernel[j], w.stride[j], out_spatial[j], lo).div_(w.kernel[j])
+    return t

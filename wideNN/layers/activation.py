@@ -12,12 +12,14 @@ recorded per activation and reused by every tile of example pairs.
 from __future__ import annotations
 
 import dataclasses
+import math
 
+import torch
 from torch import Tensor, nn
 
 from .. import activations as _acts
 from ._state import KernelState, positions_diagonal
-from .base import Env, Evaluation, Layer, LayerError, Step
+from .base import Env, Evaluation, Layer, LayerError, Step, shape_str
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -30,8 +32,11 @@ class ActivationLayer(Layer):
     def resolve(self, in_shape: tuple, env: Env) -> Step:
         name = type(self.activation).__name__
         if not env.gaussian:
-            raise LayerError(f"{env.label.replace('(Activation)', f'({name})')}: an activation needs "
-                             f"Gaussian pre-activations: put a Dense or Conv before it")
+            raise LayerError(f"{env.label}: the dual kernel of an activation is exact for Gaussian "
+                             f"pre-activations only: its input must come from a Dense or Conv (possibly "
+                             f"pooled, flattened or summed in a Residual with a Gaussian input), not from "
+                             f"the raw inputs or another activation ({name} on input shape {shape_str(in_shape)})")
+        env.gaussian = False
         index = env.counter[0]
         env.counter[0] += 1
         return ActivationStep(env.label, in_shape, in_shape, self.activation, index)
@@ -61,16 +66,41 @@ class ActivationStep(Step):
         if ev.pairs == "self":
             var = positions_diagonal(k, d) if full else k
             ev.record[self.index] = var
-            if full:
-                t, td = act.dual(place(var, 1, "self", True, d), k, place(var, 2, "self", True, d))
-            else:
+            if not full:
                 t, td = act.dual_diag(k)
+                ntk = None if (state.ntk is None or not ev.compute_ntk) else td * state.ntk
+                return KernelState(t, ntk, state.spatial, state.full)
+            v1, v2 = place(var, 1, "self", True, d), place(var, 2, "self", True, d)
         else:
             v1 = place(ev.vars1[self.index], 1, ev.pairs, full, d)
             v2 = place(ev.vars2[self.index], 2, ev.pairs, full, d)
-            t, td = act.dual(v1, k, v2)
+        if type(act) is _acts.ReLU and not _needs_grad(v1, k, v2, state.ntk):
+            t, td = relu_dual_inplace(v1, k, v2)
+            ntk = None if (state.ntk is None or not ev.compute_ntk) else td.mul_(state.ntk)
+            return KernelState(t, ntk, state.spatial, state.full)
+        t, td = act.dual(v1, k, v2)
         ntk = None if (state.ntk is None or not ev.compute_ntk) else td * state.ntk
         return KernelState(t, ntk, state.spatial, state.full)
 
     def module(self, generator, dtype, device) -> nn.Module:
         return self.activation
+
+
+def _needs_grad(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def relu_dual_inplace(k11: Tensor, k12: Tensor, k22: Tensor) -> tuple[Tensor, Tensor]:
+    """ReLU's duals (``wideNN.activations.ReLU.dual``: s/(2π)(√(1−c²) + (π−θ)c) and (π−θ)/(2π))
+    without autograd, in two fresh output arrays and in-place passes (the masked, autograd-safe
+    closed form allocates a dozen arrays the size of the covariance tensor).  Zero variances give
+    c = 0, as ``wideNN._gaussian.correlation`` does."""
+    r1 = torch.where(k11 > 0, k11, torch.ones_like(k11)).rsqrt_().mul_(k11 > 0)
+    r2 = torch.where(k22 > 0, k22, torch.ones_like(k22)).rsqrt_().mul_(k22 > 0)
+    c = torch.mul(k12, r1).mul_(r2).clamp_(-1.0, 1.0)
+    tol = 8 * torch.finfo(c.dtype).eps  # as snap_correlation: coincident points are exactly c = 1
+    c.masked_fill_(c >= 1 - tol, 1.0).masked_fill_(c <= -1 + tol, -1.0)
+    p = torch.arccos(c).neg_().add_(math.pi)                            # π − θ
+    t = torch.mul(c, c).neg_().add_(1.0).clamp_(min=0.0).sqrt_().addcmul_(p, c)
+    t.mul_(k11.clamp(min=0).sqrt() * (1.0 / (2 * math.pi))).mul_(k22.clamp(min=0).sqrt())
+    return t, p.mul_(1.0 / (2 * math.pi))

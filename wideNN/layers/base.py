@@ -19,13 +19,19 @@ from torch import Tensor, nn
 from .._checks import check_variance
 from ._state import KernelState
 
-__all__ = ["Layer", "Step", "Defaults", "Env", "Evaluation", "LayerError", "entries"]
+__all__ = ["Layer", "Step", "Defaults", "Env", "Evaluation", "LayerError", "entries", "shape_str"]
 
 PARAMETERIZATIONS = ("ntk", "standard")
 
 
 class LayerError(ValueError):
     """A description that does not fit its input (shape, channels, windows)."""
+
+
+def shape_str(shape) -> str:
+    """A per-example shape for messages; an unknown channel count (kernels without a width) is '?'."""
+    parts = ["?" if s is None else str(s) for s in shape]
+    return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +50,9 @@ class Defaults:
 
 def check_layer_variances(owner: str, weight_variance, bias_variance, parameterization) -> None:
     """Validate optional per-layer hyperparameters (None = inherit)."""
+    for name, v in (("weight_variance", weight_variance), ("bias_variance", bias_variance)):
+        if isinstance(v, (str, bool)):
+            raise TypeError(f"{owner} {name} must be a number or a tensor, got {v!r}")
     if weight_variance is not None:
         check_variance(f"{owner} weight_variance", weight_variance)
         _scalar(f"{owner} weight_variance", weight_variance)

@@ -9,26 +9,21 @@ computation with an infinitely wide neural net" for the NTK):
 
     op(K)[p, p'] = (1/k) Σ_i K[s·p + i, s·p' + i],    K' = σ_b² + σ_w² op(K),   Θ' = K' + σ_w² op(Θ)
 
-over the padded covariance (zeros / wrapped for "same" / "circular").  In the full layout op is
-separable: per spatial dim a 2-D convolution of the (S, S') plane with the diagonal filter I/k_d
-and stride (s, s).  In the diagonal layout (only p = p' kept) op is an average pool of the
-padded per-position covariance with the filter's window and stride.
+over the padded covariance (zeros / wrapped for "same" / "circular").  op is separable over the
+spatial dims: in the full layout, per dim a convolution of the (S, S') plane with the diagonal
+filter I/k_d and stride (s, s); in the diagonal layout (only p = p' kept) a box filter of the
+window's size and stride (``wideNN.layers._windows``).
 """
 from __future__ import annotations
 
 import dataclasses
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_int
 from ._affine import affine
-from ._state import plane_apply
-from ._windows import Window, check_padding, check_window_arg, resolve_window
-from .base import Env, Layer, LayerError, Step, check_layer_variances
-
-_POOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
+from ._windows import Window, check_padding, check_window_arg, conv_diagonal, conv_full, resolve_window
+from .base import Env, Layer, LayerError, Step, check_layer_variances, shape_str
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -66,7 +61,7 @@ class Conv(Layer):
     def resolve(self, in_shape: tuple, env: Env) -> Step:
         if len(in_shape) not in (2, 3):
             raise LayerError(f"{env.label}: Conv needs inputs (C, L) or (C, H, W) per example, got "
-                             f"shape {in_shape}")
+                             f"shape {shape_str(in_shape)}")
         window, spatial = resolve_window("Conv", env.label, tuple(in_shape[1:]), self.kernel_size,
                                          self.stride, self.padding)
         d = env.defaults.override(self.weight_variance, self.bias_variance, self.parameterization)
@@ -83,18 +78,8 @@ class ConvStep(Step):
 
     def op(self, t: Tensor, full: bool) -> Tensor:
         """(1/k) Σ_i K[s·p + i, s·p' + i] on a full- or diagonal-layout covariance."""
-        w = self.window
-        d = len(w.kernel)
-        if full:
-            for dim in range(d):
-                k, s = w.kernel[dim], w.stride[dim]
-                filt = (torch.eye(k, dtype=t.dtype, device=t.device) / k).reshape(1, 1, k, k)
-                t = plane_apply(t, dim, d, lambda p: F.conv2d(w.plane_pad(p, dim), filt, stride=(s, s)))
-            return t
-        lead = t.shape[:t.dim() - d]
-        x = w.pad(t.reshape(-1, 1, *t.shape[-d:]))
-        y = _POOL[d](x, w.kernel, w.stride)
-        return y.reshape(*lead, *y.shape[-d:])
+        out = tuple(self.out_shape[1:])
+        return conv_full(self.window, t, out) if full else conv_diagonal(self.window, t, out)
 
     def apply(self, state, ev):
         fan_in = None if self.in_shape[0] is None else self.in_shape[0] * self.window.size

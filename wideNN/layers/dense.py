@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from .._checks import check_int
 from ..networks import Dense as _DenseModule
 from ._affine import affine
-from .base import Env, Layer, LayerError, Step, check_layer_variances
+from .base import Env, Layer, LayerError, Step, check_layer_variances, shape_str
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -43,7 +43,7 @@ class Dense(Layer):
     def resolve(self, in_shape: tuple, env: Env) -> Step:
         if len(in_shape) != 1:
             raise LayerError(f"{env.label}: Dense needs flat inputs (C,) per example, got shape "
-                             f"{in_shape}; put Flatten() or GlobalAvgPool() before it")
+                             f"{shape_str(in_shape)}; put Flatten() or GlobalAvgPool() before it")
         d = env.defaults.override(self.weight_variance, self.bias_variance, self.parameterization)
         out = self.out_features or (env.out_features if env.final else env.width)
         env.gaussian = True
@@ -61,7 +61,8 @@ class DenseStep(Step):
         return False
 
     def apply(self, state, ev):
-        return affine(state, lambda t: t, (), self.weight_variance, self.bias_variance,
+        # a copy, because affine updates op's result in place when no gradient is needed
+        return affine(state, lambda t: t.clone(), (), self.weight_variance, self.bias_variance,
                       self.parameterization, self.in_shape[0], self.label, ev.compute_ntk)
 
     def module(self, generator, dtype, device) -> nn.Module:

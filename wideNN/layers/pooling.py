@@ -6,20 +6,19 @@ Pooling mixes positions, so its kernel needs the full position×position covaria
     AvgPool:        K'[p, p'] = (1/k²) Σ_{i, j} K[s·p + i, s·p' + j]       (Θ alike)
     GlobalAvgPool:  K' = (1/P²) Σ_{p, p'} K[p, p']                          (Θ alike)
 
-The window sum is separable: per spatial dim an average pool of the (S, S') plane with window
-(k, k) and stride (s, s).  Padded positions count in the average (``count_include_pad``, as
+The window sum is separable: per spatial dim, a window average along S and then along S'
+(``wideNN.layers._windows.pool_full``).  Padded positions count in the average (``count_include_pad``, as
 torch's and stax's defaults).
 """
 from __future__ import annotations
 
 import dataclasses
 
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
-from ._state import KernelState, plane_apply
-from ._windows import Window, check_padding, check_window_arg, resolve_window
-from .base import Env, Layer, LayerError, Step
+from ._state import KernelState
+from ._windows import Window, check_padding, check_window_arg, pool_full, resolve_window
+from .base import Env, Layer, LayerError, Step, shape_str
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -40,7 +39,7 @@ class AvgPool(Layer):
     def resolve(self, in_shape: tuple, env: Env) -> Step:
         if len(in_shape) not in (2, 3):
             raise LayerError(f"{env.label}: AvgPool needs inputs (C, L) or (C, H, W) per example, "
-                             f"got shape {in_shape}")
+                             f"got shape {shape_str(in_shape)}")
         stride = self.kernel_size if self.stride is None else self.stride
         window, spatial = resolve_window("AvgPool", env.label, tuple(in_shape[1:]), self.kernel_size,
                                          stride, self.padding)
@@ -56,16 +55,8 @@ class AvgPoolStep(Step):
         return True
 
     def apply(self, state: KernelState, ev) -> KernelState:
-        w = self.window
-        d = len(w.kernel)
-
-        def op(t: Tensor) -> Tensor:
-            for dim in range(d):
-                k, s = w.kernel[dim], w.stride[dim]
-                t = plane_apply(t, dim, d, lambda p: F.avg_pool2d(w.plane_pad(p, dim), (k, k), (s, s)))
-            return t
-
-        return state.map(op, tuple(self.out_shape[1:]))
+        out = tuple(self.out_shape[1:])
+        return state.map(lambda t: pool_full(self.window, t, out), out)
 
     def module(self, generator, dtype, device) -> nn.Module:
         from .modules import AvgPooling
@@ -81,7 +72,7 @@ class GlobalAvgPool(Layer):
     def resolve(self, in_shape: tuple, env: Env) -> Step:
         if len(in_shape) < 2:
             raise LayerError(f"{env.label}: GlobalAvgPool needs spatial inputs (C, L) or (C, H, W) "
-                             f"per example, got shape {in_shape}")
+                             f"per example, got shape {shape_str(in_shape)}")
         return GlobalAvgPoolStep(env.label, in_shape, (in_shape[0],))
 
 

@@ -15,7 +15,7 @@ import dataclasses
 from torch import Tensor, nn
 
 from ._state import KernelState
-from .base import Env, Layer, LayerError, Step
+from .base import Env, Layer, LayerError, Step, shape_str
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -41,11 +41,11 @@ class Residual(Layer):
         if not isinstance(self.block, Serial):
             inner.label = env.label + " > layer 0 (" + self.block.kind + ")"
         step = self.block.resolve(in_shape, inner)
-        env.gaussian = gaussian
+        env.gaussian = gaussian  # x + block(x) is Gaussian iff x is (the block ends in a linear layer)
         out = step.out_shape
         same = len(out) == len(in_shape) and all(a is None or b is None or a == b for a, b in zip(out, in_shape))
         if not same:
-            raise LayerError(f"{env.label}: the residual block maps shape {in_shape} to {out}; "
+            raise LayerError(f"{env.label}: the residual block maps shape {shape_str(in_shape)} to {shape_str(out)}; "
                              f"x + block(x) needs the same shape")
         return ResidualStep(env.label, in_shape, in_shape, step)
 
