@@ -10,8 +10,8 @@ descriptions (3×3 "same" convolutions with ReLU, σ_w² = ``weight_variance``, 
 * ``cnn_gp_flatten``: ``depth`` × (Conv, ReLU) → Flatten → Dense (Novak et al. 2019; only the
   per-position variances enter the kernel);
 * ``cntk_gap``: ``depth`` × (Conv, ReLU) → GlobalAvgPool → Dense (Arora et al. 2019);
-* ``resnet_gap``: Conv, ReLU, then ``residual_blocks`` × Residual(Conv, ReLU, Conv) with a ReLU
-  after each → GlobalAvgPool → Dense (Garriga-Alonso et al. 2019's residual CNN-GP, smaller);
+* ``resnet_gap``: Conv, then ``residual_blocks`` × Residual(ReLU, Conv, ReLU, Conv) (pre-activation
+  blocks), ReLU → GlobalAvgPool → Dense (Garriga-Alonso et al. 2019's residual CNN-GP, smaller);
 * ``mlp``: the fully-connected shorthand ``Architecture(mlp_depth, "relu", ...)`` on the
   flattened images (Lee et al. 2018), the baseline that sees no spatial structure.
 
@@ -97,9 +97,11 @@ def description(cfg: dict, family: str):
     if family == "cntk_gap":
         return wn.Serial(*conv, wn.GlobalAvgPool(), wn.Dense(), **var)
     if family == "resnet_gap":
-        blocks = [layer for _ in range(cfg["residual_blocks"])
-                  for layer in (wn.Residual(wn.Serial(wn.Conv(3), "relu", wn.Conv(3))), "relu")]
-        return wn.Serial(wn.Conv(3), "relu", *blocks, wn.GlobalAvgPool(), wn.Dense(), **var)
+        # pre-activation blocks: the skip path carries a convolution's Gaussian output, so every
+        # ReLU (inside the blocks and after the last one) sees a Gaussian input
+        blocks = [wn.Residual(wn.Serial("relu", wn.Conv(3), "relu", wn.Conv(3)))
+                  for _ in range(cfg["residual_blocks"])]
+        return wn.Serial(wn.Conv(3), *blocks, "relu", wn.GlobalAvgPool(), wn.Dense(), **var)
     raise ValueError(f"unknown model family {family!r}; expected one of {FAMILIES}")
 
 

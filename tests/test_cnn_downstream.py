@@ -284,3 +284,43 @@ def test_posterior_takes_a_composed_description():
     for kernel, (a, b) in (("nngp", (kt, k)), ("ntk", (tht, th))):
         post = wn.posterior(arch, x, y, xt, kernel=kernel, compute_variance=False)
         torch.testing.assert_close(post.mean, a @ torch.linalg.solve(b, y), rtol=1e-8, atol=1e-10)
+
+
+def test_built_flatten_mlp_takes_the_structured_path(monkeypatch):
+    """Serial(Flatten, Dense, φ, Dense).build on images: the structured MLP formula, equal to the
+    Jacobian contraction; a built CNN goes to jacobian / ntk_vp under 'auto'."""
+    from wideNN import _structured
+
+    desc = wn.Serial(wn.Flatten(), wn.Dense(), "tanh", wn.Dense(), weight_variance=1.5, bias_variance=0.1)
+    net = desc.build((2, 4, 4), 6, 3, seed=0, dtype=D64)
+    x1, x2 = _x(3, 2, 4, 4, seed=20), _x(2, 2, 4, 4, seed=21)
+    calls = []
+    real = _structured.features
+    monkeypatch.setattr(_structured, "features", lambda *a: calls.append(1) or real(*a))
+    for mode in MODES:
+        torch.testing.assert_close(wn.empirical_ntk(net, x1, x2, mode=mode),
+                                   wn.empirical_ntk(net, x1, x2, mode=mode, method="jacobian"),
+                                   rtol=1e-10, atol=1e-12)
+    assert calls
+    cnn = wn.Serial(wn.Conv(3), "relu", wn.GlobalAvgPool(), wn.Dense()).build((2, 4, 4), 5, 2, seed=0, dtype=D64)
+    torch.testing.assert_close(wn.empirical_ntk(cnn, x1, x2, mode="full"), reference_ntk(cnn, x1, "full", x2),
+                               rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="structured"):
+        wn.empirical_ntk(cnn, x1, method="structured")
+
+
+def test_ensemble_and_monte_carlo_nngp_of_a_serial():
+    desc = wn.Serial(wn.Conv(3), wn.Residual(wn.Serial("relu", wn.Conv(3), "relu", wn.Conv(3))), "relu",
+                     wn.GlobalAvgPool(), wn.Dense(), weight_variance=2.0, bias_variance=0.1)
+    x, y = _x(5, 1, 4, 4, seed=22), _x(5, 2, seed=23)
+    ens = wn.Ensemble(desc, 3, in_shape=(1, 4, 4), out_features=2, size=2, seed=4, dtype=D64)
+    h = ens.train(x, y, steps=3, learning_rate=0.1, trainable="readout")
+    for i in range(2):
+        net = desc.build((1, 4, 4), 3, 2, seed=4 + i, dtype=D64)
+        hi = wn.train(net, x, y, steps=3, learning_rate=0.1, trainable="readout")
+        torch.testing.assert_close(h.loss[:, i], hi.loss, rtol=1e-11, atol=1e-13)
+        torch.testing.assert_close(ens.member(i)(x), net(x), rtol=1e-11, atol=1e-13)
+    got = wn.empirical_nngp(desc, x, width=3, out_features=2, n_samples=3, seed=1)
+    want = sum(f @ f.T for f in (desc.build((1, 4, 4), 3, 2, seed=1 + s, dtype=D64)(x).detach()
+                                 for s in range(3))) / (3 * 2)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
