@@ -65,7 +65,7 @@ DEFAULTS = {
     "data_dir": None,
     # subset: "protocol" (Lee et al.'s exact subset) or "available" (the same rule among the
     # images the data folder holds; only differs for the partial CIFAR-10 file)
-    "datasets": [{"dataset": "mnist", "n_train": 100, "n_test": 100, "side": 7, "subset": "protocol"}],
+    "datasets": [{"dataset": "mnist", "n_train": 100, "n_test": 100, "side": 6, "subset": "protocol"}],
     "preprocessing": "center_norm",
     "depth": 2,
     "residual_blocks": 1,
