@@ -123,3 +123,8 @@ def test_standard_ntk_needs_the_width():
     with pytest.raises(ValueError, match=r"layer 3 \(Dense\): the standard-parameterization NTK depends on the channel counts: pass width="):
         arch.ntk(X1D)
     assert arch.ntk(X1D, width=8).shape == (3, 3)
+    # the shorthand's keyword: one width for every hidden layer
+    assert torch.equal(arch.ntk(X1D, widths=[8, 8]), arch.ntk(X1D, width=8))
+    assert torch.equal(arch.kernels(X1D, widths=8)[1], arch.ntk(X1D, width=8))
+    with pytest.raises(ValueError, match="one hidden width for every layer"):
+        arch.ntk(X1D, widths=[8, 9])

@@ -111,7 +111,8 @@ def test_flat_residual_mlp_matches_dense_reference():
     torch.manual_seed(2)
     x = torch.randn(5, 3, dtype=torch.float64)
     arch = wn.Serial(wn.Dense(), wn.Residual(wn.Serial("relu", wn.Dense(), "erf", wn.Dense())),
-                     wn.Residual(wn.Serial("relu", wn.Dense())), "relu", wn.Dense(), bias_variance=0.1)
+                     wn.Residual(wn.Serial("relu", wn.Dense())), wn.Residual(wn.Serial(wn.Dense(), "relu", wn.Dense())),
+                     "relu", wn.Dense(), bias_variance=0.1)
     k, t = arch.kernels(x)
     kr, tr = dense_reference(arch, x)
     torch.testing.assert_close(k, kr, rtol=1e-12, atol=1e-14)
@@ -124,8 +125,12 @@ def test_matches_dense_reference_1d(name):
     x = torch.randn(4, 2, 5, dtype=torch.float64)
     k, t = ARCHS_1D[name].kernels(x)
     kr, tr = dense_reference(ARCHS_1D[name], x)
-    torch.testing.assert_close(k, kr, rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(t, tr, rtol=1e-12, atol=1e-14)
+    # tanh's duals are quadratures whose node count follows the largest variance of each call,
+    # and the two implementations group entries into calls differently: agreement to the
+    # quadrature error (≲ 1e-10 at these variances), closed forms to rounding
+    rtol = 1e-9 if "tanh" in name else 1e-12
+    torch.testing.assert_close(k, kr, rtol=rtol, atol=1e-14)
+    torch.testing.assert_close(t, tr, rtol=rtol, atol=1e-14)
 
 
 def test_matches_dense_reference_2d():
@@ -139,3 +144,31 @@ def test_matches_dense_reference_2d():
     kr, tr = dense_reference(arch, x)
     torch.testing.assert_close(k, kr, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(t, tr, rtol=1e-12, atol=1e-14)
+
+
+def test_matches_dense_reference_2d_flatten_readout():
+    """Diagonal layout throughout (a flatten readout), with strides and circular padding."""
+    torch.manual_seed(3)
+    x = torch.randn(3, 3, 5, 6, dtype=torch.float64)
+    arch = wn.Serial(wn.Conv((3, 2), stride=(2, 1), padding="circular"), "relu", wn.Conv(2, stride=2, padding="valid"),
+                     "erf", wn.Conv((1, 3)), wn.Flatten(), wn.Dense(), "relu", wn.Dense(), bias_variance=0.3)
+    assert not arch.plan((3, 5, 6)).in_full
+    k, t = arch.kernels(x)
+    kr, tr = dense_reference(arch, x)
+    torch.testing.assert_close(k, kr, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(t, tr, rtol=1e-12, atol=1e-14)
+
+
+def test_spatial_output_gives_per_position_kernels():
+    """A description ending in a convolution returns the kernel of each output position;
+    flattening averages them."""
+    torch.manual_seed(4)
+    x = torch.randn(4, 2, 3, 5, dtype=torch.float64)
+    body = [wn.Conv(3), "relu", wn.Conv((2, 2), padding="valid")]
+    k, t = wn.Serial(*body).kernels(x)
+    assert k.shape == (4, 4, 2, 4) and t.shape == (4, 4, 2, 4)
+    kf, tf = wn.Serial(*body, wn.Flatten()).kernels(x)
+    torch.testing.assert_close(kf, k.mean((-2, -1)), rtol=1e-14, atol=0)
+    torch.testing.assert_close(tf, t.mean((-2, -1)), rtol=1e-14, atol=0)
+    kd, _ = wn.Serial(*body).kernels(x, diag=True)
+    torch.testing.assert_close(kd, torch.stack([k[i, i] for i in range(4)]), rtol=1e-14, atol=0)

@@ -132,6 +132,13 @@ def test_gpytorch_kernels_take_flattened_inputs():
         torch.testing.assert_close(kern(x.flatten(1), diag=True), ref(x, diag=True), rtol=1e-12, atol=0)
         kern(x.flatten(1)).to_dense().sum().backward()
         assert kern.raw_weight_variance.grad is not None and kern.raw_weight_variance.grad.abs() > 0
+    # GPyTorch batch dims: one kernel per batch entry
+    xb = torch.stack([x.flatten(1), data(4, seed=3).flatten(1)])
+    kern = wn.NNGPKernel(arch, in_shape=(2, 4, 5)).double()
+    kb = kern(xb).to_dense()
+    assert kb.shape == (2, 4, 4)
+    ref = kern.architecture  # the description with the kernel's current variances
+    torch.testing.assert_close(kb[1], ref.nngp(data(4, seed=3)), rtol=1e-12, atol=0)
     with pytest.raises(ValueError, match="in_shape"):
         wn.NNGPKernel(arch)
     with pytest.raises(ValueError, match=r"in_shape=\(2, 4, 5\)"):

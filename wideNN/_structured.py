@@ -13,9 +13,10 @@ Above the last dense layer G is the identity (or, with a trailing activation, th
 φ'(z_D)), which is kept implicit so the readout costs O(N·M·O) instead of O(N·M·O²·n).
 
 Supported models: ``wideNN.Network`` and any ``nn.Sequential`` (nested ones are flattened) of
-``nn.Linear`` / ``wideNN.Dense`` and elementwise activations (``wideNN.activations`` and the
+``nn.Linear`` / ``wideNN.networks.Dense`` and elementwise activations (``wideNN.activations`` and the
 torch modules in ``_TORCH_ELEMENTWISE``), optionally after a leading ``nn.Flatten`` (an MLP on
-images (N, C, H, W): the input is flattened once and the formula is unchanged).  Parameters with ``requires_grad=False`` drop their
+images (N, C, H, W): the input is flattened once and the formula is unchanged).  Parameters with
+``requires_grad=False`` drop their
 term.  ``parse`` returns None for anything else; the caller decides whether that is an error.
 """
 from __future__ import annotations

@@ -29,10 +29,14 @@ def _as(v, like: Tensor):
 
 def affine(state: KernelState, op: Callable[[Tensor], Tensor], spatial: tuple[int, ...],
            weight_variance, bias_variance, parameterization: str, fan_in: int | None,
-           label: str, compute_ntk: bool) -> KernelState:
-    """K, Θ after a trainable linear layer (see the module docstring)."""
+           label: str, compute_ntk: bool, scale: float = 1.0) -> KernelState:
+    """K, Θ after a trainable linear layer (see the module docstring); the layer's op is
+    ``scale · op`` (a convolution passes its window sum and 1/k, saving a pass over the tensor)."""
     w = _as(weight_variance, state.nngp)
     b = _as(bias_variance, state.nngp)
+    if scale != 1.0:
+        w = w * scale
+        fan_in = None if fan_in is None else fan_in * scale
     k_op = op(state.nngp)
     fresh = not (torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad
                                                  for t in (k_op, w, b, state.ntk)))

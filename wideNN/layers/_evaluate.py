@@ -22,9 +22,10 @@ from .._checks import check_inputs
 from ._state import KernelState, input_state
 from .base import Evaluation
 
-# working-set target of one tile (all of its live arrays together)
+# working-set target of one tile (all of its live arrays together): on the CPU small enough to
+# share the machine; on CUDA a quarter of the free memory, at most this
 _CPU_BUDGET = 256 * 1024 * 1024
-_CUDA_BUDGET = 4 * 1024 * 1024 * 1024
+_CUDA_BUDGET = 16 * 1024 * 1024 * 1024
 # live tile-sized arrays of a pass (K, Θ, their transforms and temporaries of a dual)
 _ARRAYS = 12
 
@@ -43,7 +44,9 @@ def check_kernel_inputs(x1, x2, diag: bool) -> None:
 
 
 def _pairs_per_tile(root, x: Tensor) -> int:
-    budget = _CUDA_BUDGET if x.is_cuda else _CPU_BUDGET
+    budget = _CPU_BUDGET
+    if x.is_cuda:
+        budget = min(_CUDA_BUDGET, torch.cuda.mem_get_info(x.device)[0] // 4)
     arrays = _ARRAYS + max((_quadrature_arrays(s) for s in _activation_steps(root)), default=0)
     return max(1, budget // (x.element_size() * root.max_entries() * arrays))
 

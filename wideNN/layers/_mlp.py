@@ -37,8 +37,9 @@ def _same_value(a, b) -> bool:
 def _same_activation(a: _acts.Activation, b: _acts.Activation) -> bool:
     if a is b:
         return True
-    return (type(a) is type(b) and not isinstance(a, _acts.Elementwise)
-            and repr(a) == repr(b) and a.__dict__.get("negative_slope") == b.__dict__.get("negative_slope"))
+    # same class and same settings (repr shows negative_slope, alpha, quadrature_degree); an
+    # Elementwise wraps an arbitrary function, so only the same object counts
+    return type(a) is type(b) and not isinstance(a, _acts.Elementwise) and repr(a) == repr(b)
 
 
 def as_architecture(description, root):

@@ -1,7 +1,7 @@
 """Sliding-window bookkeeping shared by ``Conv`` and ``AvgPool``: sizes, strides, padding.
 
 Padding as in neural-tangents' stax (and TensorFlow): ``"valid"`` none, output
-⌊(S − k)/s⌋ + 1; ``"same"`` zeros, output ⌈S/s⌉, total padding max((out − 1)·s + k − S, 0) split
+⌊(S − k)/s⌋ + 1 (positions past the last full window are dropped, as torch and stax do); ``"same"`` zeros, output ⌈S/s⌉, total padding max((out − 1)·s + k − S, 0) split
 with the extra position at the end; ``"circular"`` the same amounts, wrapped around.
 
 The same windows act on covariance tensors (``conv_full``, ``conv_diagonal``, ``pool_full``): a
@@ -146,23 +146,24 @@ def _pads(w: Window, j: int, t: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, 
 
 
 def conv_full(w: Window, t: Tensor, out_spatial: tuple[int, ...]) -> Tensor:
-    """(1/k) Σ_i K[s·p + i, s·p' + i] on a full-layout (…, S1, S1', …, SD, SD') covariance."""
+    """Σ_i K[s·p + i, s·p' + i] on a full-layout (…, S1, S1', …, SD, SD') covariance (the
+    filter sum; the convolution's kernel is this / k, scaled by the caller)."""
     d = len(w.kernel)
     lead = t.dim() - 2 * d
     for j in range(d):
         dims = (lead + 2 * j, lead + 2 * j + 1)
         t, lo = _pads(w, j, t, dims)
-        t = _taps(t, dims, w.kernel[j], w.stride[j], out_spatial[j], lo).div_(w.kernel[j])
+        t = _taps(t, dims, w.kernel[j], w.stride[j], out_spatial[j], lo)
     return t
 
 
 def conv_diagonal(w: Window, t: Tensor, out_spatial: tuple[int, ...]) -> Tensor:
-    """(1/k) Σ_i K[s·p + i] on a diagonal-layout (…, S1, …, SD) covariance (a box filter)."""
+    """Σ_i K[s·p + i] on a diagonal-layout (…, S1, …, SD) covariance (a box filter; / k by the caller)."""
     d = len(w.kernel)
     lead = t.dim() - d
     for j in range(d):
         t, lo = _pads(w, j, t, (lead + j,))
-        t = _taps(t, (lead + j,), w.kernel[j], w.stride[j], out_spatial[j], lo).div_(w.kernel[j])
+        t = _taps(t, (lead + j,), w.kernel[j], w.stride[j], out_spatial[j], lo)
     return t
 
 

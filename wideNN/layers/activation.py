@@ -22,12 +22,15 @@ from ._state import KernelState, positions_diagonal
 from .base import Env, Evaluation, Layer, LayerError, Step, shape_str
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class ActivationLayer(Layer):
     """Wraps an ``Activation`` so it composes with the other layers (``Serial`` does this for you)."""
 
     activation: _acts.Activation
     kind = "Activation"
+
+    def __repr__(self) -> str:
+        return repr(self.activation)
 
     def resolve(self, in_shape: tuple, env: Env) -> Step:
         name = type(self.activation).__name__

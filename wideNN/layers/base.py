@@ -159,3 +159,13 @@ class Layer:
     def _has_linear(self) -> bool:
         """Whether this layer is (or contains, outside residual blocks) a trainable linear layer."""
         return False
+
+    def __repr__(self) -> str:
+        """Like a dataclass repr, with only the fields that differ from their defaults."""
+        parts = []
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.default is not dataclasses.MISSING and not isinstance(v, Tensor) and v == f.default:
+                continue
+            parts.append(repr(v) if f.default is dataclasses.MISSING else f"{f.name}={v!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"

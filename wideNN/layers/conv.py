@@ -26,7 +26,7 @@ from ._windows import Window, check_padding, check_window_arg, conv_diagonal, co
 from .base import Env, Layer, LayerError, Step, check_layer_variances, shape_str
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class Conv(Layer):
     """A convolution layer description.
 
@@ -38,7 +38,7 @@ class Conv(Layer):
         weight_variance, bias_variance, parameterization: None inherits the enclosing ``Serial``'s.
     """
 
-    kernel_size: int | tuple[int, ...] = 3
+    kernel_size: int | tuple[int, ...]
     stride: int | tuple[int, ...] = 1
     padding: str = "same"
     channels: int | None = None
@@ -77,7 +77,7 @@ class ConvStep(Step):
         self.parameterization = defaults.parameterization
 
     def op(self, t: Tensor, full: bool) -> Tensor:
-        """(1/k) Σ_i K[s·p + i, s·p' + i] on a full- or diagonal-layout covariance."""
+        """Σ_i K[s·p + i, s·p' + i] on a full- or diagonal-layout covariance (times 1/k: ``apply``)."""
         out = tuple(self.out_shape[1:])
         return conv_full(self.window, t, out) if full else conv_diagonal(self.window, t, out)
 
@@ -85,7 +85,7 @@ class ConvStep(Step):
         fan_in = None if self.in_shape[0] is None else self.in_shape[0] * self.window.size
         return affine(state, lambda t: self.op(t, state.full), tuple(self.out_shape[1:]),
                       self.weight_variance, self.bias_variance, self.parameterization, fan_in,
-                      self.label, ev.compute_ntk)
+                      self.label, ev.compute_ntk, scale=1.0 / self.window.size)
 
     def module(self, generator, dtype, device) -> nn.Module:
         from .modules import Convolution

@@ -17,7 +17,7 @@ from ._affine import affine
 from .base import Env, Layer, LayerError, Step, check_layer_variances, shape_str
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class Dense(Layer):
     """A fully-connected layer z = √(σ_w²/C) W x + σ_b b (NTK parameterization), W, b ~ N(0, 1).
 

@@ -20,7 +20,7 @@ from ._state import KernelState, positions_diagonal
 from .base import Env, Layer, Step
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class Flatten(Layer):
     """Flatten channels and positions into one feature axis (identity on flat inputs)."""
 

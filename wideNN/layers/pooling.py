@@ -21,11 +21,11 @@ from ._windows import Window, check_padding, check_window_arg, pool_full, resolv
 from .base import Env, Layer, LayerError, Step, shape_str
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class AvgPool(Layer):
     """Average pooling over windows of ``kernel_size`` (stride defaults to the window)."""
 
-    kernel_size: int | tuple[int, ...] = 2
+    kernel_size: int | tuple[int, ...]
     stride: int | tuple[int, ...] | None = None
     padding: str = "valid"
     kind = "AvgPool"
@@ -63,7 +63,7 @@ class AvgPoolStep(Step):
         return AvgPooling(self.window)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class GlobalAvgPool(Layer):
     """The mean over all spatial positions: (N, C, *S) → (N, C)."""
 

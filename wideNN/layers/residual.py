@@ -18,7 +18,7 @@ from ._state import KernelState
 from .base import Env, Layer, LayerError, Step, shape_str
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
 class Residual(Layer):
     """x + block(x); ``block`` is any layer (usually a ``Serial``) ending in Dense or Conv whose
     output shape equals its input shape."""

@@ -128,25 +128,31 @@ class Serial(Layer):
 
     # -- analytic kernels ------------------------------------------------------------------
     def kernels(self, x1: Tensor, x2: Tensor | None = None, *, diag: bool = False,
-                block_size: int | None = None, width: int | None = None) -> tuple[Tensor, Tensor]:
+                block_size: int | None = None, width: int | None = None,
+                widths: int | Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
         """``(nngp, ntk)`` between x1 (N, *in_shape) and x2 (M, *in_shape) (x2=None: x1 itself).
 
         Returns (N, M) each, or (N,) with ``diag=True`` (K(x1_i, x2_i)).  A description whose
         output keeps spatial dims returns the per-position kernels (N, M, *S).  ``block_size``
         caps the examples per tile (default: automatic from a memory budget).  ``width`` (hidden
-        channels) is needed only for the standard-parameterization NTK.
+        channels) is needed only for the standard-parameterization NTK; ``widths`` (the MLP
+        shorthand's keyword: an int, or a list of equal ints) is accepted for it.
         """
-        return self._kernels(x1, x2, diag, block_size, width, True, True)
+        return self._kernels(x1, x2, diag, block_size, _width(width, widths), True, True)
 
     def nngp(self, x1: Tensor, x2: Tensor | None = None, *, diag: bool = False,
-             block_size: int | None = None) -> Tensor:
-        """The NNGP kernel (see ``kernels``)."""
+             block_size: int | None = None, width: int | None = None,
+             widths: int | Sequence[int] | None = None) -> Tensor:
+        """The NNGP kernel (see ``kernels``; it does not depend on the widths, which are
+        accepted for symmetry with ``ntk``)."""
+        _width(width, widths)
         return self._kernels(x1, x2, diag, block_size, None, True, False)[0]
 
     def ntk(self, x1: Tensor, x2: Tensor | None = None, *, diag: bool = False,
-            block_size: int | None = None, width: int | None = None) -> Tensor:
+            block_size: int | None = None, width: int | None = None,
+            widths: int | Sequence[int] | None = None) -> Tensor:
         """The NTK (see ``kernels``)."""
-        return self._kernels(x1, x2, diag, block_size, width, False, True)[1]
+        return self._kernels(x1, x2, diag, block_size, _width(width, widths), False, True)[1]
 
     def _kernels(self, x1, x2, diag, block_size, width, compute_nngp, compute_ntk):
         from ._evaluate import check_kernel_inputs, evaluate
@@ -194,6 +200,19 @@ class SerialStep(Step):
 
     def module(self, generator, dtype, device) -> nn.Module:
         return nn.Sequential(*[s.module(generator, dtype, device) for s in self.steps])
+
+
+def _width(width, widths) -> int | None:
+    """One hidden width from ``width`` or the shorthand's ``widths`` (int or equal ints)."""
+    if widths is None:
+        return width
+    if width is not None:
+        raise ValueError("pass width or widths, not both")
+    if isinstance(widths, (list, tuple)):
+        if not widths or len(set(widths)) != 1:
+            raise ValueError(f"a Serial description builds one hidden width for every layer; got widths={widths}")
+        widths = widths[0]
+    return widths
 
 
 def _outside_residual(layer: Layer) -> bool:
