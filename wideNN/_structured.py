@@ -14,7 +14,10 @@ Above the last dense layer G is the identity (or, with a trailing activation, th
 
 Supported models: ``wideNN.Network`` and any ``nn.Sequential`` (nested ones are flattened) of
 ``nn.Linear`` / ``wideNN.networks.Dense`` and elementwise activations (``wideNN.activations`` and the
-torch modules in ``_TORCH_ELEMENTWISE``, whose φ' comes from the matching wideNN activation).  Parameters with ``requires_grad=False`` drop their
+torch modules in ``_TORCH_ELEMENTWISE``, whose φ' comes from the matching wideNN activation),
+optionally after a leading ``nn.Flatten`` (an MLP on
+images (N, C, H, W): the input is flattened once and the formula is unchanged).  Parameters with
+``requires_grad=False`` drop their
 term.  ``parse`` returns None for anything else; the caller decides whether that is an error.
 """
 from __future__ import annotations
@@ -64,7 +67,7 @@ _TORCH_ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.SiLU, nn.So
 class Layer:
     """One step of the flattened MLP: a dense layer or an elementwise map."""
 
-    kind: str                        # "dense" | "elementwise"
+    kind: str                        # "dense" | "elementwise" | "flatten" (leading only)
     module: nn.Module
     weight_scale: float = 1.0
     bias_scale: float = 1.0
@@ -80,6 +83,8 @@ class Layer:
         return None if b is None else b.detach()
 
     def forward(self, h: Tensor) -> Tensor:
+        if self.kind == "flatten":
+            return h.flatten(1)
         if self.kind == "elementwise":
             return self.module(h)
         w, b = self.weight(), self.bias()
@@ -110,7 +115,10 @@ def unsupported_reason(model: nn.Module) -> str | None:
     mods = _flatten(model)
     if not any(isinstance(m, (nn.Linear, Dense)) for m in mods):
         return "it has no nn.Linear / Dense layer"
-    for m in mods:
+    lead = _leading_flattens(mods)
+    for m in mods[lead:]:
+        if isinstance(m, nn.Flatten):
+            return "an nn.Flatten after the first layer (only a leading one is supported)"
         if isinstance(m, (nn.Linear, Dense, Activation)):
             if isinstance(m, Activation) and any(True for _ in m.parameters()):
                 return f"activation {m!r} has parameters"
@@ -132,7 +140,11 @@ def parse(model: nn.Module) -> list[Layer] | None:
     if unsupported_reason(model) is not None:
         return None
     layers: list[Layer] = []
-    for m in _flatten(model):
+    mods = _flatten(model)
+    lead = _leading_flattens(mods)
+    if lead:
+        layers.append(Layer("flatten", mods[0]))
+    for m in mods[lead:]:
         if isinstance(m, Dense):
             layers.append(Layer("dense", m, float(m.weight_scale), float(m.bias_scale),
                                 m.weight.requires_grad, m.bias.requires_grad))
@@ -143,6 +155,24 @@ def parse(model: nn.Module) -> list[Layer] | None:
             phi = m if isinstance(m, Activation) else _same_activation(m)
             layers.append(Layer("elementwise", m, phi=phi))
     return layers
+
+
+def _leading_flattens(mods: list[nn.Module]) -> int:
+    """How many leading modules are ``nn.Flatten``s that flatten everything but the batch."""
+    k = 0
+    while k < len(mods) and isinstance(mods[k], nn.Flatten) and mods[k].start_dim == 1 \
+            and mods[k].end_dim == -1:
+        k += 1
+    return k
+
+
+def in_features(layers: list[Layer]) -> int:
+    """Features the first dense layer takes."""
+    return int(next(l for l in layers if l.kind == "dense").module.weight.shape[1])
+
+
+def flattens_input(layers: list[Layer]) -> bool:
+    return bool(layers) and layers[0].kind == "flatten"
 
 
 def n_outputs(layers: list[Layer]) -> int:

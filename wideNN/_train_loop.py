@@ -110,8 +110,10 @@ def _check_hyper(steps: Any, learning_rate: Any, optimizer: str, loss: str) -> t
 
 def _check_data(x: Tensor, y: Any, loss: str, name_x: str = "x", name_y: str = "y") -> None:
     check_inputs(x, name1=name_x)
-    if x.dim() != 2:
-        raise ValueError(f"{name_x} must have shape (N, features), got {tuple(x.shape)}")
+    # (N, features), or channel-first (N, C, L) / (N, C, H, W) for convolutional models: the
+    # model itself decides what a single example looks like
+    if x.shape[0] == 0:
+        raise ValueError(f"{name_x} is an empty batch (shape {tuple(x.shape)})")
     if not isinstance(y, Tensor):
         raise TypeError(f"{name_y} must be a torch.Tensor, got {type(y).__name__}")
     if y.device != x.device:
@@ -152,6 +154,19 @@ def _check_output(out: Tensor, y: Tensor, loss: str, what: str = "model output",
         raise ValueError(f"class label {int(y.max())} out of range for {core[-1]} outputs")
 
 
+def _probe(forward: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """The first forward of a run: a model that cannot take inputs of this shape (wrong
+    features, channels or image size) fails inside torch with a shape message; say which
+    inputs it was given instead of leaving a bare traceback from deep in the model."""
+    try:
+        return forward(x)
+    except RuntimeError as e:
+        if not any(w in str(e) for w in ("shape", "size", "channels", "dimension", "mat1")):
+            raise
+        raise ValueError(f"the model cannot be applied to inputs of shape {tuple(x.shape)} "
+                         f"(per example {tuple(x.shape[1:])}): {e}") from e
+
+
 # ----------------------------------------------------------------------------- the loop
 def _batches(n: int, batch_size: int | None, seed: int | None, device: torch.device):
     """Row-index batches, forever: full batch, or reshuffled minibatches every epoch."""
@@ -173,7 +188,7 @@ def _chunked_loss(forward: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, los
     with torch.no_grad():
         for i in range(0, n, _EVAL_CHUNK):
             xb, yb = x[i:i + _EVAL_CHUNK], y[i:i + _EVAL_CHUNK]
-            out = forward(xb)
+            out = forward(xb) if i else _probe(forward, xb)
             if i == 0:  # also reached with steps=0 and for eval_data, which no step checks
                 _check_output(out, yb, loss, what="model output on these inputs", lead=out.dim() - 2)
             part = loss_values(out, yb, loss) * xb.shape[0]
@@ -314,7 +329,7 @@ class _Loop:
     # -- the steps
     def step(self, s: int, xb: Tensor, yb: Tensor) -> Tensor:
         """Record loss[s] at the current parameters, then apply update s."""
-        out = self.h.forward(xb)
+        out = _probe(self.h.forward, xb) if s == 0 else self.h.forward(xb)
         if s == 0:
             _check_output(out, yb, self.o.loss, lead=self.h.lead)
         lv = loss_values(out, yb, self.o.loss)

@@ -81,14 +81,20 @@ def _check_mode(mode: str) -> None:
 
 
 def _check_batches(x1: Tensor, x2: Tensor | None) -> None:
-    check_inputs(x1, x2)
+    """x1 (N, …) and x2 (M, …) with the same per-example shape: (d,), (C, L), (C, H, W), …"""
     for name, x in (("x1", x1), ("x2", x2)):
-        if x is not None and x.shape[0] == 0:
-            raise ValueError(f"{name} is an empty batch (shape {tuple(x.shape)}); "
-                             f"empirical kernels need at least one example")
-    if x2 is not None and x1.shape[1:] != x2.shape[1:]:
-        raise ValueError(f"x1 and x2 have different per-example shapes: "
-                         f"{tuple(x1.shape[1:])} vs {tuple(x2.shape[1:])}")
+        if x is not None:
+            check_inputs(x, name1=name)
+            if x.shape[0] == 0:
+                raise ValueError(f"{name} is an empty batch (shape {tuple(x.shape)}); "
+                                 f"empirical kernels need at least one example")
+    if x2 is not None:
+        if x1.dim() == x2.dim() == 2 and x1.shape[1] != x2.shape[1]:
+            raise ValueError(f"x1 and x2 have different feature sizes: {x1.shape[1]} vs {x2.shape[1]}")
+        if x1.shape[1:] != x2.shape[1:]:
+            raise ValueError(f"x1 and x2 have different per-example shapes: "
+                             f"{tuple(x1.shape[1:])} vs {tuple(x2.shape[1:])}")
+        check_inputs(x1, x2, check_finite=False)  # dtype and device
 
 
 def _check_model(model: nn.Module, x: Tensor) -> None:
@@ -115,7 +121,14 @@ def _split_state(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, Tensor]
 
 def _out_dim(fn: Callable[[Tensor], Tensor], x: Tensor) -> int:
     with torch.no_grad():
-        y = fn(x[:1])
+        try:
+            y = fn(x[:1])
+        except RuntimeError as e:
+            # a model built for other features / channels / image sizes fails inside torch
+            if not any(w in str(e) for w in ("shape", "size", "channels", "dimension", "mat1")):
+                raise
+            raise ValueError(f"the model cannot be applied to inputs of per-example shape "
+                             f"{tuple(x.shape[1:])}: {e}") from e
     if y.dim() == 0 or y.shape[0] != 1:
         raise ValueError(f"the model must map a batch of N examples to a batch of N outputs; "
                          f"a batch of 1 gave output shape {tuple(y.shape)}")
@@ -267,19 +280,23 @@ def empirical_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None = None, *, mod
         raise ValueError(f"{type(model).__name__} has no trainable parameters "
                          f"(none with requires_grad=True), so its NTK is identically zero")
 
-    layers = _structured.parse(model) if x1.dim() == 2 else None
+    layers = _structured.parse(model)
+    if layers is not None and x1.dim() != 2 and not _structured.flattens_input(layers):
+        layers = None  # dense layers act on the last axis only: not the MLP formula
     if method == "structured" and layers is None:
         reason = (_structured.unsupported_reason(model)
-                  or f"the inputs are {x1.dim()}-D, not (N, features)")
-        raise ValueError(f"method='structured' does not support this model: {reason}; "
-                         f"use method='jacobian' or 'ntk_vp'")
+                  or f"the inputs are {x1.dim()}-D, not (N, features), and the model does not "
+                     f"start with nn.Flatten")
+        raise ValueError(f"method='structured' is the MLP formula and does not support this model: "
+                         f"{reason}; use method='auto' (picks jacobian or ntk_vp), 'jacobian' or "
+                         f"'ntk_vp' for convolutional and other models")
     if method == "auto" and layers is not None:
         method = "structured"
     if method == "structured":
-        dense = next(layer for layer in layers if layer.kind == "dense")
-        if dense.weight().shape[1] != x1.shape[-1]:
-            raise ValueError(f"inputs have {x1.shape[-1]} features but the model's first layer "
-                             f"expects {dense.weight().shape[1]}")
+        d = math.prod(x1.shape[1:])
+        if _structured.in_features(layers) != d:
+            raise ValueError(f"inputs have {d} features (per-example shape {tuple(x1.shape[1:])}) "
+                             f"but the model's first dense layer expects {_structured.in_features(layers)}")
 
     if method == "structured":
         return _ntk_structured(layers, x1, x2, mode, chunk_size)
@@ -379,9 +396,11 @@ def empirical_nngp(model, x1: Tensor, x2: Tensor | None = None, *, mode: str = "
     """Empirical NNGP: the second moment of the outputs, K(x, x')[o, o'] = E[f_o(x) f_o'(x')].
 
     - ``model`` an ``nn.Module``: the single draw f(x1) f(x2)ᵀ at its current parameters.
-    - ``model`` a ``wideNN.Architecture``: the Monte-Carlo estimate
-      K ≈ (1/S) Σ_s f_s(x1) f_s(x2)ᵀ over S = ``n_samples`` networks
-      ``arch.build(d, width, out_features, seed=seed + s)``, evaluated together with
+    - ``model`` a ``wideNN.Architecture`` or a composed description (anything with
+      ``.build``): the Monte-Carlo estimate K ≈ (1/S) Σ_s f_s(x1) f_s(x2)ᵀ over S =
+      ``n_samples`` networks ``arch.build(d, width, out_features, seed=seed + s)`` (inputs
+      (N, d)) or ``arch.build(in_shape=x1.shape[1:], width=width, out_features=out_features,
+      seed=seed + s)`` (inputs (N, C, L) / (N, C, H, W)), evaluated together with
       ``torch.func.stack_module_state`` + ``vmap`` (in groups that fit the memory budget).
       The prior mean is zero, so the outputs are not centred.  Its error against the analytic
       NNGP shrinks like 1/√(S·O) (plus an O(1/width) bias for depth ≥ 2).
@@ -389,15 +408,14 @@ def empirical_nngp(model, x1: Tensor, x2: Tensor | None = None, *, mode: str = "
     Modes as in ``empirical_ntk``: ``"full"`` (N, M, O, O), ``"diagonal"`` (N, M, O),
     ``"trace"`` (N, M) = mean over outputs.  ``chunk_size`` tiles the forward passes over examples.
     """
-    from .architecture import Architecture  # architecture imports networks; keep import light
-
     _check_mode(mode)
     _check_chunk(chunk_size)
     _check_batches(x1, x2)
-    if isinstance(model, Architecture):
+    if not isinstance(model, nn.Module) and callable(getattr(model, "build", None)):
         return _nngp_monte_carlo(model, x1, x2, mode, chunk_size, width, out_features, n_samples, seed)
     if width is not None:
-        raise ValueError("width/out_features/n_samples/seed apply only when model is an Architecture")
+        raise ValueError("width/out_features/n_samples/seed apply only when model is an Architecture "
+                         "or a composed description (something with .build)")
     _check_model(model, x1)
     params, consts = _split_state(model)
 
@@ -414,24 +432,58 @@ def empirical_nngp(model, x1: Tensor, x2: Tensor | None = None, *, mode: str = "
     return _finish(_outer_mean(f1, f2, mode), mode, f1.shape[-1])
 
 
+def _activation_numel(model: nn.Module, x: Tensor) -> int:
+    """Numbers the leaf modules of ``model`` produce for the single example x (at least the
+    output): the activation memory a forward pass needs per example, whatever the layers."""
+    total = [0]
+
+    def hook(_m, _inp, out):
+        if isinstance(out, Tensor):
+            total[0] += out.numel()
+
+    leaves = [m for m in model.modules() if next(m.children(), None) is None]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        with torch.no_grad():
+            y = _guarded(model, x)
+    finally:
+        for h in handles:
+            h.remove()
+    return max(total[0], y.numel())
+
+
+def _guarded(model: nn.Module, x: Tensor) -> Tensor:
+    try:
+        return model(x)
+    except RuntimeError as e:
+        if not any(w in str(e) for w in ("shape", "size", "channels", "dimension", "mat1")):
+            raise
+        raise ValueError(f"the network built for inputs of per-example shape {tuple(x.shape[1:])} "
+                         f"cannot be applied to them: {e}") from e
+
+
 def _nngp_monte_carlo(arch, x1: Tensor, x2: Tensor | None, mode: str, chunk_size: int | None,
                       width, out_features: int, n_samples: int, seed: int) -> Tensor:
     if width is None:
         raise ValueError("empirical_nngp of an Architecture needs width=")
+    from .architecture import Architecture  # architecture imports networks; keep import light
+
     n_samples = check_int("n_samples", n_samples)
     seed = check_int("seed", seed, minimum=None)
-    if x1.dim() != 2:
-        raise ValueError(f"an Architecture takes inputs of shape (N, features), got {tuple(x1.shape)}")
     xs = x1 if x2 is None else torch.cat([x1, x2])
     n = x1.shape[0]
-    build = lambda s: arch.build(x1.shape[1], width, out_features, seed=seed + s,  # noqa: E731
-                                 dtype=x1.dtype, device=x1.device)
+    if isinstance(arch, Architecture) and x1.dim() == 2:
+        build = lambda s: arch.build(x1.shape[1], width, out_features, seed=seed + s,  # noqa: E731
+                                     dtype=x1.dtype, device=x1.device)
+    else:
+        build = lambda s: arch.build(in_shape=tuple(x1.shape[1:]), width=width,  # noqa: E731
+                                     out_features=out_features, seed=seed + s, dtype=x1.dtype,
+                                     device=x1.device)
     probe = build(0)
     n_params = sum(p.numel() for p in probe.parameters())
-    widths = probe.widths or [1]
     # per network in a group: its parameters and the activations of a chunk of inputs
     step = chunk_size or xs.shape[0]
-    per_net = x1.element_size() * (n_params + step * (sum(widths) + out_features))
+    per_net = x1.element_size() * (n_params + step * _activation_numel(probe, x1[:1]))
     group = int(max(1, min(n_samples, _memory_budget(x1.device) // (2.0 * per_net))))
     base = copy.deepcopy(probe).to("meta")
     total: Tensor | None = None

@@ -4,6 +4,9 @@
 member i being exactly ``arch.build(in_features, width, out_features, seed=seed + i)``, with
 their parameters stacked along a leading dimension (``torch.func.stack_module_state``) and
 evaluated with ``torch.func.vmap``: one batched forward/backward for all members.
+A composed description (convolutions, pooling, residual blocks) works the same way with
+``in_shape=(C, H, W)`` (or ``(C, L)``): member i is ``arch.build(in_shape=in_shape,
+width=width, out_features=out_features, seed=seed + i)`` and inputs are (N, *in_shape).
 
 Why: the distribution over random initializations of a trained network is the object the
 infinite-width theory predicts.  Trained with full-batch GD to time t, a wide ensemble's
@@ -22,7 +25,8 @@ from torch.func import functional_call, stack_module_state, vmap
 from ._checks import check_inputs, check_int
 from ._train_loop import (TrainHistory, _check_data, _check_hyper, _check_positive_int,
                           _chunked_eval, _fit)
-from .training import _default_ntk_fn
+from .architecture import Architecture
+from .training import _default_ntk_fn, _readout_parameters
 
 __all__ = ["Ensemble"]
 
@@ -31,25 +35,33 @@ class Ensemble(nn.Module):
     """``size`` independent networks of one architecture, stacked and vmapped.
 
     Seeding rule: member i is ``arch.build(in_features, width, out_features, seed=seed + i,
-    dtype=dtype, device=device)``, so any member can be reproduced (and trained) alone.
+    dtype=dtype, device=device)`` for an MLP ``Architecture``, and ``arch.build(in_shape=in_shape,
+    width=width, out_features=out_features, seed=seed + i, dtype=dtype, device=device)`` for a
+    composed description (or an ``Architecture`` given ``in_shape``), so any member can be
+    reproduced (and trained) alone.  Give exactly one of ``in_features`` (an int: inputs
+    (N, d)) and ``in_shape`` (the per-example shape: (d,), (C, L) or (C, H, W)).
 
-    Calling the ensemble on x (N, d), shared by all members, or (size, N, d), one batch per
-    member, returns the per-member outputs (size, N, O).  Stacked parameters have shape
-    (size, *shape of the member's parameter).
+    Calling the ensemble on x (N, *in_shape), shared by all members, or (size, N, *in_shape),
+    one batch per member, returns the per-member outputs (size, N, O).  Stacked parameters
+    have shape (size, *shape of the member's parameter).
     """
 
-    def __init__(self, arch, width: int | Sequence[int], in_features: int, out_features: int,
-                 size: int, seed: int = 0, *, dtype: torch.dtype = torch.float32,
+    def __init__(self, arch, width: int | Sequence[int], in_features: int | None = None,
+                 out_features: int | None = None, size: int | None = None, seed: int = 0, *,
+                 in_shape: Sequence[int] | None = None, dtype: torch.dtype = torch.float32,
                  device: torch.device | str | None = None) -> None:
         super().__init__()
+        if out_features is None or size is None:
+            raise TypeError("Ensemble needs out_features= and size=")
         size = _check_positive_int("size", size)
         seed = check_int("seed", seed, minimum=None)
-        members = [arch.build(in_features, width, out_features, seed=seed + i, dtype=dtype, device=device)
-                   for i in range(size)]
-        params, buffers = stack_module_state(members)
         self.arch, self.size, self.seed = arch, size, int(seed)
-        self.width, self.in_features, self.out_features = width, in_features, out_features
+        self.in_shape = _input_shape(in_features, in_shape)
+        self.in_features = self.in_shape[0] if len(self.in_shape) == 1 else None
+        self.width, self.out_features = width, out_features
         self.dtype = dtype
+        members = [self._build(seed + i, device) for i in range(size)]
+        params, buffers = stack_module_state(members)
         self._names = list(params)
         # nn.Module attribute names may not contain dots
         self._pnames = {k: k.replace(".", "__") for k in params}
@@ -60,9 +72,37 @@ class Ensemble(nn.Module):
             self.register_buffer(self._bnames[k], v)
         # the structure evaluated functionally; its own tensors live on "meta" and are never used
         self._base = [copy.deepcopy(members[0]).to("meta")]
-        readout = members[0].dense_layers()[-1]
-        prefix = next(n for n, m in members[0].named_modules() if m is readout)
-        self._readout_names = [f"{prefix}.{k}" for k, _ in readout.named_parameters()]
+        # the readout is whatever wn.train(..., trainable="readout") trains on one member
+        ids = {id(p) for p in _readout_parameters(members[0])}
+        self._readout_names = [k for k, p in members[0].named_parameters() if id(p) in ids]
+
+    def _build(self, seed: int, device) -> nn.Module:
+        """Member with this seed: the MLP shorthand keeps its positional ``build`` (so members
+        equal ``arch.build(in_features, ...)`` exactly); composed descriptions take ``in_shape``."""
+        if isinstance(self.arch, Architecture) and self.in_features is not None:
+            return self.arch.build(self.in_features, self.width, self.out_features, seed=seed,
+                                   dtype=self.dtype, device=device)
+        if not callable(getattr(self.arch, "build", None)):
+            raise TypeError(f"arch must be a wideNN.Architecture or a composed description with "
+                            f".build(in_shape=..., width=..., out_features=...), got {type(self.arch).__name__}")
+        return self.arch.build(in_shape=self.in_shape, width=self.width, out_features=self.out_features,
+                               seed=seed, dtype=self.dtype, device=device)
+
+    def _check_x(self, x: Tensor, name: str = "x", per_member: bool = True) -> None:
+        """x is (N, *in_shape), or (size, N, *in_shape) when ``per_member``."""
+        check_inputs(x, name1=name)
+        k = len(self.in_shape)
+        if tuple(x.shape[1:]) == self.in_shape:
+            return
+        if per_member and x.dim() == k + 2 and tuple(x.shape[2:]) == self.in_shape:
+            if x.shape[0] != self.size:
+                raise ValueError(f"per-member inputs must have shape ({self.size}, N, "
+                                 f"{', '.join(map(str, self.in_shape))}), got {tuple(x.shape)}")
+            return
+        if k == 1 and x.dim() in (2, 3):
+            raise ValueError(f"{name} has {x.shape[-1]} features but the ensemble expects {self.in_features}")
+        raise ValueError(f"{name} must have shape (N, {', '.join(map(str, self.in_shape))})"
+                         f"{' or per member (size, N, ...)' if per_member else ''}; got {tuple(x.shape)}")
 
     # -- parameters --------------------------------------------------------------------
     def stacked_parameters(self) -> dict[str, Tensor]:
@@ -73,7 +113,7 @@ class Ensemble(nn.Module):
         return {k: getattr(self, b) for k, b in self._bnames.items()}
 
     def readout_parameters(self) -> list[Tensor]:
-        """The stacked parameters of every member's readout (last Dense) layer."""
+        """The stacked parameters of every member's readout layer (the last layer with parameters)."""
         p = self.stacked_parameters()
         return [p[k] for k in self._readout_names]
 
@@ -82,8 +122,7 @@ class Ensemble(nn.Module):
         if not -self.size <= i < self.size:
             raise IndexError(f"member index {i} out of range for an ensemble of {self.size}")
         p = self.stacked_parameters()
-        net = self.arch.build(self.in_features, self.width, self.out_features, seed=self.seed + (i % self.size),
-                              dtype=self.dtype, device=p[self._names[0]].device)
+        net = self._build(self.seed + (i % self.size), p[self._names[0]].device)
         with torch.no_grad():
             for k, v in net.named_parameters():
                 v.copy_(p[k][i])
@@ -97,16 +136,12 @@ class Ensemble(nn.Module):
         def one(p, b, xi):
             return functional_call(base, (p, b), (xi,))
 
-        in_x = 0 if x.dim() == 3 else None
+        in_x = 0 if x.dim() == len(self.in_shape) + 2 else None
         return vmap(one, in_dims=(0, 0, in_x))(params, buffers, x)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Per-member outputs (size, N, O) for x (N, d) or (size, N, d)."""
-        if x.dim() == 3 and x.shape[0] != self.size:
-            raise ValueError(f"per-member inputs must have shape ({self.size}, N, d), got {tuple(x.shape)}")
-        check_inputs(x, name1="x")
-        if x.shape[-1] != self.in_features:
-            raise ValueError(f"x has {x.shape[-1]} features but the ensemble expects {self.in_features}")
+        """Per-member outputs (size, N, O) for x (N, *in_shape) or (size, N, *in_shape)."""
+        self._check_x(x)
         return self._call(self.stacked_parameters(), x)
 
     @torch.no_grad()
@@ -160,8 +195,7 @@ class Ensemble(nn.Module):
             raise ValueError("Ensemble.train(x, y, ...) needs targets y")
         steps, lr = _check_hyper(steps, learning_rate, optimizer, loss)
         _check_data(x, y, loss)
-        if x.shape[-1] != self.in_features:
-            raise ValueError(f"x has {x.shape[-1]} features but the ensemble expects {self.in_features}")
+        self._check_x(x, per_member=False)
         p0 = self.stacked_parameters()[self._names[0]]
         if p0.device != x.device:
             raise ValueError(f"x is on {x.device} but the ensemble's parameters are on {p0.device}")
@@ -182,6 +216,7 @@ class Ensemble(nn.Module):
                 eval_data = {"test": eval_data}
             for name, (xe, ye) in eval_data.items():
                 _check_data(xe, ye, loss, f"eval_data[{name!r}] x", f"eval_data[{name!r}] y")
+                self._check_x(xe, f"eval_data[{name!r}] x", per_member=False)
                 sets[name] = (xe, ye)
         evaluate = None
         if sets or metrics is not None:
@@ -198,9 +233,7 @@ class Ensemble(nn.Module):
         snapshot = None
         if ntk_at:
             xs = x if ntk_x is None else ntk_x
-            check_inputs(xs, name1="ntk_x")
-            if xs.dim() != 2 or xs.shape[-1] != self.in_features:
-                raise ValueError(f"ntk_x must have shape (N, {self.in_features}), got {tuple(xs.shape)}")
+            self._check_x(xs, "ntk_x", per_member=False)
             ntk = _default_ntk_fn(ntk_mode)
 
             def _snapshot() -> Tensor:
@@ -219,4 +252,16 @@ class Ensemble(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"size={self.size}, seed={self.seed}, arch={self.arch!r}, width={self.width}, "
-                f"in_features={self.in_features}, out_features={self.out_features}")
+                f"in_shape={self.in_shape}, out_features={self.out_features}")
+
+
+def _input_shape(in_features: Any, in_shape: Any) -> tuple[int, ...]:
+    """The per-example input shape from exactly one of ``in_features`` / ``in_shape``."""
+    if (in_features is None) == (in_shape is None):
+        raise TypeError("give exactly one of in_features= (inputs (N, d)) and in_shape= "
+                        "(the per-example shape, e.g. (C, H, W))")
+    if in_features is not None:
+        return (check_int("in_features", in_features),)
+    if isinstance(in_shape, (int, Tensor)) or not isinstance(in_shape, Sequence) or not in_shape:
+        raise TypeError(f"in_shape must be a non-empty tuple of positive ints such as (3, 32, 32), got {in_shape!r}")
+    return tuple(check_int(f"in_shape[{i}]", v) for i, v in enumerate(in_shape))

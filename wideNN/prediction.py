@@ -93,7 +93,7 @@ def _check_targets(y: Tensor, n: int, name: str = "y_train") -> Tensor:
 
 
 def _check_arch(arch) -> None:
-    if not isinstance(arch, Architecture):
+    if not isinstance(arch, Architecture) and not callable(getattr(arch, "kernels", None)):
         raise TypeError(f"arch must be a wideNN.Architecture, got {type(arch).__name__} "
                         f"(for a GPyTorch kernel use kernel.architecture)")
     for name in ("weight_variance", "bias_variance"):
@@ -125,10 +125,10 @@ class _Tiled:
         return self.arch.nngp(x1, x2, diag=diag, **({} if diag else self.kw))
 
     def ntk(self, x1, x2=None, widths=None):
-        return self.arch.ntk(x1, x2, widths=widths, **self.kw)
+        return self.arch.ntk(x1, x2, **self.kw, **({} if widths is None else {"widths": widths}))
 
     def kernels(self, x1, x2=None, widths=None):
-        return self.arch.kernels(x1, x2, widths=widths, **self.kw)
+        return self.arch.kernels(x1, x2, **self.kw, **({} if widths is None else {"widths": widths}))
 
 
 def _auto_block(n_train: int, x: Tensor, per_row: int) -> int:
@@ -185,7 +185,7 @@ def posterior(
     if kernel not in ("nngp", "ntk"):
         raise ValueError(f"kernel must be 'nngp' or 'ntk', got {kernel!r}")
     check_inputs(x_train, x_test, "x_train", "x_test")
-    if x_train.dim() != 2 or x_test.dim() != 2:
+    if isinstance(arch, Architecture) and (x_train.dim() != 2 or x_test.dim() != 2):
         raise ValueError(f"x_train and x_test must be 2-D (N, features), got shapes "
                          f"{tuple(x_train.shape)} and {tuple(x_test.shape)}")
     n = x_train.shape[0]

@@ -177,9 +177,10 @@ def train(model: nn.Module, x: Tensor, y: Tensor, steps: int = 1000, learning_ra
     with integer labels (N,) or target probabilities (N, O).
 
     Args:
-        model: any ``nn.Module`` mapping (N, d) to (N, O) (a ``Network``, ``wn.linearize(net)``, …).
-        x: training inputs (N, d).
-        y: targets (N, O) (``"xent"``: also labels (N,)).
+        model: any ``nn.Module`` mapping a batch of N inputs to (N, O) (a ``Network``, a CNN
+            from a composed description's ``.build``, ``wn.linearize(net)``, …).
+        x, y: training inputs (N, d), or channel-first (N, C, L) / (N, C, H, W) for
+            convolutional models, and targets (N, O) (``"xent"``: also labels (N,)).
         steps: number of updates (0 only evaluates).
         learning_rate: η > 0.
         optimizer: ``"gd"`` (full batch), ``"sgd"`` (minibatches of ``batch_size``, reshuffled
@@ -224,29 +225,30 @@ def max_learning_rate(kernel: Any, x: Tensor | None = None, *,
     (GD on a linear model multiplies the training residual by I − ηΘ/N each step).
 
     ``kernel`` is one of:
-      - an ``Architecture``: Θ is its analytic NTK ``arch.ntk(x, widths=widths)``;
+      - an ``Architecture`` or a composed description (anything with an analytic ``.ntk``):
+        Θ is its analytic NTK ``arch.ntk(x)`` (``widths`` passed on when given: the
+        standard-parameterization MLP needs them); x may be (N, d) or (N, C, H, W);
       - an ``nn.Module``: Θ is its empirical NTK on x (all outputs, ``mode="full"``);
       - a kernel matrix (N, N), or a full NTK (N, N, O, O), on the training set.
 
     Above η_max the linearized model diverges; a finite network may instead "catapult": the
     loss spikes, the kernel shrinks, and training converges (visible in ``train``'s history).
     """
-    from .architecture import Architecture
-
-    if isinstance(kernel, Architecture):
-        if x is None:
-            raise ValueError("max_learning_rate(arch, x) needs the training inputs x")
-        check_inputs(x, name1="x")
-        theta = kernel.ntk(x, widths=widths)
-    elif isinstance(kernel, nn.Module):
+    if isinstance(kernel, nn.Module):
         if x is None:
             raise ValueError("max_learning_rate(model, x) needs the training inputs x")
         check_inputs(x, name1="x")
         theta = _default_ntk_fn("full")(kernel, x).detach()
+    elif not isinstance(kernel, Tensor) and callable(getattr(kernel, "ntk", None)):
+        if x is None:
+            raise ValueError("max_learning_rate(arch, x) needs the training inputs x")
+        check_inputs(x, name1="x")
+        theta = kernel.ntk(x) if widths is None else kernel.ntk(x, widths=widths)
     elif isinstance(kernel, Tensor):
         theta = kernel
     else:
-        raise TypeError(f"kernel must be an Architecture, an nn.Module or a kernel matrix, got {type(kernel).__name__}")
+        raise TypeError(f"kernel must be an Architecture (or a composed description with .ntk), "
+                        f"an nn.Module or a kernel matrix, got {type(kernel).__name__}")
     if theta.dim() == 4:
         n, m, o, o2 = theta.shape
         if n != m or o != o2:

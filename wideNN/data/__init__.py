@@ -24,6 +24,7 @@ Every name is importable from ``wideNN.data``; they live in:
 * ``targets``: ``one_hot``, ``accuracy``, ``NUM_CLASSES``, ``ONE_HOT_POSITIVE``,
   ``ONE_HOT_NEGATIVE`` (classification as regression);
 * ``preprocessing``: ``preprocess``, ``Standardization`` (input transforms);
+* ``images``: ``to_images`` (rows back to (N, C, H, W), area-downsampled for convolutions);
 * ``split``: ``Split``, ``balanced_subset_indices`` (the container and the subset protocol);
 * ``digits``: ``load_digits``, ``train_test_split_digits``, ``DIGITS_MD5`` (the bundled
   ``wideNN/datasets/digits.csv.gz``);
@@ -50,6 +51,7 @@ from .cifar import (
 from .digits import _DIGITS_FILE, DIGITS_MD5, load_digits, train_test_split_digits
 from .mnist import _read_idx_gz, MNIST_MD5, MNIST_POOL_SIZE, load_mnist
 from .preprocessing import Standardization, preprocess
+from .images import to_images
 from .split import Split, balanced_subset_indices
 from .targets import NUM_CLASSES, ONE_HOT_NEGATIVE, ONE_HOT_POSITIVE, accuracy, one_hot
 from .uci import load_uci
@@ -68,6 +70,7 @@ __all__ = [
     "balanced_subset_indices",
     "one_hot",
     "preprocess",
+    "to_images",
     "accuracy",
 ]
 
