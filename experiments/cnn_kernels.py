@@ -75,8 +75,8 @@ DEFAULTS = {
     "models": ["cnn_gp_flatten", "cntk_gap", "resnet_gap", "mlp"],
     "kernels": ["nngp", "ntk"],
     "noise_relative": 1.0e-10,
-    "nn": {"family": "cntk_gap", "channels": [16, 64, 256], "seeds": 2, "steps": 300, "lr_fraction": 0.5},
-    "ntk_scaling": {"channels": [16, 64, 256], "points": 8, "seeds": 2},
+    "nn": {"family": "cntk_gap", "channels": [8, 32, 128], "seeds": 2, "steps": 200, "lr_fraction": 0.5},
+    "ntk_scaling": {"channels": [32, 128, 512], "points": 8, "seeds": 4},
 }
 
 FAMILIES = ("cnn_gp_flatten", "cntk_gap", "resnet_gap", "mlp")

@@ -2,8 +2,9 @@
 
 The classification loaders return ``(N, D)`` rows (MNIST ``28·28``, CIFAR-10 ``3·32·32``
 channel-major); convolutional descriptions take ``(N, C, H, W)``.  ``to_images`` reshapes and,
-for cheap experiments, shrinks the side by area averaging (each output pixel is the mean of the
-input pixels it covers, ``torch.nn.functional.interpolate(mode="area")``), then applies the same
+for cheap experiments, shrinks the side by averaging (``torch.nn.functional.interpolate(mode="area")``,
+i.e. adaptive average pooling: output pixel i along an axis of S → s is the mean of input pixels
+floor(S·i/s) … ceil(S·(i+1)/s) − 1, exact block means when s divides S), then applies the same
 per-example preprocessing as the flat inputs (``preprocess``, e.g. ``"center_norm"`` over all
 C·H·W values of an image).
 """
