@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from wideNN import experiment as ex
+from wideNN.lab.runner import run_experiment
+
+from _data import DATA, needs
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
-DATA = ROOT.parent / "shared" / "data"
-needs_mnist = pytest.mark.skipif(not (DATA / "mnist").is_dir(), reason=f"no MNIST under {DATA}")
+needs_mnist = needs("mnist")
 ROW_KEYS = {"dataset", "n_train", "n_test", "side", "model", "kernel", "channels", "seed", "test_accuracy",
             "test_mse", "published_accuracy", "published_n_train"}
 
@@ -40,9 +41,9 @@ def test_cnn_kernels_descriptions_and_bad_config(tmp_path: Path):
     with pytest.raises(ValueError, match="family"):
         mod.description(cfg, "vit")
     with pytest.raises(ValueError, match="data_dir"):
-        ex.run_experiment(CONFIGS / "cnn_kernels.yaml", out_dir=tmp_path / "a", quiet=True)
+        run_experiment(CONFIGS / "cnn_kernels.yaml", out_dir=tmp_path / "a", quiet=True)
     with pytest.raises(ValueError, match="nn.family"):
-        ex.run_experiment(CONFIGS / "cnn_kernels.yaml", out_dir=tmp_path / "b", quiet=True,
+        run_experiment(CONFIGS / "cnn_kernels.yaml", out_dir=tmp_path / "b", quiet=True,
                           overrides=[f"data_dir={tmp_path}", "nn.family=mlp"])
 
 
@@ -51,7 +52,7 @@ def test_cnn_kernels_tiny(tmp_path: Path):
     out = tmp_path / "cnn"
     datasets = ("datasets=[{dataset: mnist, n_train: 20, n_test: 30, side: 5},"
                 " {dataset: cifar10, n_train: 5000, n_test: 30, side: 5, subset: available}]")
-    ex.run_experiment(CONFIGS / "cnn_kernels.yaml", out_dir=out, quiet=True,
+    run_experiment(CONFIGS / "cnn_kernels.yaml", out_dir=out, quiet=True,
                       overrides=[f"data_dir={DATA}", datasets, "depth=1", "nn.channels=[4, 8]", "nn.steps=10",
                                  "ntk_scaling.channels=[8, 32]", "ntk_scaling.points=3"])
     res = json.loads((out / "results.json").read_text())
@@ -76,7 +77,7 @@ def test_cnn_kernels_tiny(tmp_path: Path):
     for name in ("accuracy_vs_channels.png", "ntk_error_vs_channels.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and name in res["figures"]
     # resumable: a second run recomputes nothing and gives the same rows
-    ex.run_experiment(CONFIGS / "cnn_kernels.yaml", out_dir=out, quiet=True,
+    run_experiment(CONFIGS / "cnn_kernels.yaml", out_dir=out, quiet=True,
                       overrides=[f"data_dir={DATA}", datasets, "depth=1", "nn.channels=[4, 8]", "nn.steps=10",
                                  "ntk_scaling.channels=[8, 32]", "ntk_scaling.points=3"])
     again = json.loads((out / "results.json").read_text())
