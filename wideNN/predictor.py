@@ -219,9 +219,11 @@ class Predictor:
     def from_matrices(cls, y_train: Tensor, *, nngp_train: Tensor | None = None,
                       ntk_train: Tensor | None = None, kernel: str | Regime = "ntk",
                       dynamics: Dynamics | None = None, noise_variance: float = 0.0,
-                      **kwargs) -> "Predictor":
+                      num_examples: int | None = None, **kwargs) -> "Predictor":
         """A predictor from precomputed (N, N) training kernels (copied, not modified); test
-        sets are then ``TestKernels``.  Other keywords as for the constructor."""
+        sets are then ``TestKernels``.  ``num_examples`` is the N of the loss (1/2N) Σ‖f − y‖²
+        when rows are (example, output) pairs of a full NTK (default: the number of rows).
+        Other keywords as for the constructor."""
         opts = _check_options(kwargs.pop("options", None))
         regime = _regime(kernel)
         mats = {}
@@ -232,12 +234,16 @@ class Predictor:
         if not mats:
             raise ValueError("from_matrices needs nngp_train and/or ntk_train")
         n = next(iter(mats.values())).shape[0]
-        self = cls.__new__(cls)
-        self._setup(_Matrices(mats.get("nngp_train"), mats.get("ntk_train"), n), y_train, regime,
-                    dynamics, noise_variance, kwargs.pop("noise_convention", "both"),
-                    kwargs.pop("factorization", "eigh"), kwargs.pop("compute_variance", True), opts)
+        convention = kwargs.pop("noise_convention", "both")
+        factorization = kwargs.pop("factorization", "eigh")
+        variance = kwargs.pop("compute_variance", True)
         if kwargs:
             raise TypeError(f"unexpected keyword arguments: {sorted(kwargs)}")
+        self = cls.__new__(cls)
+        self._setup(_Matrices(mats.get("nngp_train"), mats.get("ntk_train"), n), y_train, regime,
+                    dynamics, noise_variance, convention, factorization, variance, opts)
+        if num_examples is not None:
+            self.n = check_int("num_examples", num_examples)
         return self
 
     def _setup(self, data, y_train, regime, dynamics, noise, convention, factorization, variance, opts):
@@ -308,6 +314,22 @@ class Predictor:
                          noise_variance=self.noise_variance,
                          jitter=self._factor.jitter if chol else 0.0,
                          log_marginal_likelihood=self._factor.log_marginal_likelihood if chol else None)
+
+    def train_mean(self, t: Any = None) -> Tensor:
+        """The predictive mean on the training examples themselves, from the eigendecomposition
+        alone: M(X, X) V = V diag(λ − σ²), so μ_t(X) = V diag((λ − σ²) w_t) Vᵀ Y costs O(N²T)
+        and needs no kernel evaluation.  Shapes as ``predict(...).mean``."""
+        if not isinstance(self._factor, _f.EigenFactor):
+            raise ValueError("train_mean needs factorization='eigh'")
+        times = self.dynamics.times(t)
+        tt = (torch.tensor(math.inf, dtype=torch.float64) if times is None else times).reshape(-1)
+        f = self._factor
+        w = self.dynamics.weights(f.lam, tt.to(f.lam.device), self.n)
+        scale = (f.lam - self.noise_variance).clamp_min(0.0) * w           # (T, N)
+        mean = torch.einsum("nk,tk,ko->tno", f.vec, scale, f.vty)
+        if times is None or times.dim() == 0:
+            mean = mean[0]
+        return mean.squeeze(-1) if self.squeeze_outputs else mean
 
     def _data_tests(self, x_test):
         if self._data is None:
