@@ -11,7 +11,7 @@ from .analytic import kernels
 from .empirical import empirical_ntk, empirical_nngp
 from .gp_kernels import NNGPKernel, NTKKernel
 from .prediction import Posterior, posterior, log_marginal_likelihood, prior
-from .predictor import Predictor, PredictorOptions, Regime, TestKernels
+from .predictor import Predictor, PredictorOptions, Regime, QueryKernels
 from .dynamics import GradientFlow, GradientDescent, Momentum
 from .metrics import mse_loss, gaussian_log_likelihood
 from .selection import FitResult, fit_hyperparameters
@@ -23,7 +23,7 @@ from .ensemble import Ensemble
 __all__ = [
     "activations", "data", "Architecture", "Dense", "Network", "kernels", "empirical_ntk",
     "empirical_nngp", "NNGPKernel", "NTKKernel", "Posterior", "posterior", "log_marginal_likelihood",
-    "prior", "Predictor", "PredictorOptions", "Regime", "TestKernels", "GradientFlow", "GradientDescent",
+    "prior", "Predictor", "PredictorOptions", "Regime", "QueryKernels", "GradientFlow", "GradientDescent",
     "Momentum", "mse_loss", "gaussian_log_likelihood",
     "FitResult", "fit_hyperparameters", "TrainHistory", "train", "max_learning_rate", "TaylorModel",
     "linearize", "taylor", "Ensemble",

@@ -4,7 +4,7 @@ A source answers ``pair(x1, x2, nngp, ntk)`` → (K or None, Θ or None) between
 (only the first dimension is the example dimension; x2=None is x1 with itself) and
 ``nngp_diag(x)``.  Sources: an ``Architecture`` (tiled analytic kernels), any object with a
 ``.kernels(x1, x2=None, diag=False)`` method returning (nngp, ntk), a GPyTorch kernel (one
-kernel), or a function ``fn(x1, x2)`` returning (nngp, ntk) or one matrix.  A single kernel
+kernel), or a function ``fn(x1, x2=None)`` returning (nngp, ntk) or one matrix.  A single kernel
 plays the role of the kernel the predictor trains with (K for ``kernel="nngp"``, Θ for
 ``"ntk"``); asking it for the other one raises.
 """
@@ -66,13 +66,15 @@ class MethodSource(KernelSource):
 
 
 class FunctionSource(KernelSource):
-    """``fn(x1, x2)`` returning (nngp, ntk) or one matrix (the role ``single`` names)."""
+    """``fn(x1, x2)`` returning (nngp, ntk) or one matrix (the role ``single`` names); x2 is
+    None for x1 with itself, the library's convention (symmetric code paths are more exact on
+    the diagonal, e.g. arc-cosine kernels at correlation 1)."""
 
     def __init__(self, fn: Callable, single: str, diag_fn: Callable | None = None):
         self.fn, self.single, self.diag_fn = fn, single, diag_fn
 
     def _call(self, x1, x2):
-        out = self.fn(x1, x1 if x2 is None else x2)
+        out = self.fn(x1, x2)
         if isinstance(out, Tensor):
             return (out, None) if self.single == "nngp" else (None, out)
         if isinstance(out, (tuple, list)) and len(out) == 2:
@@ -113,7 +115,7 @@ def as_source(kernels: Any, single: str, *, widths=None, block_size: int | None 
         return ArchitectureSource(kernels, widths, block_size)
     if _is_gpytorch_kernel(kernels):
         def dense(a, b):
-            return kernels(a, b).to_dense()
+            return kernels(a, a if b is None else b).to_dense()
         return FunctionSource(dense, single, lambda x: kernels(x, x, diag=True))
     if hasattr(kernels, "kernels") and callable(kernels.kernels):
         return MethodSource(kernels)

@@ -125,7 +125,8 @@ def check_times(t: Any, device: torch.device | None = None, *, integer: bool = F
         except TypeError:
             raise TypeError(f"t must be a number or a 1-D tensor of times, got {type(t).__name__}") from None
         for v in items:
-            check_number("t", v, allow_inf=True)  # bool / str entries
+            if isinstance(v, (bool, str, bytes)) or not isinstance(v, (numbers.Real, Tensor)):
+                raise TypeError(f"t must be a number or a 1-D tensor of times, got an entry {v!r}")
         tt = torch.tensor([float(v) for v in items], dtype=torch.float64)
     if device is not None:
         tt = tt.to(device)

@@ -42,7 +42,7 @@ from ._predict_checks import (check_cross, check_examples, check_number, check_s
 from .dynamics import Dynamics, GradientFlow
 from .linalg import DEFAULT_JITTERS, cholesky, cholesky_differentiable, eigh_psd
 
-__all__ = ["Regime", "REGIMES", "PredictorOptions", "TestKernels", "Predictor"]
+__all__ = ["Regime", "REGIMES", "PredictorOptions", "QueryKernels", "Predictor"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,8 +79,8 @@ class PredictorOptions:
 
 
 @dataclasses.dataclass
-class TestKernels:
-    """Precomputed test kernels for a predictor built by ``Predictor.from_matrices``:
+class QueryKernels:
+    """Precomputed kernels of a test (query) set for a predictor built by ``Predictor.from_matrices``:
     test×train NNGP / NTK (M, N), and the test NNGP (M, M) or its diagonal (M,)."""
 
     nngp_test_train: Tensor | None = None
@@ -100,7 +100,7 @@ class _Inputs:
         return self.source.pair(self.x, None, nngp, ntk)
 
     def tests(self, x_test: Any, dtype) -> "_InputTests":
-        if isinstance(x_test, TestKernels):
+        if isinstance(x_test, QueryKernels):
             raise TypeError("this predictor was built from inputs: pass x_test as a tensor")
         check_examples(self.x, x_test)
         return _InputTests(self, x_test.to(dtype))
@@ -138,14 +138,14 @@ class _Matrices:
         return (self.k.clone() if nngp else None), (self.th.clone() if ntk else None)
 
     def tests(self, t: Any, dtype) -> "_MatrixTests":
-        if not isinstance(t, TestKernels):
-            raise TypeError(f"a predictor built from matrices takes its test set as TestKernels, "
+        if not isinstance(t, QueryKernels):
+            raise TypeError(f"a predictor built from matrices takes its test set as QueryKernels, "
                             f"got {type(t).__name__}")
         return _MatrixTests(t, self.n, dtype, self.device)
 
 
 class _MatrixTests:
-    def __init__(self, t: TestKernels, n_train: int, dtype, device):
+    def __init__(self, t: QueryKernels, n_train: int, dtype, device):
         rows = None
         self.k = self.th = self.kxx = self.kdiag = None
         for attr, name in (("k", "nngp_test_train"), ("th", "ntk_test_train")):
@@ -155,7 +155,7 @@ class _MatrixTests:
                 rows = m.shape[0]
                 setattr(self, attr, m.to(dtype=dtype, device=device))
         if rows is None:
-            raise ValueError("TestKernels needs nngp_test_train or ntk_test_train")
+            raise ValueError("QueryKernels needs nngp_test_train or ntk_test_train")
         if t.nngp_test is not None:
             self.kxx = check_square_symmetric("nngp_test", t.nngp_test, rows).to(dtype=dtype, device=device)
         if t.nngp_test_diag is not None:
@@ -168,19 +168,19 @@ class _MatrixTests:
     def cross(self, a, b, nngp, ntk):
         for want, m, name in ((nngp, self.k, "nngp_test_train"), (ntk, self.th, "ntk_test_train")):
             if want and m is None:
-                raise ValueError(f"this prediction needs TestKernels.{name}")
+                raise ValueError(f"this prediction needs QueryKernels.{name}")
         return (self.k[a:b] if nngp else None), (self.th[a:b] if ntk else None)
 
     def diag(self, a, b):
         if self.kdiag is not None:
             return self.kdiag[a:b]
         if self.kxx is None:
-            raise ValueError("the variance needs TestKernels.nngp_test or nngp_test_diag")
+            raise ValueError("the variance needs QueryKernels.nngp_test or nngp_test_diag")
         return self.kxx.diagonal()[a:b]
 
     def full(self, a, b):
         if self.kxx is None:
-            raise ValueError("the covariance needs TestKernels.nngp_test (M, M)")
+            raise ValueError("the covariance needs QueryKernels.nngp_test (M, M)")
         return self.kxx[a:b, a:b]
 
 
@@ -221,7 +221,7 @@ class Predictor:
                       dynamics: Dynamics | None = None, noise_variance: float = 0.0,
                       num_examples: int | None = None, **kwargs) -> "Predictor":
         """A predictor from precomputed (N, N) training kernels (copied, not modified); test
-        sets are then ``TestKernels``.  ``num_examples`` is the N of the loss (1/2N) Σ‖f − y‖²
+        sets are then ``QueryKernels``.  ``num_examples`` is the N of the loss (1/2N) Σ‖f − y‖²
         when rows are (example, output) pairs of a full NTK (default: the number of rows).
         Other keywords as for the constructor."""
         opts = _check_options(kwargs.pop("options", None))
@@ -274,9 +274,9 @@ class Predictor:
             data.release()
 
     # -- answers ---------------------------------------------------------------------------
-    def predict(self, x_test: Tensor | TestKernels, t: Any = None, *, full_covariance: bool = False,
+    def predict(self, x_test: Tensor | QueryKernels, t: Any = None, *, full_covariance: bool = False,
                 compute_variance: bool | None = None) -> Posterior:
-        """The predictive distribution at ``x_test`` (a tensor of inputs, or ``TestKernels``) at
+        """The predictive distribution at ``x_test`` (a tensor of inputs, or ``QueryKernels``) at
         time(s) ``t``: None (t = ∞), a number ≥ 0 or a 1-D tensor of T times (a leading T dim on
         every result).  Discrete dynamics count whole steps."""
         variance = self.compute_variance if compute_variance is None else compute_variance

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ._predict_checks import check_tensor
 from .dynamics import Dynamics
-from .predictor import Predictor, PredictorOptions, TestKernels
+from .predictor import Predictor, PredictorOptions, QueryKernels
 
 __all__ = ["NetworkTrajectory"]
 
@@ -101,7 +101,7 @@ class NetworkTrajectory:
                 raise ValueError(f"ntk_test_train must have shape ({m}, {self.n}), got "
                                  f"{tuple(ntk_test_train.shape)}")
             cross = ntk_test_train
-        mean = self.predictor.predict(TestKernels(ntk_test_train=cross), t).mean
+        mean = self.predictor.predict(QueryKernels(ntk_test_train=cross), t).mean
         if self.full:
             mean = mean.reshape(*mean.shape[:-2], m, self.o)
         return f0.to(mean) + mean
