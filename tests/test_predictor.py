@@ -124,7 +124,6 @@ class _ImageKernels:
 
 
 def test_any_kernel_source_gives_the_same_prediction():
-    import gpytorch
     x, y, xt = _data(n=10, m=4, d=6, seed=4)
     ref = wn.Predictor(ARCH, x, y, "ntk").predict(xt, torch.tensor([0.5, math.inf]))
     img = wn.Predictor(_ImageKernels(), x.reshape(10, 1, 2, 3), y, "ntk").predict(
@@ -280,3 +279,21 @@ def test_bad_input_names_the_argument():
         wn.Predictor.from_matrices(y, ntk_train=-th, compute_variance=False)
     with pytest.raises(ValueError, match="compute_variance=False"):
         wn.Predictor(ARCH, x, y, compute_variance=False).predict(xt, full_covariance=True)
+
+
+def test_many_times_compressed_variance_equals_the_direct_sum(monkeypatch):
+    """With T ≥ 8 times the NTK variance goes through a rank-r factorization of the weights
+    (r ≪ T); it must agree with the direct T-fold sum and with expm at sampled times."""
+    import wideNN._factors as factors
+    x, y, xt = _data(n=60, m=6, seed=11)
+    times = torch.cat([torch.zeros(1), torch.logspace(-2, 5, 78), torch.tensor([math.inf])])
+    pred = wn.Predictor(ARCH, x, y, "ntk", wn.GradientFlow(0.7), 0.01)
+    w = wn.GradientFlow(0.7).weights(pred._factor.lam, times, 60)
+    assert factors.compress_times(w) is not None
+    fast = pred.predict(xt, times)
+    monkeypatch.setattr(factors, "compress_times", lambda w: None)
+    slow = pred.predict(xt, times)
+    torch.testing.assert_close(fast.variance, slow.variance, rtol=1e-9, atol=1e-11)
+    for i in (0, 5, 40, 79):
+        _, cov = _reference("ntk", x, y, xt, float(times[i]), 0.7, 0.01)
+        np.testing.assert_allclose(fast.variance[i].numpy(), np.diag(cov), rtol=1e-6, atol=1e-8)

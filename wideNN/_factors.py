@@ -158,7 +158,9 @@ def predict_eigen(f: EigenFactor, plan: Plan, tests, w: Tensor, g: Tensor | None
                   variance: bool, full_cov: bool, block: int | None):
     """w: (T, N) weights of the mean; g: (T, N) variance weights when M = K."""
     n, n_t = f.lam.shape[0], w.shape[0]
-    rows = tests.n if full_cov else (int(block) if block else _auto_block(n, f.vec.device, 3 + n_t))
+    comp = None if (full_cov or not variance or plan.shares_kernel) else compress_times(w)
+    per_row = 3 + n_t + (0 if comp is None else 2 * comp[1].shape[0])
+    rows = tests.n if full_cov else (int(block) if block else _auto_block(n, f.vec.device, per_row))
     means, variances, covs = [], [], None
     for a in range(0, tests.n, rows):
         b = min(a + rows, tests.n)
@@ -175,6 +177,9 @@ def predict_eigen(f: EigenFactor, plan: Plan, tests, w: Tensor, g: Tensor | None
             else:
                 variances.append(tests.diag(a, b).unsqueeze(0) - torch.einsum("bn,tn->tb", p * p, g))
             continue
+        if comp is not None:
+            variances.append(_compressed_variance(tests.diag(a, b), p, q, w, comp, f.prior_rot))
+            continue
         pw = p.unsqueeze(0) * w.unsqueeze(1)                                # (T, b, N) = M_xX V W
         if full_cov:
             cross = pw @ q.T                                                # M_xX A K_Xx
@@ -188,3 +193,33 @@ def predict_eigen(f: EigenFactor, plan: Plan, tests, w: Tensor, g: Tensor | None
     if variance:
         var = covs.diagonal(dim1=-2, dim2=-1).clone() if full_cov else torch.cat(variances, dim=1)
     return mean, var, covs
+
+
+# ----------------------------------------------------------------------------- many times
+TIME_RANK_RTOL = 1e-13
+
+
+def compress_times(w: Tensor) -> tuple[Tensor, Tensor] | None:
+    """W (T, N) ≈ C Z with C = U·S (T, r), Z (r, N) from the SVD of W, dropping singular values
+    below ``TIME_RANK_RTOL`` × the largest (‖W − CZ‖₂ ≤ 1e-13 ‖W‖₂, round-off level).  The
+    weights of nearby times are smooth functions of λ, so r is small (≈ 35 for 100 log-spaced
+    times); None unless r ≤ T/2, where the compression pays."""
+    n_t = w.shape[0]
+    if n_t < 8 or not bool(torch.isfinite(w).all()):
+        return None
+    u, s, zt = torch.linalg.svd(w, full_matrices=False)
+    r = int((s > TIME_RANK_RTOL * s[0]).sum()) if float(s[0]) > 0 else 0
+    if r == 0 or 2 * r > n_t:
+        return None
+    return u[:, :r] * s[:r], zt[:r]
+
+
+def _compressed_variance(diag: Tensor, p: Tensor, q: Tensor, w: Tensor, comp, prior_rot: Tensor) -> Tensor:
+    """K_xx − 2 Σ_k w_tk p_k q_k + (p∘w_t)ᵀ R (p∘w_t) for every t, with the quadratic term
+    through the rank-r factors of W: (p∘w_t) = Σ_i C_ti (p∘z_i), so it is C_t G C_tᵀ with
+    G_ij = (p∘z_i)ᵀ R (p∘z_j): r·b·N² work instead of T·b·N²."""
+    c, z = comp
+    pz = p.unsqueeze(0) * z.unsqueeze(1)                                   # (r, b, N)
+    g = torch.einsum("ibn,jbn->bij", pz @ prior_rot, pz)                   # (b, r, r)
+    quad = torch.einsum("ti,bij,tj->tb", c, g, c)
+    return diag.unsqueeze(0) - 2 * w @ (p * q).T + quad

@@ -68,10 +68,12 @@ class Posterior:
         return ll.mean(dims) if reduction == "mean" else ll.sum(dims)
 
     def sample(self, num_samples: int = 1, *, generator: torch.Generator | None = None,
-               jitters: Sequence[float] = DEFAULT_JITTERS, return_jitter: bool = False):
+               jitters: Sequence[float] = DEFAULT_JITTERS, return_jitter: bool = False,
+               name: str = "predictive covariance"):
         """Draws f ~ N(mean, covariance) jointly over the test points, each output independent:
         f = μ + L z with L Lᵀ = Σ + εI (Cholesky with the smallest working relative jitter ε
-        from ``jitters``).  Returns (num_samples, *mean.shape), and ε with ``return_jitter``.
+        from ``jitters``; ``name`` appears in its error).  Returns (num_samples, *mean.shape),
+        and ε with ``return_jitter``.
         A posterior at t = 0 (or ``wn.prior``) gives samples of the prior."""
         from ._checks import check_int
 
@@ -79,9 +81,11 @@ class Posterior:
         if self.covariance is None:
             raise ValueError("sampling needs the joint covariance: predict with full_covariance=True")
         mean = self.mean if self.mean.dim() == self.covariance.dim() else self.mean.unsqueeze(-1)
-        L, jitter = cholesky(self.covariance, jitters, name="predictive covariance")
-        z = torch.randn(num_samples, *mean.shape, generator=generator, dtype=mean.dtype,
-                        device=mean.device if generator is None else generator.device)
-        out = mean + L @ z.to(mean.device)
-        out = out.reshape(num_samples, *self.mean.shape)
+        L, jitter = cholesky(self.covariance, jitters, name=name)
+        # z has the samples last, so one output's draws are L z for z of shape (N_test, S)
+        z = torch.randn(*mean.shape, num_samples, generator=generator, dtype=mean.dtype,
+                        device=mean.device if generator is None else generator.device).to(mean.device)
+        m, o = mean.shape[-2:]
+        lz = (L @ z.reshape(*z.shape[:-3], m, o * num_samples)).reshape(z.shape)
+        out = (mean.unsqueeze(-1) + lz).movedim(-1, 0).reshape(num_samples, *self.mean.shape)
         return (out, jitter) if return_jitter else out

@@ -96,7 +96,6 @@ def monte_carlo_kernels(build: Any, x1: Tensor, x2: Tensor | None = None, *, n_s
         raise ValueError(f"compute must name 'nngp' and/or 'ntk', got {compute!r}")
     check_examples(x1, x2)
     make = _builder(build, build_kwargs)
-    xb = x1 if x2 is None else x2
     moments = {c: _Moments() for c in compute}
     for start in range(0, n_samples, batch_size):
         models = [make(seed + s) for s in range(start, min(start + batch_size, n_samples))]

@@ -37,7 +37,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ._checks import check_positive, check_float_dtype, check_inputs, check_int, check_variance
+from ._checks import check_positive, check_float_dtype, check_inputs, check_variance
 from ._factors import cholesky_solve as _cholesky_solve, gaussian_lml as _gaussian_log_likelihood
 from ._posterior import Posterior
 from ._predict_checks import check_targets as _check_targets

@@ -40,7 +40,7 @@ from ._posterior import Posterior
 from ._predict_checks import (check_cross, check_examples, check_number, check_square_symmetric,
                               check_targets, check_tensor)
 from .dynamics import Dynamics, GradientFlow
-from .linalg import DEFAULT_JITTERS, cholesky, cholesky_differentiable, eigh_psd
+from .linalg import DEFAULT_JITTERS
 
 __all__ = ["Regime", "REGIMES", "PredictorOptions", "QueryKernels", "Predictor"]
 
