@@ -28,9 +28,7 @@ def net_data():
     y = torch.randn(10, 3, dtype=DT, generator=g)
     labels = torch.randint(0, 3, (10,), generator=g)
     net = ARCH.build(3, 48, 3, seed=0, dtype=DT)
-    with torch.no_grad():
-        f0, f0t = net(x), net(xt)
-    th, tht = wn.empirical_ntk(net, x, mode="full"), wn.empirical_ntk(net, xt, x, mode="full")
+    th, f0, tht, f0t = wn.network_kernels(net, x, xt)
     return dict(net=net, x=x, xt=xt, y=y, labels=labels, f0=f0, f0t=f0t, th=th, tht=tht)
 
 

@@ -14,6 +14,9 @@ from .prediction import Posterior, posterior, log_marginal_likelihood, prior
 from .predictor import Predictor, PredictorOptions, Regime, QueryKernels
 from .dynamics import GradientFlow, GradientDescent, Momentum
 from .metrics import mse_loss, gaussian_log_likelihood
+from .trajectory import NetworkTrajectory, network_kernels
+from .xent import CrossEntropyTrajectory
+from .monte_carlo import MonteCarloKernels, monte_carlo_kernels
 from .selection import FitResult, fit_hyperparameters
 
 from .training import TrainHistory, train, max_learning_rate
@@ -24,7 +27,8 @@ __all__ = [
     "activations", "data", "Architecture", "Dense", "Network", "kernels", "empirical_ntk",
     "empirical_nngp", "NNGPKernel", "NTKKernel", "Posterior", "posterior", "log_marginal_likelihood",
     "prior", "Predictor", "PredictorOptions", "Regime", "QueryKernels", "GradientFlow", "GradientDescent",
-    "Momentum", "mse_loss", "gaussian_log_likelihood",
+    "Momentum", "mse_loss", "gaussian_log_likelihood", "NetworkTrajectory", "network_kernels",
+    "CrossEntropyTrajectory", "MonteCarloKernels", "monte_carlo_kernels",
     "FitResult", "fit_hyperparameters", "TrainHistory", "train", "max_learning_rate", "TaylorModel",
     "linearize", "taylor", "Ensemble",
 ]

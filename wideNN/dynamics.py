@@ -11,11 +11,12 @@ gives w_t(λ) for a tensor of times (shape (T, N)); t = ∞ is the pseudo-invers
 
 * ``GradientFlow(η)``: ḟ = −(η/N) M (f − y):  w = (1 − e^{−sλ})/λ,  s = ηt/N.
 * ``GradientDescent(η)``: t whole steps of f ← f − (η/N) M (f − y):  w = (1 − (1 − ηλ/N)^t)/λ.
-* ``Momentum(η, μ)``: heavy ball in the PyTorch convention (v ← μv + g, θ ← θ − ηv, v₀ = g₀);
-  with g = Jᵀc/N·…, per eigenvalue the state (r, c, C) of residual, velocity coefficient and its
-  running sum obeys the exact recurrence c' = r/N + μc, r' = r − ηλc', C' = C + c', from
-  (r, c, C) = (1, 0, 0); w = ηC_t.  Computed by a 3×3 matrix power per eigenvalue (exact, no
-  division by λ, stable at λ = 0).
+* ``Momentum(η, μ)``: heavy ball in the PyTorch convention (v ← μv + g, θ ← θ − ηv, v₀ = g₀).
+  The velocity stays in the span of the gradients, v_s = Jᵀc_s, so c_s = μc_{s−1} + r_s/N with
+  r = f(X) − Y, f moves by −ηΘc_s, and f_t(x) = f_0(x) − ηΘ(x, X) Σ_{s<t} c_s.  Per eigenvalue
+  the state (r, c, C = Σc) obeys the exact linear recurrence c' = μc + r/N, r' = r − ηλc',
+  C' = C + c' from (1, 0, 0), and w = ηC_t: a 3×3 matrix power per eigenvalue (exact for whole
+  steps, no division by λ, stable at λ = 0).
 """
 from __future__ import annotations
 

@@ -27,7 +27,22 @@ from ._predict_checks import check_tensor
 from .dynamics import Dynamics
 from .predictor import Predictor, PredictorOptions, QueryKernels
 
-__all__ = ["NetworkTrajectory"]
+__all__ = ["NetworkTrajectory", "network_kernels"]
+
+
+def network_kernels(net: torch.nn.Module, x_train: Tensor, x_test: Tensor | None = None,
+                    mode: str = "full") -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """(Θ̂(X, X), f_0(X), Θ̂(x, X), f_0(x)) of a network at its current parameters (the last two
+    None without ``x_test``), the inputs of the trajectory classes; ``mode`` as for
+    ``wn.empirical_ntk`` ("full" is exact for any number of outputs)."""
+    from .empirical import empirical_ntk
+
+    with torch.no_grad():
+        f0 = net(x_train)
+        f0t = None if x_test is None else net(x_test)
+    th = empirical_ntk(net, x_train, mode=mode).detach()
+    tht = None if x_test is None else empirical_ntk(net, x_test, x_train, mode=mode).detach()
+    return th, f0, tht, f0t
 
 
 def _flatten_full(theta: Tensor, name: str) -> Tensor:

@@ -1,0 +1,131 @@
+"""One predictor, many questions: NTK-GP mean and variance at 100 times on 10 test sets of MNIST,
+and a finite network's trajectory at 100 times, each timed against the factorizations of the
+same training kernel in the same run (ratios are robust to a loaded machine, absolute times
+are not).
+
+    python benchmarks/bench_predictor.py                  # CPU: 5k train, 10 × 1k test, 100 times
+    python benchmarks/bench_predictor.py --device cuda
+
+Measured (best of --repeats for the references, one run for the rest):
+  * chol / eigh: one float64 Cholesky / eigendecomposition of the N×N training NTK (+ noise);
+  * predictor: wn.Predictor(arch, x, y, "ntk") + predict(x_test_j, t=100 times) for every test
+    set j (kernels, one eigendecomposition, all test blocks, mean and variance);
+  * posterior: --posterior-calls calls of wn.posterior(..., t=t_i) on one test set (a fresh
+    kernel and factorization per call, as before the predictor existed), extrapolated to
+    times × test sets calls;
+  * trajectory: wideNN.trajectory.NetworkTrajectory from an N×N kernel (the analytic NTK standing
+    in for an empirical one: the cost is the same) and initial outputs, outputs on the training
+    set and on one test set at 100 times.
+Falls back to random data when MNIST is not in --root.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import wideNN as wn  # noqa: E402
+from wideNN import data as wdata  # noqa: E402
+from wideNN.trajectory import NetworkTrajectory  # noqa: E402
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device, repeats=1):
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        out = fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def _data(args, device):
+    n_test = args.n_test * args.test_sets
+    try:
+        split = wdata.load_mnist(args.root, n_train=args.n_train, n_test=n_test)
+        x, xt = wdata.preprocess(split.x_train, "center_norm"), wdata.preprocess(split.x_test, "center_norm")
+        y, source = split.y_train, "MNIST (center_norm, one-hot targets)"
+    except Exception as err:  # no data: the timing is the same for random inputs
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(args.n_train, 784, generator=g, dtype=torch.float64)
+        xt = torch.randn(n_test, 784, generator=g, dtype=torch.float64)
+        y = torch.randn(args.n_train, 10, generator=g, dtype=torch.float64)
+        source = f"random data ({type(err).__name__}: {err})"
+    return x.double().to(device), xt.double().to(device), y.double().to(device), source
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", default="/work/shared/data/mnist")
+    ap.add_argument("--n-train", type=int, default=5000)
+    ap.add_argument("--n-test", type=int, default=1000)
+    ap.add_argument("--test-sets", type=int, default=10)
+    ap.add_argument("--times", type=int, default=100)
+    ap.add_argument("--posterior-calls", type=int, default=2)
+    ap.add_argument("--noise", type=float, default=1e-4)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    x, xt, y, source = _data(args, device)
+    n = x.shape[0]
+    arch = wn.Architecture(2, "relu", 2.0, 0.05)
+    times = torch.logspace(0, 6, args.times, dtype=torch.float64)
+    tests = xt.split(args.n_test)
+    print(f"data: {source}; N = {n}, {len(tests)} test sets of {args.n_test}, {args.times} times; "
+          f"device {device}, torch threads {torch.get_num_threads()}")
+
+    theta = arch.ntk(x)
+    theta.diagonal().add_(args.noise)
+    t_chol, _ = _timed(lambda: torch.linalg.cholesky(theta), device, args.repeats)
+    t_eigh, _ = _timed(lambda: torch.linalg.eigh(theta), device, args.repeats)
+    print(f"reference: one Cholesky {t_chol:.3f} s, one eigendecomposition {t_eigh:.3f} s "
+          f"(eigh / Cholesky = {t_eigh / t_chol:.1f})")
+
+    def run_predictor():
+        pred = wn.Predictor(arch, x, y, "ntk", wn.GradientFlow(1.0), args.noise)
+        _sync(device)
+        t_build = time.perf_counter()
+        posts = [pred.predict(xb, times) for xb in tests]
+        return time.perf_counter() - t_build, posts
+    t_pred, (t_queries, posts) = _timed(run_predictor, device)
+    assert posts[0].mean.shape == (args.times, args.n_test, y.shape[1])
+    print(f"predictor: {t_pred:.2f} s in all ({t_pred - t_queries:.2f} s kernels + factorization, "
+          f"{t_queries:.2f} s for {len(tests)} × {args.times} (t, test set) pairs with variance) = "
+          f"{t_pred / t_chol:.1f} × one Cholesky, {t_pred / t_eigh:.2f} × one eigendecomposition")
+
+    calls = [float(t) for t in times[:: max(1, args.times // args.posterior_calls)][: args.posterior_calls]]
+    t_post, _ = _timed(lambda: [wn.posterior(arch, x, y, tests[0], kernel="ntk", t=t, noise_variance=args.noise)
+                                for t in calls], device)
+    per_call = t_post / len(calls)
+    total_calls = args.times * len(tests)
+    print(f"wn.posterior per (t, test set): {per_call:.2f} s (mean of {len(calls)} calls); "
+          f"{total_calls} calls extrapolated: {per_call * total_calls:.0f} s = "
+          f"{per_call * total_calls / t_pred:.0f} × the predictor")
+
+    g = torch.Generator().manual_seed(1)
+    f0 = torch.randn(n, y.shape[1], generator=g, dtype=torch.float64).to(device)
+    f0t = torch.randn(args.n_test, y.shape[1], generator=g, dtype=torch.float64).to(device)
+    theta_test = arch.ntk(tests[0], x)
+
+    def run_trajectory():
+        traj = NetworkTrajectory(theta, f0, y, wn.GradientFlow(1.0))
+        return traj.train_outputs(times), traj.outputs(theta_test, f0t, times)
+    t_traj, (out_train, out_test) = _timed(run_trajectory, device)
+    assert out_train.shape == (args.times, n, y.shape[1])
+    print(f"trajectory (N = {n}, {args.times} times, training set + {args.n_test} test points): "
+          f"{t_traj:.2f} s = {t_traj / t_eigh:.2f} × one eigendecomposition")
+
+
+if __name__ == "__main__":
+    main()
