@@ -108,6 +108,10 @@ def monte_carlo_kernels(build: Any, x1: Tensor, x2: Tensor | None = None, *, n_s
         def f(p, b, x):
             return functional_call(base, (p, b), (x,)).reshape(x.shape[0], -1)
 
+        # the networks' own dtype and device (inputs are converted, the moments are float64)
+        ref = next(iter(params.values()))
+        x1, x2 = (None if v is None else v.to(dtype=ref.dtype, device=ref.device) for v in (x1, x2))
+
         if "nngp" in moments:
             with torch.no_grad():
                 o1 = vmap(f, (0, 0, None))(params, buffers, x1)
