@@ -8,9 +8,14 @@ are not).
 
 Measured (best of --repeats for the references, one run for the rest):
   * chol / eigh: one float64 Cholesky / eigendecomposition of the N×N training NTK (+ noise);
-  * predictor: wn.Predictor(arch, x, y, "ntk") + predict(x_test_j, t=100 times) for every test
-    set j (kernels, one eigendecomposition, all test blocks, mean and variance);
-  * posterior: --posterior-calls calls of wn.posterior(..., t=t_i) on one test set (a fresh
+  * predictor, means: wn.Predictor(arch, x, y, "ntk", compute_variance=False) +
+    predict(x_test_j, t=100 times) for every test set j (kernel, one eigendecomposition, all
+    test blocks);
+  * predictor, variance: the NTK-GP variance at the 100 times on --variance-points test points
+    from a predictor built beforehand, extrapolated linearly to all test points (its cost is
+    r·M·N² for the rank r ≈ 35 of the time weights);
+  * posterior: --posterior-calls calls of wn.posterior(..., t=t_i, compute_variance=False) on
+    one test set (a fresh
     kernel and factorization per call, as before the predictor existed), extrapolated to
     times × test sets calls;
   * trajectory: wideNN.trajectory.NetworkTrajectory from an N×N kernel (the analytic NTK standing
@@ -72,6 +77,8 @@ def main() -> None:
     ap.add_argument("--test-sets", type=int, default=10)
     ap.add_argument("--times", type=int, default=100)
     ap.add_argument("--posterior-calls", type=int, default=2)
+    ap.add_argument("--variance-points", type=int, default=200,
+                    help="test points of the timed NTK-variance query (0: skip); extrapolated")
     ap.add_argument("--noise", type=float, default=1e-4)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=2)
@@ -93,25 +100,35 @@ def main() -> None:
           f"(eigh / Cholesky = {t_eigh / t_chol:.1f})")
 
     def run_predictor():
-        pred = wn.Predictor(arch, x, y, "ntk", wn.GradientFlow(1.0), args.noise)
+        pred = wn.Predictor(arch, x, y, "ntk", wn.GradientFlow(1.0), args.noise, compute_variance=False)
         _sync(device)
         t_build = time.perf_counter()
         posts = [pred.predict(xb, times) for xb in tests]
         return time.perf_counter() - t_build, posts
     t_pred, (t_queries, posts) = _timed(run_predictor, device)
     assert posts[0].mean.shape == (args.times, args.n_test, y.shape[1])
-    print(f"predictor: {t_pred:.2f} s in all ({t_pred - t_queries:.2f} s kernels + factorization, "
-          f"{t_queries:.2f} s for {len(tests)} × {args.times} (t, test set) pairs with variance) = "
+    print(f"predictor, means: {t_pred:.2f} s in all ({t_pred - t_queries:.2f} s kernel + factorization, "
+          f"{t_queries:.2f} s for {len(tests)} × {args.times} (t, test set) pairs) = "
           f"{t_pred / t_chol:.1f} × one Cholesky, {t_pred / t_eigh:.2f} × one eigendecomposition")
 
+    if args.variance_points:
+        pred = wn.Predictor(arch, x, y, "ntk", wn.GradientFlow(1.0), args.noise)
+        xv = tests[0][: args.variance_points]
+        t_var, post = _timed(lambda: pred.predict(xv, times), device)
+        assert post.variance.shape == (args.times, xv.shape[0])
+        scale = len(tests) * args.n_test / xv.shape[0]
+        print(f"predictor, NTK variance at {args.times} times on {xv.shape[0]} points: {t_var:.2f} s "
+              f"(mean included); extrapolated to {len(tests)} × {args.n_test} points: {t_var * scale:.0f} s "
+              f"= {t_var * scale / t_chol:.0f} × one Cholesky, {t_var * scale / t_eigh:.1f} × one eigh")
+
     calls = [float(t) for t in times[:: max(1, args.times // args.posterior_calls)][: args.posterior_calls]]
-    t_post, _ = _timed(lambda: [wn.posterior(arch, x, y, tests[0], kernel="ntk", t=t, noise_variance=args.noise)
-                                for t in calls], device)
+    t_post, _ = _timed(lambda: [wn.posterior(arch, x, y, tests[0], kernel="ntk", t=t, noise_variance=args.noise,
+                                             compute_variance=False) for t in calls], device)
     per_call = t_post / len(calls)
     total_calls = args.times * len(tests)
-    print(f"wn.posterior per (t, test set): {per_call:.2f} s (mean of {len(calls)} calls); "
+    print(f"wn.posterior (mean) per (t, test set): {per_call:.2f} s (mean of {len(calls)} calls); "
           f"{total_calls} calls extrapolated: {per_call * total_calls:.0f} s = "
-          f"{per_call * total_calls / t_pred:.0f} × the predictor")
+          f"{per_call * total_calls / t_pred:.0f} × the predictor's means")
 
     g = torch.Generator().manual_seed(1)
     f0 = torch.randn(n, y.shape[1], generator=g, dtype=torch.float64).to(device)
