@@ -245,6 +245,12 @@ def test_bad_input_names_the_argument():
     with pytest.raises(TypeError, match="learning_rate"):
         wn.GradientFlow("0.5")
     with pytest.raises(TypeError, match="learning_rate"):
+        wn.posterior(ARCH, x, y, xt, t=1.0, learning_rate="0.5")
+    with pytest.raises(TypeError, match="noise_variance"):
+        wn.posterior(ARCH, x, y, xt, noise_variance=True)
+    with pytest.raises(TypeError, match="t must be"):
+        wn.posterior(ARCH, x, y, xt, t=True)
+    with pytest.raises(TypeError, match="learning_rate"):
         wn.GradientDescent(True)
     with pytest.raises(ValueError, match="momentum"):
         wn.Momentum(0.1, 1.0)

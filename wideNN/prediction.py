@@ -37,10 +37,10 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ._checks import check_positive, check_float_dtype, check_inputs, check_variance
+from ._checks import check_float_dtype, check_inputs, check_variance
 from ._factors import cholesky_solve as _cholesky_solve, gaussian_lml as _gaussian_log_likelihood
 from ._posterior import Posterior
-from ._predict_checks import check_targets as _check_targets
+from ._predict_checks import check_number, check_targets as _check_targets
 from .architecture import Architecture
 from .dynamics import GradientFlow
 from .linalg import DEFAULT_JITTERS, cholesky_differentiable
@@ -116,15 +116,14 @@ def posterior(
         raise ValueError(f"x_train and x_test must be 2-D (N, features), got shapes "
                          f"{tuple(x_train.shape)} and {tuple(x_test.shape)}")
     _check_targets(y_train, x_train.shape[0])
-    check_variance("noise_variance", noise_variance)
-    eta = check_positive("learning_rate", learning_rate)
+    noise = check_number("noise_variance", noise_variance)
+    dynamics = GradientFlow(learning_rate)   # a positive number (not a bool or a string)
     check_float_dtype(dtype)
-    dynamics = GradientFlow(eta)
     times = dynamics.times(t)
     opts = PredictorOptions(dtype=dtype, widths=widths, test_block_size=test_block_size,
                             kernel_block_size=kernel_block_size, jitters=jitters)
     at_infinity = times is None or (times.dim() == 0 and math.isinf(float(times)))
-    pred = Predictor(arch, x_train, y_train, kernel, dynamics, float(noise_variance),
+    pred = Predictor(arch, x_train, y_train, kernel, dynamics, noise,
                      noise_convention=noise_convention,
                      factorization="cholesky" if at_infinity else "eigh",
                      compute_variance=bool(compute_variance or full_covariance), options=opts)
