@@ -303,3 +303,17 @@ def test_many_times_compressed_variance_equals_the_direct_sum(monkeypatch):
     for i in (0, 5, 40, 79):
         _, cov = _reference("ntk", x, y, xt, float(times[i]), 0.7, 0.01)
         np.testing.assert_allclose(fast.variance[i].numpy(), np.diag(cov), rtol=1e-6, atol=1e-8)
+
+
+def test_sample_draws_l_times_z_with_samples_last_and_keeps_time_dims():
+    _, _, xt = _data(m=7, seed=12)
+    k = ARCH.nngp(xt)
+    s = wn.prior(ARCH, xt).sample(3, generator=torch.Generator().manual_seed(4))
+    z = torch.randn(7, 3, generator=torch.Generator().manual_seed(4), dtype=DT)
+    torch.testing.assert_close(s, (torch.linalg.cholesky(k) @ z).T)
+    x, y, _ = _data(seed=12)
+    post = wn.posterior(ARCH, x, y, xt, kernel="ntk", t=torch.tensor([0.0, 2.0]), full_covariance=True)
+    draws = post.sample(5, generator=torch.Generator().manual_seed(0))
+    assert draws.shape == (5, 2, 7, 2)
+    # t = 0 is the prior: zero mean, covariance K
+    torch.testing.assert_close(post.covariance[0], k, rtol=1e-10, atol=1e-12)
