@@ -82,7 +82,10 @@ def main() -> None:
     ap.add_argument("--noise", type=float, default=1e-4)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--parts", default="means,variance,posterior,trajectory,cholesky",
+                    help="comma-separated subset of: means, variance, posterior, trajectory, cholesky")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
     device = torch.device(args.device)
     x, xt, y, source = _data(args, device)
     n = x.shape[0]
@@ -95,9 +98,22 @@ def main() -> None:
     theta = arch.ntk(x)
     theta.diagonal().add_(args.noise)
     t_chol, _ = _timed(lambda: torch.linalg.cholesky(theta), device, args.repeats)
-    t_eigh, _ = _timed(lambda: torch.linalg.eigh(theta), device, args.repeats)
+    t_eigh = float("nan")
+    if parts & {"means", "variance", "posterior", "trajectory"}:
+        t_eigh, _ = _timed(lambda: torch.linalg.eigh(theta), device, args.repeats)
     print(f"reference: one Cholesky {t_chol:.3f} s, one eigendecomposition {t_eigh:.3f} s "
           f"(eigh / Cholesky = {t_eigh / t_chol:.1f})")
+
+    if "cholesky" in parts:
+        def run_cholesky():
+            pred = wn.Predictor(arch, x, y, "ntk", wn.GradientFlow(1.0), args.noise, factorization="cholesky",
+                                compute_variance=False)
+            return [pred.predict(xb) for xb in tests]
+        t_ch, _ = _timed(run_cholesky, device)
+        print(f"predictor at t = ∞ (Cholesky), means on {len(tests)} test sets: {t_ch:.2f} s = "
+              f"{t_ch / t_chol:.1f} × one Cholesky")
+
+    t_pred = float("nan")
 
     def run_predictor():
         pred = wn.Predictor(arch, x, y, "ntk", wn.GradientFlow(1.0), args.noise, compute_variance=False)
@@ -105,13 +121,14 @@ def main() -> None:
         t_build = time.perf_counter()
         posts = [pred.predict(xb, times) for xb in tests]
         return time.perf_counter() - t_build, posts
-    t_pred, (t_queries, posts) = _timed(run_predictor, device)
-    assert posts[0].mean.shape == (args.times, args.n_test, y.shape[1])
-    print(f"predictor, means: {t_pred:.2f} s in all ({t_pred - t_queries:.2f} s kernel + factorization, "
+    if "means" in parts:
+        t_pred, (t_queries, posts) = _timed(run_predictor, device)
+        assert posts[0].mean.shape == (args.times, args.n_test, y.shape[1])
+        print(f"predictor, means: {t_pred:.2f} s in all ({t_pred - t_queries:.2f} s kernel + factorization, "
           f"{t_queries:.2f} s for {len(tests)} × {args.times} (t, test set) pairs) = "
           f"{t_pred / t_chol:.1f} × one Cholesky, {t_pred / t_eigh:.2f} × one eigendecomposition")
 
-    if args.variance_points:
+    if args.variance_points and "variance" in parts:
         pred = wn.Predictor(arch, x, y, "ntk", wn.GradientFlow(1.0), args.noise)
         xv = tests[0][: args.variance_points]
         t_var, post = _timed(lambda: pred.predict(xv, times), device)
@@ -121,27 +138,29 @@ def main() -> None:
               f"(mean included); extrapolated to {len(tests)} × {args.n_test} points: {t_var * scale:.0f} s "
               f"= {t_var * scale / t_chol:.0f} × one Cholesky, {t_var * scale / t_eigh:.1f} × one eigh")
 
-    calls = [float(t) for t in times[:: max(1, args.times // args.posterior_calls)][: args.posterior_calls]]
-    t_post, _ = _timed(lambda: [wn.posterior(arch, x, y, tests[0], kernel="ntk", t=t, noise_variance=args.noise,
-                                             compute_variance=False) for t in calls], device)
-    per_call = t_post / len(calls)
-    total_calls = args.times * len(tests)
-    print(f"wn.posterior (mean) per (t, test set): {per_call:.2f} s (mean of {len(calls)} calls); "
-          f"{total_calls} calls extrapolated: {per_call * total_calls:.0f} s = "
-          f"{per_call * total_calls / t_pred:.0f} × the predictor's means")
+    if "posterior" in parts:
+        calls = [float(t) for t in times[:: max(1, args.times // args.posterior_calls)][: args.posterior_calls]]
+        t_post, _ = _timed(lambda: [wn.posterior(arch, x, y, tests[0], kernel="ntk", t=t, noise_variance=args.noise,
+                                                 compute_variance=False) for t in calls], device)
+        per_call = t_post / len(calls)
+        total_calls = args.times * len(tests)
+        print(f"wn.posterior (mean) per (t, test set): {per_call:.2f} s (mean of {len(calls)} calls); "
+              f"{total_calls} calls extrapolated: {per_call * total_calls:.0f} s = "
+              f"{per_call * total_calls / t_pred:.0f} × the predictor's means")
 
-    g = torch.Generator().manual_seed(1)
-    f0 = torch.randn(n, y.shape[1], generator=g, dtype=torch.float64).to(device)
-    f0t = torch.randn(args.n_test, y.shape[1], generator=g, dtype=torch.float64).to(device)
-    theta_test = arch.ntk(tests[0], x)
+    if "trajectory" in parts:
+        g = torch.Generator().manual_seed(1)
+        f0 = torch.randn(n, y.shape[1], generator=g, dtype=torch.float64).to(device)
+        f0t = torch.randn(args.n_test, y.shape[1], generator=g, dtype=torch.float64).to(device)
+        theta_test = arch.ntk(tests[0], x)
 
-    def run_trajectory():
-        traj = NetworkTrajectory(theta, f0, y, wn.GradientFlow(1.0))
-        return traj.train_outputs(times), traj.outputs(theta_test, f0t, times)
-    t_traj, (out_train, out_test) = _timed(run_trajectory, device)
-    assert out_train.shape == (args.times, n, y.shape[1])
-    print(f"trajectory (N = {n}, {args.times} times, training set + {args.n_test} test points): "
-          f"{t_traj:.2f} s = {t_traj / t_eigh:.2f} × one eigendecomposition")
+        def run_trajectory():
+            traj = NetworkTrajectory(theta, f0, y, wn.GradientFlow(1.0))
+            return traj.train_outputs(times), traj.outputs(theta_test, f0t, times)
+        t_traj, (out_train, out_test) = _timed(run_trajectory, device)
+        assert out_train.shape == (args.times, n, y.shape[1])
+        print(f"trajectory (N = {n}, {args.times} times, training set + {args.n_test} test points): "
+              f"{t_traj:.2f} s = {t_traj / t_eigh:.2f} × one eigendecomposition")
 
 
 if __name__ == "__main__":
