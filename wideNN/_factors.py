@@ -160,6 +160,7 @@ def predict_eigen(f: EigenFactor, plan: Plan, tests, w: Tensor, g: Tensor | None
     n, n_t = f.lam.shape[0], w.shape[0]
     comp = None if (full_cov or not variance or plan.shares_kernel) else compress_times(w)
     per_row = 3 + n_t + (0 if comp is None else 2 * comp[1].shape[0])
+    wy = w.unsqueeze(-1) * f.vty.unsqueeze(0)                               # (T, N, O) = W Vᵀ Y
     rows = tests.n if full_cov else (int(block) if block else _auto_block(n, f.vec.device, per_row))
     means, variances, covs = [], [], None
     for a in range(0, tests.n, rows):
@@ -168,14 +169,14 @@ def predict_eigen(f: EigenFactor, plan: Plan, tests, w: Tensor, g: Tensor | None
         p = (k_b if plan.shares_kernel else th_b) @ f.vec                   # M_xX V
         q = p if plan.shares_kernel else (k_b @ f.vec if variance else None)  # K_xX V
         del k_b, th_b
-        means.append(torch.einsum("bn,tn,no->tbo", p, w, f.vty))
+        means.append(p @ wy)                                                # (T, b, O)
         if not variance:
             continue
         if plan.shares_kernel:
             if full_cov:
                 covs = tests.full(a, b).unsqueeze(0) - torch.einsum("bn,tn,cn->tbc", p, g, p)
             else:
-                variances.append(tests.diag(a, b).unsqueeze(0) - torch.einsum("bn,tn->tb", p * p, g))
+                variances.append(tests.diag(a, b).unsqueeze(0) - g @ (p * p).T)
             continue
         if comp is not None:
             variances.append(_compressed_variance(tests.diag(a, b), p, q, w, comp, f.prior_rot))

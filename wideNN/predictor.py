@@ -326,7 +326,7 @@ class Predictor:
         f = self._factor
         w = self.dynamics.weights(f.lam, tt.to(f.lam.device), self.n)
         scale = (f.lam - self.noise_variance).clamp_min(0.0) * w           # (T, N)
-        mean = torch.einsum("nk,tk,ko->tno", f.vec, scale, f.vty)
+        mean = f.vec @ (scale.unsqueeze(-1) * f.vty.unsqueeze(0))            # (T, N, O)
         if times is None or times.dim() == 0:
             mean = mean[0]
         return mean.squeeze(-1) if self.squeeze_outputs else mean
