@@ -115,13 +115,13 @@ def run(cfg: dict, ctx) -> None:
         raise ValueError(f"prior.domain must be 'circle' or 'line', got {p['domain']!r}")
 
     def prior_samples(act: str, offset: int) -> dict:
-        k = _arch(cfg, p["depth"], act).nngp(xp)
         # A deep kernel on a fine grid is numerically rank deficient: start at the
         # configured relative jitter and escalate through the library's defaults.
         jitters = [p["jitter"], *(j for j in linalg.DEFAULT_JITTERS if j > p["jitter"])]
-        chol, eps = linalg.cholesky(k, jitters, name=f"depth-{p['depth']} {act} NNGP prior covariance")
-        z = torch.randn(p["num_points"], p["num_samples"], generator=ctx.generator(offset), **opts)
-        return {"t": t, "samples": (chol @ z).T, "jitter": eps}
+        samples, eps = wn.prior(_arch(cfg, p["depth"], act), xp, dtype=xp.dtype).sample(
+            p["num_samples"], generator=ctx.generator(offset), jitters=jitters, return_jitter=True,
+            name=f"depth-{p['depth']} {act} NNGP prior covariance")
+        return {"t": t, "samples": samples, "jitter": eps}
 
     priors = {act: ctx.cached(f"prior/{act}", lambda: prior_samples(act, i)) for i, act in enumerate(acts)}
 

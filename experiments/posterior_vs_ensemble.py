@@ -112,7 +112,7 @@ def run(cfg: dict, ctx) -> None:
             means.append(out.mean(0))
             stds.append(out.std(0))
         with torch.no_grad():
-            final = 0.5 * (ens(x) - y).pow(2).sum(-1).mean(-1).mean()
+            final = wn.mse_loss(ens(x), y).mean()
         # the histories' losses are on the CPU (TrainHistory.loss); the final loss is on ctx.device
         final = final.reshape(1).cpu()
         loss = torch.cat([*losses, final.to(losses[0].dtype)]) if losses else final

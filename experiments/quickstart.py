@@ -80,7 +80,7 @@ def _mse(pred: torch.Tensor, y: torch.Tensor) -> float:
 
 def _loss(pred: torch.Tensor, y: torch.Tensor) -> float:
     # the training objective's convention: (1/2N) Σ_i ‖f(x_i) − y_i‖²
-    return float(((pred - y) ** 2).sum() / (2 * pred.shape[0]))
+    return float(wn.mse_loss(pred, y))
 
 
 def run(cfg: dict, ctx) -> None:

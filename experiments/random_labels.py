@@ -128,10 +128,11 @@ def run(cfg: dict, ctx) -> None:
         y = targets[kind]
         post = wn.posterior(arch, x, y, x, kernel="ntk", t=torch.tensor(times, dtype=torch.float64),
                             learning_rate=eta, compute_variance=not center)
-        resid = (post.mean - y.to(post.mean.dtype)).pow(2).sum(-1)
+        # expected training loss (1/2N) Σ E‖f − y‖²: the mean's loss plus the outputs' variance
+        loss = wn.mse_loss(post.mean, y.to(post.mean.dtype))
         if not center:
-            resid = resid + o * post.variance
-        loss = (0.5 * resid.mean(-1)).tolist()
+            loss = loss + 0.5 * o * post.variance.mean(-1)
+        loss = loss.tolist()
         acc = [wd.accuracy(m, labels[kind].to(m.device)) for m in post.mean]
         final = wn.posterior(arch, x, y, xt, kernel="ntk", t=float(times[-1]), learning_rate=eta,
                              compute_variance=False)

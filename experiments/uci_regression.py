@@ -78,7 +78,6 @@ DEFAULTS = {
 }
 
 MODELS = ("nngp", "ntk", "mlp")
-_LOG_2PI = math.log(2 * math.pi)
 
 
 def _metrics(mean: torch.Tensor, var: torch.Tensor, split: data.Split) -> dict:
@@ -88,8 +87,8 @@ def _metrics(mean: torch.Tensor, var: torch.Tensor, split: data.Split) -> dict:
     mu = ys.invert(mean.reshape(-1, 1))
     y = ys.invert(split.y_test)
     v = var.reshape(-1, 1).clamp_min(1e-12) * scale ** 2
-    ll = -0.5 * (_LOG_2PI + v.log() + (y - mu) ** 2 / v)
-    return {"rmse": float(((mu - y) ** 2).mean().sqrt()), "test_ll": float(ll.mean())}
+    return {"rmse": float(((mu - y) ** 2).mean().sqrt()),
+            "test_ll": float(wn.gaussian_log_likelihood(y, mu, v))}
 
 
 def _se(a: np.ndarray) -> float:

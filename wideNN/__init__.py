@@ -13,7 +13,13 @@ from .layers import AvgPool, Conv, Dense, Flatten, GlobalAvgPool, Residual, Seri
 from .analytic import kernels
 from .empirical import empirical_ntk, empirical_nngp
 from .gp_kernels import NNGPKernel, NTKKernel
-from .prediction import Posterior, posterior, log_marginal_likelihood
+from .prediction import Posterior, posterior, log_marginal_likelihood, prior
+from .predictor import Predictor, PredictorOptions, Regime, QueryKernels
+from .dynamics import GradientFlow, GradientDescent, Momentum
+from .metrics import mse_loss, gaussian_log_likelihood
+from .trajectory import NetworkTrajectory, network_kernels
+from .xent import CrossEntropyTrajectory
+from .monte_carlo import MonteCarloKernels, monte_carlo_kernels
 from .selection import FitOptions, FitResult, fit_hyperparameters
 
 from .training import TrainHistory, TrainOptions, train, max_learning_rate
@@ -25,6 +31,9 @@ __all__ = [
     "activations", "data", "Architecture", "Serial", "Dense", "Conv", "AvgPool", "GlobalAvgPool",
     "Flatten", "Residual", "Network", "kernels", "empirical_ntk",
     "empirical_nngp", "NNGPKernel", "NTKKernel", "Posterior", "posterior", "log_marginal_likelihood",
-    "FitOptions", "FitResult", "fit_hyperparameters", "TrainHistory", "TrainOptions", "train", "max_learning_rate", "TaylorModel",
-    "linearize", "taylor", "Ensemble", "distributed",
+    "prior", "Predictor", "PredictorOptions", "Regime", "QueryKernels", "GradientFlow", "GradientDescent",
+    "Momentum", "mse_loss", "gaussian_log_likelihood", "NetworkTrajectory", "network_kernels",
+    "CrossEntropyTrajectory", "MonteCarloKernels", "monte_carlo_kernels",
+    "FitOptions", "FitResult", "fit_hyperparameters", "TrainHistory", "TrainOptions", "train",
+    "max_learning_rate", "TaylorModel", "linearize", "taylor", "Ensemble", "distributed",
 ]
