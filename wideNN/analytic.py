@@ -27,6 +27,7 @@ from torch import Tensor
 
 from . import activations as _acts
 from ._checks import check_inputs, check_int, check_same_place, check_variance
+from ._fused import fused_kernels
 from ._gaussian import MAX_NODE_FACTOR
 
 __all__ = ["kernels"]
@@ -91,6 +92,13 @@ def kernels(
 
     needs_grad = torch.is_grad_enabled() and any(
         isinstance(t, Tensor) and t.requires_grad for t in (x1, x2, weight_variance, bias_variance))
+    plain = (not needs_grad and parameterization == "ntk" and x1.dim() == 2
+             and not isinstance(weight_variance, Tensor) and not isinstance(bias_variance, Tensor))
+    if plain and not compile:  # closed forms: fused tiles shared out between worker threads
+        out = fused_kernels(x1, x2, act, depth, float(weight_variance), float(bias_variance),
+                            compute_ntk, compute_nngp, block_size)
+        if out is not None:
+            return out
     fast = (not needs_grad and type(act) is _acts.ReLU and parameterization == "ntk"
             and x1.dim() == 2 and not isinstance(weight_variance, Tensor)
             and not isinstance(bias_variance, Tensor))
