@@ -120,7 +120,9 @@ def test_zero_variance_and_overflowing_inputs_fall_back_to_the_generic_path():
     assert fused_kernels(x, None, A.get("tanh"), 2, W, B, True, True) is None  # quadrature
 
 
-def test_outputs_do_not_depend_on_threads_and_thread_count_is_restored():
+def test_outputs_do_not_depend_on_threads_and_thread_count_is_restored(monkeypatch):
+    import wideNN._fused as fused
+    monkeypatch.setattr(fused, "_other_runnable", lambda: 0)  # as on a quiet machine
     x = _inputs(100)
     before = torch.get_num_threads()
     try:
@@ -154,3 +156,20 @@ def test_public_kernels_use_the_fused_path_and_keep_autograd_on_the_generic_one(
     k, t = wn.analytic.kernels(x, depth=3, activation="erf", weight_variance=w, bias_variance=B)
     assert t.requires_grad
     torch.testing.assert_close(t.detach(), arch.kernels(x)[1], rtol=1e-11, atol=1e-12)
+
+
+def test_worker_count_follows_the_load(monkeypatch):
+    import wideNN._fused as fused
+    cores = len(fused.os.sched_getaffinity(0)) if hasattr(fused.os, "sched_getaffinity") else fused.os.cpu_count()
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        for others, expected in ((0, 2), (None, 2), (cores - 1, 2), (cores, 1), (cores + 10, 1)):
+            monkeypatch.setattr(fused, "_other_runnable", lambda: others)
+            assert fused.tile_threads() == expected, (others, cores)
+        torch.set_num_threads(1)
+        monkeypatch.setattr(fused, "_other_runnable", lambda: 0)
+        assert fused.tile_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert fused._other_runnable() is None or fused._other_runnable() >= 0
