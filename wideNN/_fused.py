@@ -47,6 +47,19 @@ def fused_kernels(x1: Tensor, x2: Tensor | None, act: _acts.Activation, depth: i
     plan = plan_for(act, w, b)
     if plan is None or x1.dtype not in (torch.float32, torch.float64) or x1.dim() != 2:
         return None
+    if x1.is_cuda:
+        return _fused(plan, x1, x2, act, depth, w, b, compute_ntk, compute_nngp, block_size)
+    # every op single-threaded, the O(N·d) preparation included: on a loaded machine each
+    # OpenMP barrier can wait for a descheduled thread
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _fused(plan, x1, x2, act, depth, w, b, compute_ntk, compute_nngp, block_size, before)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _fused(plan, x1, x2, act, depth, w, b, compute_ntk, compute_nngp, block_size, threads=1):
     symmetric = x2 is None
     xb = x1 if symmetric else x2
     d = x1.shape[-1]
@@ -69,14 +82,16 @@ def fused_kernels(x1: Tensor, x2: Tensor | None, act: _acts.Activation, depth: i
 
     buffers = 3 + plan.scratch
     size = min(tile, n) * min(tile, m)
-    threads = 1 if x1.is_cuda else min(tile_threads(), len(tiles))
-    _run(tiles, work, lambda: [torch.empty(size, dtype=x1.dtype, device=x1.device)
-                               for _ in range(buffers)], threads)
+    make_buffers = lambda: [torch.empty(size, dtype=x1.dtype, device=x1.device)  # noqa: E731
+                            for _ in range(buffers)]
+    # CUDA: one stream (the tiles are large and the passes asynchronous)
+    _run(tiles, work, make_buffers, 1 if x1.is_cuda else min(tile_threads(threads), len(tiles)))
     return nngp, ntk
 
 
-def tile_threads() -> int:
-    """Worker threads of the fused CPU path: torch's intra-op thread count, fewer when other
+def tile_threads(threads: int | None = None) -> int:
+    """Worker threads of the fused CPU path: ``threads`` (default torch's intra-op thread
+    count), fewer when other
     processes already keep the cores busy.
 
     With ``others`` runnable threads of other processes on ``cores`` cores (Linux: /proc), at
@@ -86,7 +101,7 @@ def tile_threads() -> int:
     while holding it stalls the others for a time slice: on a 2-core machine with ~12 runnable
     threads two workers were measured 1.5–2.7× slower than one.
     """
-    threads = max(1, torch.get_num_threads())
+    threads = max(1, torch.get_num_threads() if threads is None else threads)
     others = _other_runnable()
     if threads == 1 or others is None:
         return threads
@@ -180,7 +195,7 @@ def _store(target: Tensor, tile: Tensor, ri: slice, rj: slice, mirror: bool) -> 
 
 def _run(tasks: list, work: Callable, make_buffers: Callable, threads: int) -> None:
     """work(task, buffers) for every task, on ``threads`` workers that each own their buffers
-    and take the next task when done; torch ops run single-threaded meanwhile."""
+    and take the next task when done (the caller makes torch's ops single-threaded)."""
     if threads <= 1:
         bufs = make_buffers()
         for task in tasks:
@@ -202,15 +217,10 @@ def _run(tasks: list, work: Callable, make_buffers: Callable, threads: int) -> N
         except BaseException as exc:  # re-raised in the calling thread
             errors.append(exc)
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        pool = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
-        for t in pool:
-            t.start()
-        for t in pool:
-            t.join()
-    finally:
-        torch.set_num_threads(before)
+    pool = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
     if errors:
         raise errors[0]
