@@ -6,13 +6,14 @@ in-place passes over reused tile buffers that stay in cache (the layer math, one
 activation, is in ``wideNN._fused_layers``); the tile is unscaled and written once.
 
 Threads: each tile is independent, so on the CPU the tiles are shared out dynamically between
-``torch.get_num_threads()`` Python worker threads, each running its tiles *single-threaded*
-(torch ops release the GIL).  The alternative — every small elementwise pass as its own
+up to ``torch.get_num_threads()`` Python worker threads (fewer on an oversubscribed machine,
+``tile_threads``), each running its tiles *single-threaded* (torch ops release the GIL).  The alternative — every small elementwise pass as its own
 OpenMP parallel region — meets a barrier per pass, and when another process holds one core
 each barrier waits for the descheduled thread's next time slice: measured 10–60× slower.
 With independent workers a descheduled thread only delays its own tile.  For the duration of
-the call the intra-op thread count is 1 (restored afterwards), so that the workers' GEMMs and
-passes do not fork again.
+the call torch's intra-op thread count is 1 (restored afterwards; it is process-wide, so torch
+work in other threads of the caller runs single-threaded meanwhile), so that the workers'
+GEMMs and passes do not fork again.
 
 Returns None when the fused path does not apply (an activation without a plan, a dtype other
 than float32/float64, zero-variance inputs for the arc-cosine family, variances so large that
@@ -36,7 +37,7 @@ __all__ = ["fused_kernels", "tile_threads"]
 # elements of one tile buffer: 256×256 float64 = 512 KB, large enough that the Python cost of a
 # pass (a few µs) is small against its work, small enough that the ~6 buffers stay in L2/L3
 _CPU_TILE = 256
-_CUDA_TILE = 8192
+_CUDA_TILE = 4096  # 128 MB float64 buffers: ≤ ~1.2 GB of tiles (GELU has 9)
 
 
 def fused_kernels(x1: Tensor, x2: Tensor | None, act: _acts.Activation, depth: int, w: float,
@@ -91,8 +92,7 @@ def _fused(plan, x1, x2, act, depth, w, b, compute_ntk, compute_nngp, block_size
 
 def tile_threads(threads: int | None = None) -> int:
     """Worker threads of the fused CPU path: ``threads`` (default torch's intra-op thread
-    count), fewer when other
-    processes already keep the cores busy.
+    count), fewer when other processes already keep the cores busy.
 
     With ``others`` runnable threads of other processes on ``cores`` cores (Linux: /proc), at
     most cores − others + 1 workers: on a quiet machine all of them; with one busy process on

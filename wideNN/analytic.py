@@ -13,9 +13,11 @@ NTK depends on the hidden widths n_l:
     Θ¹ = x·x' + 1,   Θ^{l+1} = n_l T(K^l) + 1 + σ_w² Ṫ(K^l) Θ^l.
 
 Memory is bounded by tiling the N×M outputs; the tile size is chosen automatically
-(``block_size`` overrides it).  Without autograd and for ReLU a fused in-place recursion in
-normalised coordinates is used (one GEMM, one arccos and a few in-cache passes per layer);
-it computes the same numbers as the generic path.
+(``block_size`` overrides it).  Without autograd, in the NTK parameterization with float
+variances, every closed-form activation runs a fused in-place recursion on in-cache tiles
+(``wideNN._fused``: one GEMM per tile and a few passes with one transcendental per layer,
+tiles shared between single-threaded workers); with ``compile=True`` ReLU uses the
+``torch.compile`` tile path below.  Both compute the same numbers as the generic path.
 """
 from __future__ import annotations
 
