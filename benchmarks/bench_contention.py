@@ -7,7 +7,8 @@ and — when a Python with jax + neural-tangents is available (``--nt-python``, 
 /work/venv-nt/bin/python, or the env var WIDENN_NT_PYTHON) — neural-tangents' `stax` kernel_fn
 (jit) on the same inputs in a subprocess, quiet and busy, with the ratios NT/wideNN and the
 largest relative difference between the two results.  ``--baseline`` also times the previous
-code paths (the ReLU tile path, the generic path for the others) quiet and busy.
+code paths (the ReLU tile path, the generic path for the others) quiet and busy; ``--paths``
+only compares the previous and the fused ReLU paths at several thread counts, interleaved.
 
     python benchmarks/bench_contention.py [--activations relu erf ...] [--depths 3 20]
         [--n 500 2000] [--dtypes float64 float32] [--repeats 3] [--device cpu] [--json out.json]
@@ -152,6 +153,55 @@ def baseline(x, act: str, depth: int):
     return lambda: _generic_tiled(x, None, phi, depth, W, B, "ntk", None, True, None)
 
 
+def compare_paths(repeats: int) -> None:
+    """Depth-3 ReLU 500×500 (d = 784, float64) through the previous tile path (2 and 1 OpenMP
+    threads) and the fused path (automatic, 2 and 1 workers), interleaved, as is and with one
+    busy core: min / median / max ms."""
+    import statistics
+    import wideNN._fused as fused
+    x = torch.randn(500, D_IN, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    relu = _acts.get("relu")
+
+    def threads(n, fn, workers=None):
+        def run():
+            real, before = fused._other_runnable, torch.get_num_threads()
+            if workers is not None:
+                fused._other_runnable = lambda: 0  # as on a quiet machine
+            torch.set_num_threads(n)
+            try:
+                fn()
+            finally:
+                fused._other_runnable = real
+                torch.set_num_threads(before)
+        return run
+
+    old = lambda: _relu_tiled(x, None, 3, W, B, True, None, False)  # noqa: E731
+    new = lambda: fused.fused_kernels(x, None, relu, 3, W, B, True, True)  # noqa: E731
+    n = torch.get_num_threads()
+    cases = {"previous, all threads": old, "previous, 1 thread": threads(1, old),
+             "fused, automatic": new, f"fused, {n} workers": threads(n, new, n),
+             "fused, 1 worker": threads(1, new, 1), "Gram x·xᵀ": lambda: x @ x.T}
+
+    def measure():
+        times = {k: [] for k in cases}
+        for _ in range(repeats):
+            for k, fn in cases.items():
+                t0 = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t0)
+        return {k: f"{min(v) * 1e3:7.1f} {statistics.median(v) * 1e3:7.1f} {max(v) * 1e3:7.1f}"
+                for k, v in times.items()}
+
+    for fn in cases.values():
+        fn()
+    quiet = measure()
+    with Busy():
+        busy = measure()
+    print(f"{'path':>24} | as is min/med/max ms     | + busy core min/med/max ms")
+    for k in cases:
+        print(f"{k:>24} | {quiet[k]} | {busy[k]}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--activations", nargs="+", default=["relu", "erf", "gelu", "sin", "abs"],
@@ -164,11 +214,16 @@ def main() -> None:
     parser.add_argument("--baseline", action="store_true", help="also time the previous code paths")
     parser.add_argument("--nt-python", default=os.environ.get("WIDENN_NT_PYTHON", "/work/venv-nt/bin/python"))
     parser.add_argument("--json", help="write the rows to this JSON file")
+    parser.add_argument("--paths", action="store_true",
+                        help="only compare the previous and the fused ReLU paths (depth 3, N = 500)")
     args = parser.parse_args()
     if args.device != "cpu" and not args.device.startswith("cuda"):
         parser.error(f"--device must be cpu or cuda[:N], got {args.device!r}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available")
+    if args.paths:
+        compare_paths(max(args.repeats, 5))
+        return
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     nt = NeuralTangents(args.nt_python if device.type == "cpu" else None)
