@@ -1,7 +1,7 @@
 """NNGP hyperparameter dependence: test accuracy and log marginal likelihood over a (σ_w², σ_b²) grid.
 
-The seed slides' "NNGP hyperparameter dependence" heatmap (Lee et al. 2018, Fig. 4) next
-to the slides' model-selection claim: the marginal likelihood, computed on the *training*
+The "NNGP hyperparameter dependence" heatmap of Lee et al. 2018 ("Deep Neural Networks as
+Gaussian Processes", Fig. 4) next to model selection by marginal likelihood: the marginal likelihood, computed on the *training*
 set alone, should point to hyperparameters with good *test* accuracy. For every grid cell
 the exact NNGP posterior mean (``wn.posterior``, kernel="nngp", fixed ``noise_variance``)
 classifies the test set by argmax over the one-hot outputs, and
@@ -33,6 +33,8 @@ marginal-likelihood optimum (grid best LML when there is no fit); white cross: t
 cell with the best LML; white circle: the grid cell with the best test accuracy.
 """
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -115,9 +117,13 @@ def run(cfg: dict, ctx) -> None:
 
     cells = [(i, j) for i in range(len(bs)) for j in range(len(ws))]
     acc, lml, lml_pd, mse = (np.full((len(bs), len(ws)), np.nan) for _ in range(4))
-    for i, j in ctx.progress(cells, desc="grid", total=len(cells)):
-        key = f"cell/w={ws[j]:g}/b={bs[i]:g}"
-        c = ctx.cached(key, lambda: _evaluate(arch(ws[j], bs[i]), split, noise))
+    # independent cells: under torchrun they are split over the ranks
+    keys = {(i, j): f"cell/w={ws[j]:g}/b={bs[i]:g}" for i, j in cells}
+    done = ctx.grid({keys[i, j]: functools.partial(lambda w, b: _evaluate(arch(w, b), split, noise), ws[j], bs[i])
+                     for i, j in cells}, desc="grid")
+    for i, j in cells:
+        key = keys[i, j]
+        c = done[key]
         acc[i, j], lml[i, j], lml_pd[i, j], mse[i, j] = c["accuracy"], c["lml"], c["lml_per_datum"], c["test_mse"]
         ctx.add_row(key, {"σ_w²": ws[j], "σ_b²": bs[i], "accuracy": c["accuracy"],
                           "test_mse": c["test_mse"], "lml/datum": c["lml_per_datum"]})
@@ -136,7 +142,8 @@ def run(cfg: dict, ctx) -> None:
             res = wn.fit_hyperparameters(
                 arch(f["init_weight_variance"], f["init_bias_variance"]), split.x_train, split.y_train,
                 kernel="nngp", steps=f["steps"], lr=f["lr"], optimizer=f["optimizer"],
-                noise_variance=noise, learn_noise=f["learn_noise"], dtype=ctx.dtype, progress=False)
+                noise_variance=noise, learn_noise=f["learn_noise"], dtype=ctx.dtype, progress=False,
+                checkpoint=ctx.checkpoint_path("fitted"), checkpoint_every=1)  # a killed fit resumes
             a = res.architecture
             ev = _evaluate(arch(float(a.weight_variance), float(a.bias_variance)), split, res.noise_variance)
             return {"weight_variance": float(a.weight_variance), "bias_variance": float(a.bias_variance),
@@ -171,14 +178,21 @@ def run(cfg: dict, ctx) -> None:
                   title=f"{title}\n{where}", legend=False)
         ctx.savefig(fig, name)
 
-    draw(acc, "accuracy_heatmap.png", "test accuracy", "NNGP test accuracy")
+    # colour steps of whole test points: finer shades would show differences the test set cannot
+    n_test = split.x_test.shape[0]
+    norm = wp.resolution_norm(acc, 1.0 / n_test)
+    per = round(float(norm.boundaries[1] - norm.boundaries[0]) * n_test)
+    draw(acc, "accuracy_heatmap.png", f"test accuracy (one colour = {per} of {n_test} test points)",
+         "NNGP test accuracy", norm=norm)
     # a few cells sit orders of magnitude below the rest; clip so the interesting range has colour
     finite = lml_pd[np.isfinite(lml_pd)]
     lo = max(float(finite.min()), float(np.percentile(finite, 10)) - 0.25 * float(np.ptp(finite)))
     draw(lml_pd, "lml_heatmap.png", "log p(Y|X) / (N·O)  [nats]",
          "NNGP log marginal likelihood (training set)", vmin=lo, vmax=float(finite.max()))
-    ctx.table(sorted(ctx.rows, key=lambda r: -r["lml/datum"])[:10],
-              columns=["σ_w²", "σ_b²", "accuracy", "test_mse", "lml/datum"])
+    top = sorted(ctx.rows, key=lambda r: -r["lml/datum"])
+    ctx.table(top[:10], columns=["σ_w²", "σ_b²", "accuracy", "test_mse", "lml/datum"],
+              title=(f"the top 10 of {len(top)} grid cells by log marginal likelihood (all of them: "
+                     f"results.json, rows)" if len(top) > 10 else None))
 
 
 def _step(axis: list, at: int) -> float:

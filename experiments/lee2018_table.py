@@ -1,6 +1,6 @@
 """Lee et al. (2018) table: NNGP posteriors vs trained networks on MNIST / CIFAR-10 subsets.
 
-Each configured row names a dataset subset and a model in the seed slides' notation,
+Each configured row names a dataset subset and a model in the notation of Lee et al. 2018 ("Deep Neural Networks as Gaussian Processes"),
 ``GP-depth-σ_w²-σ_b²`` (exact NNGP posterior) or ``NN-depth-width-σ_w²-σ_b²`` (a finite
 network trained here), with its activation (``relu`` or ``tanh``).
 
@@ -39,7 +39,7 @@ Results (results.json):
 
 * ``rows``: ``{dataset, n_train, n_test, model, activation, depth, width, weight_variance,
   bias_variance, test_accuracy, paper_accuracy, difference, wall_time_s}`` (``width`` null
-  for GPs; ``paper_accuracy`` null where the slides have no such row; ``difference`` =
+  for GPs; ``paper_accuracy`` null where the paper has no such row; ``difference`` =
   test_accuracy − paper_accuracy);
 * ``results``: ``row/<dataset>:<n_train>/<model>/<activation>`` with the same numbers plus
   ``noise_variance`` and ``jitter`` (GP) or ``final_loss``/``steps`` (NN); ``skipped``: the
@@ -55,6 +55,7 @@ from pathlib import Path
 import torch
 
 import wideNN as wn
+from wideNN.lab.config import ConfigError
 from wideNN import data as wd
 from wideNN import plotting as wp
 
@@ -81,7 +82,7 @@ DEFAULTS = {
     },
 }
 
-# Test accuracies of the seed slides' table (Lee et al. 2018, Table 2): (dataset, n_train, activation) ->
+# Test accuracies of Lee et al. 2018, "Deep Neural Networks as Gaussian Processes", Table 2: (dataset, n_train, activation) ->
 # {model label: accuracy}.
 PAPER = {
     ("mnist", 1000, "relu"): {"NN-2-5000-3.19-0.00": 0.9252, "GP-20-1.45-0.28": 0.9279},
@@ -126,20 +127,34 @@ def _activation(name: str, degree: int):
     return act
 
 
-def run(cfg: dict, ctx) -> None:
+def validate(cfg: dict) -> list[dict]:
+    """Check what ``DEFAULTS`` cannot express (before the output folder exists); the row specs."""
     if cfg["data_dir"] is None:
-        raise ValueError("config key 'data_dir' is not set: it must name a folder holding mnist/ "
-                         "(and optionally cifar10/), e.g. --set data_dir=../shared/data")
-    root = Path(cfg["data_dir"]).expanduser()
+        raise ConfigError("config key 'data_dir' is not set: it must name a folder holding mnist/ "
+                          "(and optionally cifar10/), e.g. --set data_dir=../shared/data")
     specs = []
     for i, r in enumerate(cfg["rows"]):
         if r["dataset"] not in _LOADERS:
-            raise ValueError(f"rows[{i}].dataset: expected one of {sorted(_LOADERS)}, got {r['dataset']!r}")
+            raise ConfigError(f"config key 'rows[{i}].dataset': expected one of {sorted(_LOADERS)}, "
+                              f"got {str(r['dataset'])[:40]!r}")
         if r["activation"] not in ("relu", "tanh", "erf"):
-            raise ValueError(f"rows[{i}].activation: expected relu or tanh, got {r['activation']!r}")
+            raise ConfigError(f"config key 'rows[{i}].activation': expected relu, tanh or erf, "
+                              f"got {str(r['activation'])[:40]!r}")
         if r["subset"] not in ("protocol", "available"):
-            raise ValueError(f"rows[{i}].subset: expected 'protocol' or 'available', got {r['subset']!r}")
-        specs.append(dict(r, **parse_model(r["model"])))  # fail on a bad label before any work
+            raise ConfigError(f"config key 'rows[{i}].subset': expected 'protocol' or 'available', "
+                              f"got {str(r['subset'])[:40]!r}")
+        if not isinstance(r["n_train"], int) or isinstance(r["n_train"], bool) or r["n_train"] < 1:
+            raise ConfigError(f"config key 'rows[{i}].n_train': expected a positive int")
+        try:
+            specs.append(dict(r, **parse_model(r["model"])))  # fail on a bad label before any work
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"config key 'rows[{i}].model': {str(e)[:200]}") from None
+    return specs
+
+
+def run(cfg: dict, ctx) -> None:
+    specs = validate(cfg)
+    root = Path(cfg["data_dir"]).expanduser()
 
     cache: dict = {}
 
@@ -170,7 +185,7 @@ def run(cfg: dict, ctx) -> None:
                 skipped[name] = str(e)
                 ctx.record("skipped", skipped)
                 continue
-            ctx.cached(key, lambda: _measure(cfg, ctx, spec, split, x_tr, x_te))
+            ctx.cached(key, lambda: _measure(cfg, ctx, spec, split, x_tr, x_te, key))
         r = ctx.get(key)
         ctx.add_row(key, {k: r.get(k, "protocol") if k == "subset" else r[k]
                           for k in ("dataset", "n_train", "subset", "n_test", "model", "activation", "depth",
@@ -184,7 +199,8 @@ def run(cfg: dict, ctx) -> None:
         _figure(ctx)
 
 
-def _measure(cfg: dict, ctx, spec: dict, split: wd.Split, x_tr: torch.Tensor, x_te: torch.Tensor) -> dict:
+def _measure(cfg: dict, ctx, spec: dict, split: wd.Split, x_tr: torch.Tensor, x_te: torch.Tensor,
+             key: str) -> dict:
     t0 = time.perf_counter()
     act = _activation(spec["activation"], cfg["quadrature_degree"])
     y_tr = split.y_train.to(ctx.device)
@@ -207,7 +223,8 @@ def _measure(cfg: dict, ctx, spec: dict, split: wd.Split, x_tr: torch.Tensor, x_
         net = arch.build(x_tr.shape[1], spec["width"], y_tr.shape[1], seed=ctx.seed, dtype=dtype, device=ctx.device)
         hist = wn.train(net, x_tr.to(dtype), y_tr.to(dtype), steps=n["steps"], learning_rate=n["learning_rate"],
                         optimizer=n["optimizer"], loss="mse", batch_size=n["batch_size"] or None,
-                        seed=ctx.seed, progress=False)
+                        seed=ctx.seed, progress=False,
+                        checkpoint=ctx.checkpoint_path(key))  # a killed training run resumes
         with torch.no_grad():
             pred = torch.cat([net(xb.to(dtype)) for xb in x_te.split(4096)])
         out.update(final_loss=float(hist.final_loss), steps=hist.steps, diverged=hist.diverged)
@@ -231,12 +248,13 @@ def _figure(ctx) -> None:
            label="Lee et al. 2018" if any(r["paper_accuracy"] is not None for r in rows) else None)
     for x, r in zip(xs, rows):
         ax.annotate(f"{r['test_accuracy']:.4f}", (x - 0.2, r["test_accuracy"]), ha="center", va="bottom", fontsize=7)
-        if r["paper_accuracy"] is not None:
-            ax.annotate(f"{r['paper_accuracy']:.4f}", (x + 0.2, r["paper_accuracy"]), ha="center", va="bottom",
-                        fontsize=7)
-    vals = [r["test_accuracy"] for r in rows] + [r["paper_accuracy"] for r in rows if r["paper_accuracy"] is not None]
-    lo, hi = max(0.0, min(vals) - 0.05), max(vals)
-    ax.set_ylim(lo, min(1.0, hi + 0.25 * (hi - lo)))  # headroom for the labels and the legend
+        paper = r["paper_accuracy"]
+        ax.annotate(f"{paper:.4f}" if paper is not None else "no published\nvalue", (x + 0.2, paper or 0.0),
+                    ha="center", va="bottom", fontsize=7)
+    # bars start at 0 (a bar's length is its value; a cut axis would magnify small gaps); the
+    # printed values carry the differences
+    ax.set_ylim(0.0, 1.18)  # headroom for the labels and the legend
+    ax.set_yticks([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.set_xticks(list(xs), labels, fontsize=8)
     wp.finish(ax, ylabel="test accuracy", title="NNGP / NN test accuracy vs the published table",
               legend_loc="upper left")

@@ -3,7 +3,7 @@
 A 1-D regression problem on the circle: inputs x(θ) = √2 (cos θ, sin θ) (so x·x/d = 1),
 ``n_train`` random angles with targets y = sin θ + ½ cos 3θ, and a grid of ``n_test`` angles.
 
-1. *NN posterior vs GP posterior* (seed slides): an ensemble (``wn.Ensemble``) of
+1. *NN posterior vs GP posterior* (Lee et al. 2019, "Wide Neural Networks of Any Depth Evolve as Linear Models Under Gradient Descent"): an ensemble (``wn.Ensemble``) of
    ``ensemble_size`` networks of width ``width`` is trained by full-batch GD (MSE, rate
    η = ``lr_fraction`` · 2N/λ_max(Θ)); at each of ``times`` (GD steps) its mean ± std on the
    grid is compared with the NTK-GP at the same time, ``wn.posterior(kernel="ntk", t=times)``
@@ -183,8 +183,9 @@ def run(cfg: dict, ctx) -> None:
     for j, i in enumerate(show):
         ax = axes[0, j]
         wp.band(ax, th, gm[i], gs[i], label="NTK-GP mean ± std", color="tab:blue", n_std=1.0)
-        wp.band(ax, th, em[i], es[i], label=f"ensemble of {size} (width {cfg['width']})",
-                color="tab:orange", linestyle="--", alpha=0.2)
+        # the ensemble's band as outlines over the GP's shaded one: both stay readable
+        wp.band(ax, th, em[i], es[i], label=f"ensemble of {size} (width {cfg['width']}) mean ± std",
+                color="tab:orange", linestyle="--", outline=True)
         ax.plot(th_tr, wp.to_numpy(y[:, 0]), color="k", marker="o", markersize=5, linestyle="none",
                 label="training data")
         wp.finish(ax, xlabel="angle θ", ylabel="f(x(θ))", title=f"after t = {times[i]} GD steps",
@@ -208,7 +209,7 @@ def run(cfg: dict, ctx) -> None:
     for k in range(n_tr):
         outs = [r[k] for r in d_wide["outputs"]]
         outs_lin = [r[k] for r in d_wide["outputs_lin"]]
-        lab = f"θ = {d_wide['tracked_angle'][k]:.2f}"
+        lab = f"θ = {wp.signed_zero_free(d_wide['tracked_angle'][k])}"
         axes[1].plot(d_wide["eval_steps"], outs, color=pcols[k], label=f"network, {lab}")
         axes[1].plot(d_wide["eval_steps"], outs_lin, color=pcols[k], linestyle="--", label=f"linearized, {lab}")
     wp.finish(axes[1], xlabel="GD step", ylabel="test output f_t(x)",

@@ -8,7 +8,7 @@ One ``Architecture`` (NTK parameterization) then gives
 * ``nngp``: the exact Bayesian NNGP posterior mean (t = ∞, ``noise_variance``);
 * ``ntk_gp``: the mean of infinitely many networks trained by gradient flow to t = ∞;
 * ``ntk_gp_t``: the same at the training time of the finite networks (t = ``steps``
-  at learning rate η, the DESIGN.md time convention), the fair comparison for them;
+  at learning rate η, the time convention of docs/design.md), the fair comparison for them;
 * ``nn``: ``seeds`` finite networks per width, trained with full-batch GD on the MSE
   L = (1/2N) Σ‖f − y‖² for ``steps`` steps at η = ``lr_fraction`` · ``max_learning_rate``
   (computed from the analytic NTK, so every width uses the same η and the same t);
@@ -190,13 +190,15 @@ def run(cfg: dict, ctx) -> None:
 def _figures(cfg, ctx, arch, g, gv, nets, errs, lr) -> None:
     widths = list(cfg["widths"])
     fig, axes = wp.figure(1, 2, size=(11.0, 4.0))
-    # NNGP and NTK-GP (t = ∞) often coincide: dotted over dashed keeps both visible
-    gp_style = {"nngp": ("tab:red", ":", 2.5), "ntk_gp": ("tab:blue", "--", 1.5), "ntk_gp_t": ("tab:cyan", "--", 1.5)}
+    # NNGP and NTK-GP (t = ∞) often coincide: the NNGP is a wide pale band and the NTK-GP a thin
+    # dashed line on top of it, so both stay visible; a note gives both values when they overlap
+    gp_style = {"nngp": dict(color="tab:red", linestyle="-", linewidth=7, alpha=0.3),
+                "ntk_gp": dict(color="tab:blue", linestyle="--", linewidth=1.5),
+                "ntk_gp_t": dict(color="tab:cyan", linestyle="--", linewidth=1.5)}
     for ax, metric, ylabel in ((axes[0], "test_accuracy", "test accuracy"), (axes[1], "test_mse", "test MSE")):
         key = metric.replace("test_", "")
         for name, label in GP_LABELS.items():
-            color, ls, lw = gp_style[name]
-            ax.axhline(g[f"{name}_{key}"], color=color, linestyle=ls, linewidth=lw, label=label, zorder=4)
+            ax.axhline(g[f"{name}_{key}"], label=label, zorder=4, **gp_style[name])
         if metric == "test_mse":
             # the NTK-GP's prediction for the networks themselves, init fluctuations included
             ax.axhline(gv["expected_nn_mse"], color="k", linestyle="-.", linewidth=1.2, zorder=4,
@@ -214,6 +216,12 @@ def _figures(cfg, ctx, arch, g, gv, nets, errs, lr) -> None:
                 label=f"ensemble mean output ({cfg['seeds']} nets)")
         ax.set_xscale("log", base=2)
         ax.set_xticks(widths, [str(w) for w in widths])
+        lo, hi = ax.get_ylim()
+        a_nngp, a_ntk = g[f"nngp_{key}"], g[f"ntk_gp_{key}"]
+        if abs(a_nngp - a_ntk) < 0.02 * (hi - lo):
+            ax.annotate(f"NNGP {a_nngp:.4g}, NTK-GP t = ∞ {a_ntk:.4g} (overlapping)", xy=(0.02, a_ntk),
+                        xycoords=("axes fraction", "data"), xytext=(0, 6 if metric == "test_mse" else -12),
+                        textcoords="offset points", fontsize=8, color="tab:blue")
         wp.finish(ax, xlabel="hidden width", ylabel=ylabel, legend=(metric == "test_mse"), legend_loc="outside")
     fig.suptitle(f"digits, n_train={cfg['n_train']}: {arch.depth}-hidden-layer {arch.activation} nets "
                  f"(σ_w²={cfg['weight_variance']:g}, σ_b²={cfg['bias_variance']:g}), GD {cfg['steps']} steps "

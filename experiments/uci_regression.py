@@ -45,7 +45,7 @@ import torch
 import wideNN as wn
 from wideNN import data
 from wideNN import plotting as wp
-from wideNN.experiment import ConfigError
+from wideNN.lab.config import ConfigError
 
 DEFAULTS = {
     "seed": 0,
@@ -100,7 +100,8 @@ def _subset(n: int, m: int, gen: torch.Generator) -> torch.Tensor | None:
     return None if m <= 0 or m >= n else torch.randperm(n, generator=gen)[:m].sort().values
 
 
-def run(cfg: dict, ctx) -> None:
+def validate(cfg: dict) -> None:
+    """Check what ``DEFAULTS`` cannot express, before the output folder exists."""
     if cfg["data_dir"] is None:
         raise ConfigError("config key 'data_dir' is required: the folder holding uci/<name>/ "
                           "(e.g. --set data_dir=../shared/data)")
@@ -109,6 +110,10 @@ def run(cfg: dict, ctx) -> None:
         raise ConfigError(f"config key 'models': expected some of {MODELS}, got {cfg['models']}")
     if not cfg["datasets"]:
         raise ConfigError("config key 'datasets' must name at least one UCI set")
+
+
+def run(cfg: dict, ctx) -> None:
+    validate(cfg)
     base = wn.Architecture(depth=cfg["depth"], activation=cfg["activation"],
                            weight_variance=cfg["weight_variance"], bias_variance=cfg["bias_variance"])
     f, m = cfg["fit"], cfg["mlp"]

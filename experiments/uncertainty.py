@@ -1,12 +1,12 @@
 """Uncertainty calibration: NNGP (and NTK-GP) predicted variance vs realized squared error on the test set.
 
-The seed slides' "Uncertainty: how good are the estimates?": test points are sorted by the
+The uncertainty check of Lee et al. 2018, "Deep Neural Networks as Gaussian Processes": test points are sorted by the
 GP's predicted variance and cut into bins of ``points_per_bin`` consecutive points (100 in
-the slides); each bin's mean predicted variance is plotted against its realized mean squared
-error. A calibrated model sits on y = x; the slides' claim is that the two are well correlated.
+Lee et al. 2018); each bin's mean predicted variance is plotted against its realized mean squared
+error. A calibrated model sits on y = x; Lee et al. 2018 report that the two are well correlated.
 
 Per test point: predicted variance = posterior variance K̄(x*, x*) of f(x*) (``wn.posterior``;
-one value shared by the 10 outputs), as in the slides, plus ``noise_variance`` when
+one value shared by the 10 outputs), as in the paper, plus ``noise_variance`` when
 ``include_noise`` (the predictive variance of a noisy target); realized squared error = mean
 over the 10 one-hot outputs of (μ(x*) − y*)². The one-hot targets carry no label noise, so
 K̄ alone is the natural comparison; the fitted σ² is then mostly model misfit, and adding it
@@ -42,7 +42,7 @@ from scipy import stats
 
 import wideNN as wn
 from wideNN import data
-from wideNN import experiment as ex
+from wideNN.lab.discovery import load_experiment
 from wideNN import plotting as wp
 
 DEFAULTS = {
@@ -73,7 +73,7 @@ DEFAULTS = {
 
 def _loader():
     # the dataset/preprocessing logic lives with the hyperparameters experiment; reuse it
-    return ex.load_experiment("hyperparameters", Path(__file__).resolve().parent).load_classification
+    return load_experiment("hyperparameters", Path(__file__).resolve().parent).load_classification
 
 
 def _bins(variance: np.ndarray, sq_err: np.ndarray, per_bin: int) -> dict:
@@ -117,7 +117,8 @@ def run(cfg: dict, ctx) -> None:
         res = wn.fit_hyperparameters(start, split.x_train[pick], split.y_train[pick], kernel="nngp",
                                      steps=f["steps"], lr=f["lr"], optimizer=f["optimizer"],
                                      noise_variance=cfg["noise_variance"], learn_noise=f["learn_noise"],
-                                     dtype=ctx.dtype, progress=False)
+                                     dtype=ctx.dtype, progress=False,
+                                     checkpoint=ctx.checkpoint_path("hyperparameters"))  # a killed fit resumes
         return {"weight_variance": float(res.architecture.weight_variance),
                 "bias_variance": float(res.architecture.bias_variance),
                 "noise_variance": res.noise_variance, "fit_points": m,
@@ -169,7 +170,7 @@ def run(cfg: dict, ctx) -> None:
         lo, hi = min(lo, pos.min()), max(hi, pos.max())
     span = np.array([lo / 1.5, hi * 1.5])
     ax.plot(span, span, linestyle="--", color="0.3", linewidth=1, label="y = x (calibrated)")
-    # log axes when the bins span a decade or more, as the slides' plot does
+    # log axes when the bins span a decade or more, as the paper's plot does
     if hi / lo >= 10:
         ax.set_xscale("log")
         ax.set_yscale("log")

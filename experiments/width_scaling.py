@@ -46,6 +46,7 @@ the network-vs-linearization gap, each with its fitted slope).
 """
 from __future__ import annotations
 
+import functools
 import statistics
 
 import torch
@@ -144,10 +145,12 @@ def run(cfg: dict, ctx) -> None:
 
     jobs = [("kernels", w, s) for w in widths for s in seeds] + \
            [("training", w, s) for w in train_widths for s in train_seeds]
-    per: dict[tuple[str, int, int], dict] = {}
-    for kind, w, s in ctx.progress(jobs, desc="width scaling"):
-        fn = kernel_errors if kind == "kernels" else training
-        per[kind, w, s] = ctx.cached(f"{kind}/width={w}/seed={s}", lambda: fn(w, s))
+    # independent cells: under torchrun they are split over the ranks
+    cells = {f"{kind}/width={w}/seed={s}": functools.partial(kernel_errors if kind == "kernels" else training, w, s)
+             for kind, w, s in jobs}
+    done = ctx.grid(cells, desc="width scaling")
+    per: dict[tuple[str, int, int], dict] = {(kind, w, s): done[f"{kind}/width={w}/seed={s}"]
+                                             for kind, w, s in jobs}
 
     summaries: dict[int, dict] = {}
     for w in sorted(set(widths) | set(train_widths)):

@@ -122,7 +122,7 @@ def test_relu_arccos_kernel_homogeneity_identities():
 
 
 def test_relu_closed_form_recursion_by_hand():
-    """Depth 1, one pair of points: the slides' arc-cosine formula written out."""
+    """Depth 1, one pair of points: Cho & Saul's arc-cosine formula written out."""
     x = torch.tensor([[1.0, 0.0], [0.6, 0.8]], dtype=F64)
     w, b = 2.0, 0.1
     k11 = b + w * 1.0 / 2
@@ -317,15 +317,17 @@ def test_equal_norm_inputs_use_the_table_and_agree_with_direct_quadrature(monkey
 def test_ntk_alone_equals_the_pair_without_storing_k(activation, parameterization, symmetric):
     """``Architecture.ntk`` skips the K output (compute_nngp=False) and returns the same Θ."""
     g = torch.Generator().manual_seed(3)
-    x = torch.randn(70, 5, dtype=torch.float64, generator=g)
-    x2 = None if symmetric else torch.randn(40, 5, dtype=torch.float64, generator=g)
+    # small (24 × 16) but tiled (blocks of 8): the tanh quadrature made a 70 × 40 version the
+    # slowest test of the default run
+    x = torch.randn(24, 5, dtype=torch.float64, generator=g)
+    x2 = None if symmetric else torch.randn(16, 5, dtype=torch.float64, generator=g)
     arch = wn.Architecture(3, activation, 1.7, 0.2, parameterization=parameterization)
     widths = [64, 32, 16] if parameterization == "standard" else None
-    _, pair = arch.kernels(x, x2, widths=widths, block_size=16)
-    alone = arch.ntk(x, x2, widths=widths, block_size=16)
+    _, pair = arch.kernels(x, x2, widths=widths, block_size=8)
+    alone = arch.ntk(x, x2, widths=widths, block_size=8)
     assert torch.equal(alone, pair)
     k, t = wn.kernels(x, x2, depth=3, activation=activation, weight_variance=1.7, bias_variance=0.2,
-                      parameterization=parameterization, widths=widths, compute_nngp=False, block_size=16)
+                      parameterization=parameterization, widths=widths, compute_nngp=False, block_size=8)
     assert k is None and torch.equal(t, pair)
     with pytest.raises(ValueError, match="compute_nngp=False needs compute_ntk"):
         wn.kernels(x, depth=1, activation="relu", weight_variance=1.0, bias_variance=0.0,

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 import wideNN
-from wideNN import experiment as ex
-from wideNN.cli import main
+from wideNN.lab.config import load_config, resolve_config
+from wideNN.lab.discovery import load_experiment
+from wideNN.lab.cli import main
 
 REPO = Path(wideNN.__file__).resolve().parents[1]
 
@@ -58,7 +59,7 @@ def test_run_with_set_overrides(dirs, tmp_path: Path, capsys: pytest.CaptureFixt
     "setting,message",
     [
         ("a=x", "'a': expected int, got str"),
-        ("opt.kk=1", "unknown config key 'opt.kk' (did you mean 'k'?)"),
+        ("opt.kk=1", "unknown config key 'opt.kk' (did you mean 'opt.k'?)"),
         ("bb=1", "unknown config key 'bb' (did you mean 'b'?)"),
         ("a", "expected key=value"),
     ],
@@ -125,10 +126,10 @@ def test_repository_configs_validate(tmp_path: Path):
     paths = sorted((REPO / "configs").glob("*.yaml"))
     assert len(paths) >= 18  # a small and a full config for each of the 9 experiments
     for path in paths:
-        cfg = ex.load_config(path)
+        cfg = load_config(path)
         cfg = {k: (str(tmp_path) if k.endswith("_dir") and v is not None else v) for k, v in cfg.items()}
-        module = ex.load_experiment(cfg["experiment"], REPO / "experiments")
-        resolved = ex.resolve_config(cfg, module.DEFAULTS)
+        module = load_experiment(cfg["experiment"], REPO / "experiments")
+        resolved = resolve_config(cfg, module.DEFAULTS)
         assert set(module.DEFAULTS) <= set(resolved), path.name
 
 
@@ -158,7 +159,7 @@ def test_kernel_geometry_small_config_end_to_end(tmp_path: Path, monkeypatch: py
         assert c["nngp_diag"] > 0 and c["ntk_diag"] > 0
         assert math.isclose(c["nngp_at_pi"], c["nngp"][-1], rel_tol=1e-9)
         half_pi.append(c["nngp_at_half_pi"])
-    assert half_pi == sorted(half_pi)  # the slides' claim: deeper ReLU nets give flatter kernels
+    assert half_pi == sorted(half_pi)  # deeper ReLU nets give flatter kernels (Lee et al. 2018; Schoenholz et al. 2017)
     prior = r["prior/relu"]
     assert len(prior["t"]) == 40 and len(prior["samples"]) == 3 and len(prior["samples"][0]) == 40
     assert prior["jitter"] > 0
@@ -167,7 +168,7 @@ def test_kernel_geometry_small_config_end_to_end(tmp_path: Path, monkeypatch: py
 
 def test_closed_pipe_ends_quietly(monkeypatch, tmp_path):
     # `wideNN list | head`: the reader leaves, the next write raises BrokenPipeError
-    from wideNN import cli
+    from wideNN.lab import cli
 
     def gone(args):
         raise BrokenPipeError(32, "Broken pipe")

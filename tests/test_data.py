@@ -19,7 +19,7 @@ import torch
 from wideNN import data as wd
 from wideNN.data import cifar as wd_cifar, digits as wd_digits
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+from _data import DATA as SHARED, missing
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
@@ -27,7 +27,7 @@ MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 def _need(sub: str) -> Path:
     path = SHARED / sub
     if not path.exists():
-        pytest.skip(f"shared data not available: {path}")
+        pytest.skip(missing(sub))
     return path
 
 

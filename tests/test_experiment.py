@@ -1,4 +1,4 @@
-"""Tests of the experiment harness (wideNN/experiment.py) with a fake experiment module."""
+"""Tests of the experiment harness (wideNN/lab: config, runner, context) with a fake experiment module."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wideNN import experiment as ex
+from wideNN.lab.config import ConfigError, apply_overrides, resolve_config
+from wideNN.lab.discovery import available_experiments, experiment_summary
+from wideNN.lab.results import format_table
+from wideNN.lab.runner import run_experiment
+from wideNN.lab import results as lab_results
 
 # A fake experiment: computes `n` measurements m0..m{n-1} through ctx.cached, logging
 # every actual computation to `calls_file`, checks results.json parses after every
@@ -76,19 +80,19 @@ def _calls(tmp_path: Path) -> list[str]:
 
 def test_defaults_fill_in_and_int_accepted_for_float():
     defaults = {"a": 1.0, "b": [1], "c": {"d": 2}, "e": None}
-    r = ex.resolve_config({"experiment": "x", "a": 3}, defaults)
+    r = resolve_config({"experiment": "x", "a": 3}, defaults)
     assert r == {"experiment": "x", "a": 3.0, "b": [1], "c": {"d": 2}, "e": None}
     assert isinstance(r["a"], float)
 
 
 def test_unknown_key_suggests_close_match():
-    with pytest.raises(ex.ConfigError, match=r"unknown config key 'scal'.*did you mean 'scale'"):
-        ex.resolve_config({"experiment": "x", "scal": 2.0}, {"scale": 1.0})
+    with pytest.raises(ConfigError, match=r"unknown config key 'scal'.*did you mean 'scale'"):
+        resolve_config({"experiment": "x", "scal": 2.0}, {"scale": 1.0})
 
 
 def test_unknown_nested_key_named_with_dots():
-    with pytest.raises(ex.ConfigError, match=r"unknown config key 'opt.step'.*did you mean 'steps'"):
-        ex.resolve_config({"experiment": "x", "opt": {"step": 3}}, {"opt": {"lr": 0.1, "steps": 2}})
+    with pytest.raises(ConfigError, match=r"unknown config key 'opt.step'.*did you mean 'opt.steps'"):
+        resolve_config({"experiment": "x", "opt": {"step": 3}}, {"opt": {"lr": 0.1, "steps": 2}})
 
 
 @pytest.mark.parametrize(
@@ -105,59 +109,59 @@ def test_unknown_nested_key_named_with_dots():
 )
 def test_wrong_types_name_the_key(key, value, match):
     defaults = {"n": 3, "scale": 1.0, "flag": False, "names": ["a"], "opt": {"lr": 0.1}}
-    with pytest.raises(ex.ConfigError, match=match):
-        ex.resolve_config({"experiment": "x", key: value}, defaults)
+    with pytest.raises(ConfigError, match=match):
+        resolve_config({"experiment": "x", key: value}, defaults)
 
 
 def test_yaml11_scientific_notation_is_a_float():
     # PyYAML reads "1e-3" as a string; a float key must still accept it.
-    r = ex.resolve_config(yaml.safe_load("experiment: x\nlr: 1e-3\n"), {"lr": 0.1})
+    r = resolve_config(yaml.safe_load("experiment: x\nlr: 1e-3\n"), {"lr": 0.1})
     assert r["lr"] == 1e-3
 
 
 def test_none_default_and_empty_list_accept_anything():
-    r = ex.resolve_config({"experiment": "x", "any": {"k": [1, "s"]}, "lst": [1, "two"]}, {"any": None, "lst": []})
+    r = resolve_config({"experiment": "x", "any": {"k": [1, "s"]}, "lst": [1, "two"]}, {"any": None, "lst": []})
     assert r["any"] == {"k": [1, "s"]} and r["lst"] == [1, "two"]
 
 
 def test_missing_data_dir_names_key_and_path(tmp_path: Path):
     missing = tmp_path / "nope"
-    with pytest.raises(ex.ConfigError, match=rf"'data_dir'.*{missing.name}.*does not exist"):
-        ex.resolve_config({"experiment": "x", "data_dir": str(missing)}, {"data_dir": None})
-    with pytest.raises(ex.ConfigError, match=r"'sub.cache_dir'"):
-        ex.resolve_config({"experiment": "x", "sub": {"cache_dir": str(missing)}}, {"sub": {"cache_dir": ""}})
-    ok = ex.resolve_config({"experiment": "x", "data_dir": str(tmp_path)}, {"data_dir": None})
+    with pytest.raises(ConfigError, match=rf"'data_dir'.*{missing.name}.*does not exist"):
+        resolve_config({"experiment": "x", "data_dir": str(missing)}, {"data_dir": None})
+    with pytest.raises(ConfigError, match=r"'sub.cache_dir'"):
+        resolve_config({"experiment": "x", "sub": {"cache_dir": str(missing)}}, {"sub": {"cache_dir": ""}})
+    ok = resolve_config({"experiment": "x", "data_dir": str(tmp_path)}, {"data_dir": None})
     assert ok["data_dir"] == str(tmp_path)
 
 
 def test_all_errors_reported_together():
-    with pytest.raises(ex.ConfigError) as e:
-        ex.resolve_config({"experiment": "x", "zzz": 1, "n": "x"}, {"n": 1})
+    with pytest.raises(ConfigError) as e:
+        resolve_config({"experiment": "x", "zzz": 1, "n": "x"}, {"n": 1})
     assert "'zzz'" in str(e.value) and "'n'" in str(e.value)
 
 
 def test_overrides_parse_yaml_and_reach_nested_keys():
-    cfg = ex.apply_overrides({"experiment": "x", "opt": {"lr": 0.1}},
+    cfg = apply_overrides({"experiment": "x", "opt": {"lr": 0.1}},
                              ["opt.lr=1e-3", "names=[a, b]", "n=7", "flag=true", "new.deep.key=x"])
     assert cfg["opt"]["lr"] == 1e-3 and cfg["names"] == ["a", "b"] and cfg["n"] == 7 and cfg["flag"] is True
     assert cfg["new"] == {"deep": {"key": "x"}}
-    with pytest.raises(ex.ConfigError, match="key=value"):
-        ex.apply_overrides({}, ["novalue"])
-    with pytest.raises(ex.ConfigError, match="'n' is not a mapping"):
-        ex.apply_overrides({"n": 3}, ["n.x=1"])
+    with pytest.raises(ConfigError, match="key=value"):
+        apply_overrides({}, ["novalue"])
+    with pytest.raises(ConfigError, match="'n' is not a mapping"):
+        apply_overrides({"n": 3}, ["n.x=1"])
 
 
 def test_unknown_experiment_suggests_name(exp_dir: Path):
-    with pytest.raises(ex.ConfigError, match=r"no experiment 'fak'.*did you mean 'fake'"):
-        ex.run_experiment({"experiment": "fak"}, quiet=True)
+    with pytest.raises(ConfigError, match=r"no experiment 'fak'.*did you mean 'fake'"):
+        run_experiment({"experiment": "fak"}, quiet=True)
 
 
 def test_cuda_unavailable_is_a_clear_error(exp_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(ex.ConfigError, match="CUDA is not available"):
-        ex.run_experiment(_config(tmp_path), out_dir=tmp_path / "out", device="cuda", quiet=True)
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        run_experiment(_config(tmp_path), out_dir=tmp_path / "out", device="cuda", quiet=True)
     assert not (tmp_path / "out").exists()  # failed before touching the output folder
 
 
@@ -166,7 +170,7 @@ def test_cuda_unavailable_is_a_clear_error(exp_dir: Path, tmp_path: Path, monkey
 
 def test_run_writes_config_results_table(exp_dir: Path, tmp_path: Path):
     out = tmp_path / "out"
-    ctx = ex.run_experiment(_config(tmp_path), out_dir=out, overrides=["scale=2"], quiet=True)
+    ctx = run_experiment(_config(tmp_path), out_dir=out, overrides=["scale=2"], quiet=True)
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["scale"] == 2.0 and cfg["opt"] == {"lr": 0.1, "steps": 2} and cfg["experiment"] == "fake"
     res = json.loads((out / "results.json").read_text())
@@ -189,20 +193,20 @@ def test_crash_then_resume_skips_finished_keys(exp_dir: Path, tmp_path: Path):
     # run must see an equal config, so the crash is raised from the module instead.
     (exp_dir / "fake.py").write_text(FAKE.replace('cfg["fail_at"]', "1"))
     with pytest.raises(RuntimeError, match="simulated crash"):
-        ex.run_experiment(cfg, out_dir=out, quiet=True)
+        run_experiment(cfg, out_dir=out, quiet=True)
     res = json.loads((out / "results.json").read_text())
     assert res["metadata"]["status"] == "failed" and "simulated crash" in res["metadata"]["error"]
     assert set(res["results"]) == {"m0", "m1"}
     assert _calls(tmp_path) == ["m0", "m1"]
 
     (exp_dir / "fake.py").write_text(FAKE)
-    ctx = ex.run_experiment(cfg, out_dir=out, quiet=True)
+    ctx = run_experiment(cfg, out_dir=out, quiet=True)
     assert _calls(tmp_path) == ["m0", "m1", "m2", "m3"]  # m0, m1 not recomputed
     assert ctx.get("total") == 6.0
     res = json.loads((out / "results.json").read_text())
     assert res["metadata"]["status"] == "complete" and res["metadata"]["sessions"] == 2
 
-    ex.run_experiment(cfg, out_dir=out, quiet=True)  # everything done: nothing recomputed
+    run_experiment(cfg, out_dir=out, quiet=True)  # everything done: nothing recomputed
     assert len(_calls(tmp_path)) == 4
 
 
@@ -217,7 +221,7 @@ def test_cached_returns_stored_form_on_fresh_and_resumed_runs(exp_dir: Path, tmp
         '''))
     out = tmp_path / "out"
     for _ in range(2):
-        ctx = ex.run_experiment({"experiment": "tens"}, out_dir=out, quiet=True)
+        ctx = run_experiment({"experiment": "tens"}, out_dir=out, quiet=True)
         assert ctx.get("seen") == {"x": [0.0, 1.0, 2.0], "bad": None}
     json.loads((out / "results.json").read_text())  # strict JSON: NaN was stored as null
     assert "NaN" not in (out / "results.json").read_text()
@@ -226,11 +230,11 @@ def test_cached_returns_stored_form_on_fresh_and_resumed_runs(exp_dir: Path, tmp
 def test_config_mismatch_refused_unless_fresh(exp_dir: Path, tmp_path: Path):
     out = tmp_path / "out"
     cfg = _config(tmp_path)
-    ex.run_experiment(cfg, out_dir=out, quiet=True)
-    with pytest.raises(ex.ConfigError, match=r"different config(.|\n)*scale: 1.0 -> 3.0(.|\n)*--fresh"):
-        ex.run_experiment(cfg, out_dir=out, overrides=["scale=3"], quiet=True)
+    run_experiment(cfg, out_dir=out, quiet=True)
+    with pytest.raises(ConfigError, match=r"different config(.|\n)*scale: 1.0 -> 3.0(.|\n)*--fresh"):
+        run_experiment(cfg, out_dir=out, overrides=["scale=3"], quiet=True)
     assert _calls(tmp_path) == ["m0", "m1", "m2"]
-    ctx = ex.run_experiment(cfg, out_dir=out, overrides=["scale=3"], fresh=True, quiet=True)
+    ctx = run_experiment(cfg, out_dir=out, overrides=["scale=3"], fresh=True, quiet=True)
     assert _calls(tmp_path)[3:] == ["m0", "m1", "m2"] and ctx.get("total") == 9.0
     assert yaml.safe_load((out / "config.yaml").read_text())["scale"] == 3.0
 
@@ -248,9 +252,9 @@ def test_results_write_is_atomic(exp_dir: Path, tmp_path: Path, monkeypatch: pyt
                 raise OSError("disk died")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(ex.os, "replace", flaky_replace)
+    monkeypatch.setattr(lab_results.os, "replace", flaky_replace)
     with pytest.raises(OSError, match="disk died"):
-        ex.run_experiment(_config(tmp_path), out_dir=out, quiet=True)
+        run_experiment(_config(tmp_path), out_dir=out, quiet=True)
     res = json.loads((out / "results.json").read_text())
     assert "m0" in res["results"] and "m1" not in res["results"]
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
@@ -258,7 +262,7 @@ def test_results_write_is_atomic(exp_dir: Path, tmp_path: Path, monkeypatch: pyt
 
 def test_default_out_dir_is_runs_config_stem(exp_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.chdir(tmp_path)
-    ex.run_experiment(_config(tmp_path), quiet=True)
+    run_experiment(_config(tmp_path), quiet=True)
     assert (tmp_path / "runs" / "fake_cfg" / "results.json").is_file()
 
 
@@ -277,17 +281,17 @@ def test_savefig_table_and_listing(exp_dir: Path, tmp_path: Path):
             ctx.table([{"name": "slope", "value": slope}], columns=["name", "value"])
         '''))
     out = tmp_path / "out"
-    ctx = ex.run_experiment({"experiment": "figs"}, out_dir=out, quiet=True)
+    ctx = run_experiment({"experiment": "figs"}, out_dir=out, quiet=True)
     assert ctx.seed == 3 and ctx.get("slope") == pytest.approx(-1.0)
     assert (out / "fit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "results.json").read_text())["figures"] == ["fit.png"]
     assert "slope" in (out / "table.txt").read_text()
-    assert ex.available_experiments() == ["fake", "figs"]
-    assert ex.experiment_summary("figs") == "Draws one figure."
+    assert available_experiments() == ["fake", "figs"]
+    assert experiment_summary("figs") == "Draws one figure."
 
 
 def test_format_table_aligns_numbers_right():
-    text = ex.format_table([{"a": "x", "b": 1.23456}, {"a": "long", "b": 10}])
+    text = format_table([{"a": "x", "b": 1.23456}, {"a": "long", "b": 10}])
     lines = text.splitlines()
     assert lines[0].split() == ["a", "b"] and lines[2].endswith("1.235") and lines[3].endswith("10")
     assert len(lines[2]) == len(lines[3])

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from wideNN import experiment as ex
+from wideNN.lab.runner import run_experiment
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
-DATA = ROOT.parent / "shared" / "data"
+from _data import DATA  # $WIDENN_DATA or ../shared/data
 PNG = b"\x89PNG\r\n\x1a\n"
 
 TINY = {
@@ -50,7 +50,7 @@ def _quiet(monkeypatch: pytest.MonkeyPatch) -> None:
 def _run(name: str, out: Path, device: str) -> dict:
     if name in NEEDS and not NEEDS[name].is_dir():
         pytest.skip(f"no data under {NEEDS[name]}")
-    ex.run_experiment(CONFIGS / f"{name}.yaml", out_dir=out, overrides=TINY[name], device=device, quiet=True)
+    run_experiment(CONFIGS / f"{name}.yaml", out_dir=out, overrides=TINY[name], device=device, quiet=True)
     res = json.loads((out / "results.json").read_text())
     assert res["metadata"]["status"] == "complete"
     assert res["metadata"]["device"].startswith(device)

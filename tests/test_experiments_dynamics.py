@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import wideNN
-from wideNN import experiment as ex
+from wideNN.lab.runner import run_experiment
 
 REPO = Path(wideNN.__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -26,7 +26,7 @@ def _quiet(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _run(name: str, out: Path, overrides: list[str] = ()) -> dict:
-    ex.run_experiment(REPO / "configs" / f"{name}.yaml", out_dir=out, overrides=list(overrides), quiet=True)
+    run_experiment(REPO / "configs" / f"{name}.yaml", out_dir=out, overrides=list(overrides), quiet=True)
     res = json.loads((out / "results.json").read_text())
     assert res["metadata"]["status"] == "complete"
     for fig in res["figures"]:

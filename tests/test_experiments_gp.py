@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 
 import wideNN
-from wideNN import experiment as ex
-from wideNN.cli import main
+from wideNN.lab.config import load_config, resolve_config
+from wideNN.lab.discovery import experiment_summary, load_experiment
+from wideNN.lab.cli import main
 
 REPO = Path(wideNN.__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+from _data import DATA as SHARED_DATA, missing
 EXPERIMENTS = ("hyperparameters", "uncertainty", "uci_regression")
 
 
@@ -46,14 +47,14 @@ def _run(name: str, out: Path, capsys, *overrides: str, config: str | None = Non
 def test_configs_validate(name: str):
     paths = sorted((REPO / "configs").glob(f"{name}*.yaml"))
     assert {p.stem for p in paths} >= {name, f"{name}_full"}
-    module = ex.load_experiment(name, REPO / "experiments")
-    assert ex.experiment_summary(name, REPO / "experiments")
+    module = load_experiment(name, REPO / "experiments")
+    assert experiment_summary(name, REPO / "experiments")
     for path in paths:
-        cfg = ex.load_config(path)
+        cfg = load_config(path)
         assert cfg["experiment"] == name
         # the full configs point at ../shared/data, which need not exist here
         cfg = {k: v for k, v in cfg.items() if not k.endswith("_dir")}
-        ex.resolve_config(cfg, module.DEFAULTS)
+        resolve_config(cfg, module.DEFAULTS)
 
 
 # ---------------------------------------------------------------- hyperparameters
@@ -113,7 +114,7 @@ def test_uncertainty_small_digits(tmp_path: Path, capsys):
         assert sum(s["counts"]) == 400 and all(c == 100 for c in s["counts"])
         assert s["bin_variance"] == sorted(s["bin_variance"]) and s["bin_variance"][0] > 0
         assert len(r[f"points/{kernel}"]["variance"]) == 400
-        # the slides' claim: realized error grows with the predicted variance
+        # Lee et al. 2018's claim: realized error grows with the predicted variance
         assert s["correlation"] > 0.7 and s["spearman_points"] > 0.3
         assert 0.2 < s["calibration_ratio"] < 5 and s["calibration_ratio_with_noise"] < s["calibration_ratio"]
         assert s["accuracy"] > 0.9
@@ -139,7 +140,7 @@ def test_uncertainty_small_config(tmp_path: Path, capsys):
 # ---------------------------------------------------------------- uci_regression
 
 needs_uci = pytest.mark.skipif(not (SHARED_DATA / "uci" / "yacht" / "data.txt").is_file(),
-                               reason="real UCI data (../shared/data/uci) not available")
+                               reason=missing("uci/yacht/data.txt"))
 
 
 def test_uci_missing_data_dir_fails_at_start(tmp_path: Path, capsys):

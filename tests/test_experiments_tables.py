@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from wideNN import experiment as ex
+from wideNN.lab.config import ConfigError
+from wideNN.lab.runner import run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
-DATA = ROOT.parent / "shared" / "data"
-needs_mnist = pytest.mark.skipif(not (DATA / "mnist").is_dir(), reason=f"no MNIST under {DATA}")
+from _data import DATA, missing, needs
+
+needs_mnist = needs("mnist")
 
 ROW_KEYS = {"model", "width", "seed", "test_accuracy", "test_mse", "train_loss"}
 LEE_KEYS = {"dataset", "n_train", "model", "depth", "weight_variance", "bias_variance", "test_accuracy",
@@ -66,7 +68,7 @@ def _check_quickstart(out: Path, widths: list[int], seeds: int) -> dict:
 
 def test_quickstart_tiny(tmp_path: Path):
     out = tmp_path / "qs"
-    ex.run_experiment(CONFIGS / "quickstart.yaml", out_dir=out, quiet=True,
+    run_experiment(CONFIGS / "quickstart.yaml", out_dir=out, quiet=True,
                       overrides=["n_train=100", "n_test=100", "widths=[16, 64]", "seeds=2", "steps=100",
                                  "ntk_points=20"])
     res = _check_quickstart(out, [16, 64], 2)
@@ -78,7 +80,7 @@ def test_quickstart_tiny(tmp_path: Path):
 @pytest.mark.slow
 def test_quickstart_small_config(tmp_path: Path):
     out = tmp_path / "qs"
-    ex.run_experiment(CONFIGS / "quickstart.yaml", out_dir=out, quiet=True)
+    run_experiment(CONFIGS / "quickstart.yaml", out_dir=out, quiet=True)
     res = _check_quickstart(out, [64, 256, 1024], 3)
     g = res["results"]["gp"]
     assert g["nngp_accuracy"] > 0.97 and g["ntk_gp_accuracy"] > 0.97
@@ -103,13 +105,13 @@ def test_quickstart_small_config(tmp_path: Path):
 
 
 def test_lee2018_missing_data_dir_fails_at_start(tmp_path: Path):
-    with pytest.raises(ValueError, match="data_dir"):
-        ex.run_experiment(CONFIGS / "lee2018_table.yaml", out_dir=tmp_path / "a", quiet=True)
-    res = json.loads((tmp_path / "a" / "results.json").read_text())
-    assert res["metadata"]["status"] == "failed" and res["results"] == {}
+    # refused by the experiment's validate() before the output folder is created
+    with pytest.raises(ConfigError, match="'data_dir' is not set"):
+        run_experiment(CONFIGS / "lee2018_table.yaml", out_dir=tmp_path / "a", quiet=True)
+    assert not (tmp_path / "a").exists()
     # a folder that does not exist is refused by the harness before anything runs
-    with pytest.raises(ex.ConfigError, match="'data_dir'.*does not exist"):
-        ex.run_experiment(CONFIGS / "lee2018_table.yaml", out_dir=tmp_path / "b", quiet=True,
+    with pytest.raises(ConfigError, match="'data_dir'.*does not exist"):
+        run_experiment(CONFIGS / "lee2018_table.yaml", out_dir=tmp_path / "b", quiet=True,
                           overrides=[f"data_dir={tmp_path / 'nope'}"])
 
 
@@ -131,7 +133,7 @@ def test_lee2018_tiny(tmp_path: Path):
             " {dataset: mnist, n_train: 100, model: NN-1-64-1.00-0.10, activation: relu},"
             " {dataset: cifar10, n_train: 1000, model: GP-7-1.28-0.00, activation: relu},"
             " {dataset: cifar10, n_train: 100, model: GP-2-1.28-0.00, activation: relu, subset: available}]")
-    ex.run_experiment(CONFIGS / "lee2018_table.yaml", out_dir=out, quiet=True,
+    run_experiment(CONFIGS / "lee2018_table.yaml", out_dir=out, quiet=True,
                       overrides=[f"data_dir={DATA}", "n_test=200", "nn.steps=20", rows])
     res = _results(out)
     table = list(res["rows"].values())
@@ -158,7 +160,7 @@ def test_lee2018_tiny(tmp_path: Path):
 @pytest.mark.slow
 def test_lee2018_small_config(tmp_path: Path):
     out = tmp_path / "lee"
-    ex.run_experiment(CONFIGS / "lee2018_table.yaml", out_dir=out, quiet=True, overrides=[f"data_dir={DATA}"])
+    run_experiment(CONFIGS / "lee2018_table.yaml", out_dir=out, quiet=True, overrides=[f"data_dir={DATA}"])
     res = _results(out)
     gp = res["rows"]["row/mnist:1000/GP-20-1.45-0.28/relu"]
     assert gp["n_test"] == 10000 and gp["paper_accuracy"] == 0.9279
@@ -173,10 +175,10 @@ def test_lee2018_small_config(tmp_path: Path):
 @pytest.mark.slow
 def test_lee2018_cifar_config_gp_row(tmp_path: Path):
     if not (DATA / "cifar10").is_dir():
-        pytest.skip("no CIFAR-10 under the shared data folder")
+        pytest.skip(missing("cifar10"))
     out = tmp_path / "lee"
     rows = "rows=[{dataset: cifar10, n_train: 1000, model: GP-7-1.28-0.00, activation: relu, subset: available}]"
-    ex.run_experiment(CONFIGS / "lee2018_table_cifar.yaml", out_dir=out, quiet=True,
+    run_experiment(CONFIGS / "lee2018_table_cifar.yaml", out_dir=out, quiet=True,
                       overrides=[f"data_dir={DATA}", rows])
     gp = _results(out)["rows"]["row/cifar10:1000/GP-7-1.28-0.00/relu/available"]
     assert gp["n_test"] == 1017 and gp["paper_accuracy"] == 0.3608

@@ -1,4 +1,4 @@
-"""Finite networks: both parameterizations exactly as DESIGN.md states, seeding, widths."""
+"""Finite networks: both parameterizations exactly as docs/design.md states, seeding, widths."""
 import math
 
 import pytest
@@ -83,3 +83,18 @@ def test_feature_mismatch_with_the_network_is_a_clear_error():
         wn.Architecture(depth=1).build(3, 4, 2, dtype="float64")
     with pytest.raises(TypeError, match="dtype"):
         wn.data.load_digits(dtype=torch.int64)
+
+
+def test_each_layer_of_each_network_has_its_own_activation():
+    arch = wn.Architecture(3, wn.activations.LeakyReLU(0.2), 2.0, 0.1)
+    a, b = arch.build(4, 8, 2, seed=0), arch.build(4, 8, 2, seed=0)
+    acts = [m for net in (a, b) for m in net if isinstance(m, wn.activations.Activation)]
+    assert len(acts) == 6 and len({id(m) for m in acts}) == 6 and all(m is not arch.phi for m in acts)
+    assert all(type(m) is type(arch.phi) and m.negative_slope == 0.2 for m in acts)
+    # a hook on one layer stays on that layer
+    seen = []
+    acts[0].register_forward_hook(lambda *args: seen.append(1))
+    b(torch.randn(3, 4))
+    assert seen == []
+    a(torch.randn(3, 4))
+    assert seen == [1]

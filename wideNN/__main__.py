@@ -1,6 +1,6 @@
-"""``python -m wideNN`` is the ``wideNN`` command."""
+"""``python -m wideNN`` is the ``wideNN`` command (the harness in :mod:`wideNN.lab`)."""
 import sys
 
-from wideNN.cli import main
+from wideNN.lab.cli import main
 
 sys.exit(main())

@@ -2,9 +2,10 @@
 the offending argument instead of letting a NaN or a shape error surface deep inside."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import operator
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor
@@ -115,3 +116,18 @@ def check_same_place(x: Tensor, value: Any, name: str) -> None:
     """A tensor hyperparameter must live on x's device (dtype is promoted, device is not)."""
     if isinstance(value, Tensor) and value.device != x.device:
         raise ValueError(f"{name} is on {value.device} but the inputs are on {x.device}")
+
+
+def merge_options(options: Any, keywords: Mapping[str, Any], cls: type) -> Any:
+    """``options`` (an instance of the dataclass ``cls``, default ``cls()``) with ``keywords``
+    replaced, so a function takes either an options object or its fields by name; an unknown
+    name raises TypeError listing the valid ones."""
+    if options is None:
+        options = cls()
+    elif not isinstance(options, cls):
+        raise TypeError(f"options must be a wideNN.{cls.__name__}, got {type(options).__name__}")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(keywords) - fields)
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s) {unknown}; the options are {sorted(fields)}")
+    return dataclasses.replace(options, **keywords)

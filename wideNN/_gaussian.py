@@ -7,6 +7,7 @@ for values and for gradients, because kernels of coincident or zero inputs hit t
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -59,14 +60,13 @@ def snap_correlation(c: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- quadrature
-_RULE_CACHE: dict[tuple[int, torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
-
 #: the rule integrates over |z| ≤ L: the neglected Gaussian tail e^{−L²/2}·L² is < 1e-15
 HALF_WIDTH = 9.0
 #: node counts grow with √(variance) up to this multiple of ``quadrature_degree``
 MAX_NODE_FACTOR = 8
 
 
+@functools.lru_cache(maxsize=64)  # a handful of (nodes, dtype, device) per process; callers never mutate
 def normal_rule(nodes: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
     """Nodes z and weights w with Σ w f(z) ≈ E[f(Z)], Z ~ N(0, 1).
 
@@ -76,11 +76,7 @@ def normal_rule(nodes: int, dtype: torch.dtype, device: torch.device) -> tuple[T
     nodes far in the tails, so at equal size this rule is more accurate for the saturating
     activations whose singularities sit close to the real axis (tanh(√k z): d = π/(2√k)).
     """
-    key = (nodes, dtype, device)
-    if key not in _RULE_CACHE:
-        z = np.linspace(-HALF_WIDTH, HALF_WIDTH, nodes)
-        w = np.exp(-0.5 * z * z)
-        w /= w.sum()
-        _RULE_CACHE[key] = (torch.as_tensor(z, dtype=dtype, device=device),
-                            torch.as_tensor(w, dtype=dtype, device=device))
-    return _RULE_CACHE[key]
+    z = np.linspace(-HALF_WIDTH, HALF_WIDTH, nodes)
+    w = np.exp(-0.5 * z * z)
+    w /= w.sum()
+    return torch.as_tensor(z, dtype=dtype, device=device), torch.as_tensor(w, dtype=dtype, device=device)

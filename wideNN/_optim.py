@@ -1,17 +1,17 @@
 """Optimizers and losses shared by ``wideNN.train`` and ``wideNN.Ensemble.train``.
 
-The update rules are the textbook ones (written out here so that the time convention is
-explicit and identical for a single network and a vmapped ensemble):
+The optimizers are torch's own (``torch.optim``), configured so that the update rules are
 
-- ``"gd"`` / ``"sgd"``: θ ← θ − η g
-- ``"momentum"`` (heavy ball, PyTorch convention): v ← μ v + g, θ ← θ − η v
-- ``"adam"``: m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g², θ ← θ − η m̂ / (√v̂ + ε)
+- ``"gd"`` / ``"sgd"``: θ ← θ − η g                                    (``torch.optim.SGD``)
+- ``"momentum"`` (heavy ball): v ← μ v + g (v₀ = g), θ ← θ − η v       (``SGD(momentum=μ)``)
+- ``"adam"``: m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g², θ ← θ − η m̂ / (√v̂ + ε)   (``torch.optim.Adam``)
 
 Every rule is elementwise, so stacking the parameters of many independent networks into one
 tensor (``Ensemble``) updates each member exactly as if it were trained alone.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Sequence
 
@@ -22,61 +22,53 @@ OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
 LOSSES = ("mse", "xent")
 
 
-class Optimizer:
-    """In-place update of a list of tensors from their gradients (no autograd graph)."""
+@dataclasses.dataclass(frozen=True)
+class OptimizerOptions:
+    """Which update rule and its constants; validated on construction (clear messages)."""
 
-    def __init__(self, name: str, learning_rate: float, *, momentum: float = 0.9,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
-        if name not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
-        self.name, self.lr = name, float(learning_rate)
-        self.momentum, self.betas, self.eps = float(momentum), tuple(map(float, betas)), float(eps)
-        if name == "momentum" and not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        if name == "adam":
-            b1, b2 = self.betas
-            if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
-                raise ValueError(f"betas must lie in [0, 1), got {betas}")
-            if not self.eps > 0:
-                raise ValueError(f"eps must be positive, got {eps}")
-        self._state: list[list[Tensor]] | None = None
-        self._t = 0
+    name: str = "gd"
+    learning_rate: float = 1.0
+    momentum: float = 0.9
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
 
-    @torch.no_grad()
-    def step(self, params: Sequence[Tensor], grads: Sequence[Tensor]) -> None:
-        params, grads = list(params), list(grads)
+    def __post_init__(self) -> None:
+        if self.name not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.name!r}")
+        if self.name == "momentum" and not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.name == "adam":
+            if not (isinstance(self.betas, (tuple, list)) and len(self.betas) == 2):
+                raise ValueError(f"betas must be a pair (β₁, β₂), got {self.betas!r}")
+            if not all(0.0 <= float(b) < 1.0 for b in self.betas):
+                raise ValueError(f"betas must lie in [0, 1), got {self.betas}")
+            if not (math.isfinite(self.eps) and self.eps > 0):
+                raise ValueError(f"eps must be positive, got {self.eps}")
+
+    def build(self, params: Sequence[Tensor]) -> torch.optim.Optimizer:
+        """The ``torch.optim`` optimizer over ``params`` (leaf tensors) for this rule."""
+        lr = float(self.learning_rate)
         if self.name in ("gd", "sgd"):
-            torch._foreach_add_(params, grads, alpha=-self.lr)
-            return
+            return torch.optim.SGD(params, lr=lr)
         if self.name == "momentum":
-            if self._state is None:
-                # PyTorch convention: the first velocity is the gradient itself
-                self._state = [[g.clone() for g in grads]]
-            else:
-                torch._foreach_mul_(self._state[0], self.momentum)
-                torch._foreach_add_(self._state[0], grads)
-            torch._foreach_add_(params, self._state[0], alpha=-self.lr)
-            return
-        b1, b2 = self.betas
-        if self._state is None:
-            self._state = [[torch.zeros_like(p) for p in params], [torch.zeros_like(p) for p in params]]
-        m, v = self._state
-        self._t += 1
-        torch._foreach_lerp_(m, grads, 1.0 - b1)
-        torch._foreach_mul_(v, b2)
-        torch._foreach_addcmul_(v, grads, grads, value=1.0 - b2)
-        c1, c2 = 1.0 - b1 ** self._t, 1.0 - b2 ** self._t
-        denom = torch._foreach_sqrt(v)
-        torch._foreach_div_(denom, math.sqrt(c2))
-        torch._foreach_add_(denom, self.eps)
-        torch._foreach_addcdiv_(params, m, denom, value=-self.lr / c1)
+            return torch.optim.SGD(params, lr=lr, momentum=float(self.momentum))
+        return torch.optim.Adam(params, lr=lr, betas=tuple(map(float, self.betas)), eps=float(self.eps))
+
+
+def apply_step(opt: torch.optim.Optimizer, params: Sequence[Tensor], grads: Sequence[Tensor]) -> None:
+    """One update of ``opt`` from gradients computed elsewhere (``torch.autograd.grad``)."""
+    for p, g in zip(params, grads):
+        p.grad = g
+    opt.step()
+    for p in params:
+        p.grad = None
 
 
 def loss_values(out: Tensor, y: Tensor, loss: str) -> Tensor:
     """Per-model loss, reducing the last two dims (N, O) of ``out`` and keeping any leading
     (ensemble) dims.
 
-    ``"mse"``:  L = (1/2N) Σ_i ‖f(x_i) − y_i‖²   (the DESIGN.md convention)
+    ``"mse"``:  L = (1/2N) Σ_i ‖f(x_i) − y_i‖²   (the convention of docs/design.md)
     ``"xent"``: L = (1/N) Σ_i −Σ_c p_ic log softmax(f(x_i))_c, with p the one-hot of integer
     labels y (N,) or the given probabilities y (N, O).
     """

@@ -13,44 +13,22 @@ Above the last dense layer G is the identity (or, with a trailing activation, th
 φ'(z_D)), which is kept implicit so the readout costs O(N·M·O) instead of O(N·M·O²·n).
 
 Supported models: ``wideNN.Network`` and any ``nn.Sequential`` (nested ones are flattened) of
-``nn.Linear`` / ``wideNN.Dense`` and elementwise activations (``wideNN.activations`` and the
-torch modules in ``_TORCH_ELEMENTWISE``).  Parameters with ``requires_grad=False`` drop their
+``nn.Linear`` / ``wideNN.networks.Dense`` and elementwise activations (``wideNN.activations`` and the
+torch modules in ``_TORCH_ELEMENTWISE``, whose φ' comes from the matching wideNN activation).  Parameters with ``requires_grad=False`` drop their
 term.  ``parse`` returns None for anything else; the caller decides whether that is an error.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
+from . import activations
 from .activations import Activation
 from .networks import Dense
 
 __all__ = ["Layer", "parse", "features", "contract", "unsupported_reason"]
-
-_SQRT_HALF = math.sqrt(0.5)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-
-
-def _gelu_prime(m: nn.GELU, x: Tensor) -> Tensor:
-    if m.approximate == "none":
-        return 0.5 * (1.0 + torch.erf(x * _SQRT_HALF)) + x * _INV_SQRT_2PI * torch.exp(-0.5 * x * x)
-    return _autograd_prime(m, x)
-
-
-def _softplus_prime(m: nn.Softplus, x: Tensor) -> Tensor:
-    bx = m.beta * x
-    # torch's softplus is linear above the threshold, so its derivative is exactly 1 there
-    return torch.where(bx > m.threshold, torch.ones_like(x), torch.sigmoid(bx))
-
-
-def _silu_prime(m: nn.SiLU, x: Tensor) -> Tensor:
-    s = torch.sigmoid(x)
-    return s * (1.0 + x * (1.0 - s))
-
 
 def _autograd_prime(m: nn.Module, x: Tensor) -> Tensor:
     with torch.enable_grad():
@@ -59,20 +37,27 @@ def _autograd_prime(m: nn.Module, x: Tensor) -> Tensor:
     return g
 
 
-# φ' of the torch elementwise modules we accept; written out so they stay differentiable in x
-# and cost one fused expression instead of an autograd pass.
-_TORCH_ELEMENTWISE: dict[type, Callable[[nn.Module, Tensor], Tensor]] = {
-    nn.ReLU: lambda m, x: (x > 0).to(x.dtype),
-    nn.LeakyReLU: lambda m, x: torch.where(x > 0, torch.ones_like(x),
-                                           torch.full_like(x, m.negative_slope)),
-    nn.Tanh: lambda m, x: 1.0 - torch.tanh(x) ** 2,
-    nn.Sigmoid: lambda m, x: torch.sigmoid(x) * (1.0 - torch.sigmoid(x)),
-    nn.SiLU: _silu_prime,
-    nn.Softplus: _softplus_prime,
-    nn.ELU: lambda m, x: torch.where(x > 0, torch.ones_like(x), m.alpha * torch.exp(x)),
-    nn.GELU: _gelu_prime,
-    nn.Identity: lambda m, x: torch.ones_like(x),
-}
+def _same_activation(m: nn.Module) -> Activation | None:
+    """The ``wideNN.activations`` object computing the same function as the torch module ``m``,
+    so that φ' has one source (the activation's own ``derivative``); None when there is none
+    (e.g. tanh-approximated GELU, a softplus with other β/threshold), and φ' is then autograd's."""
+    t = type(m)
+    if t is nn.LeakyReLU:
+        return activations.LeakyReLU(m.negative_slope)
+    if t is nn.ELU:
+        return activations.ELU(m.alpha)
+    if t is nn.GELU:
+        return activations.GELU() if m.approximate == "none" else None
+    if t is nn.Softplus:
+        return activations.Softplus() if (m.beta, m.threshold) == (1.0, 20.0) else None
+    plain = {nn.ReLU: activations.ReLU, nn.Tanh: activations.Tanh, nn.Sigmoid: activations.Sigmoid,
+             nn.SiLU: activations.SiLU, nn.Identity: activations.Identity}
+    return plain[t]() if t in plain else None
+
+
+# the torch elementwise modules accepted (φ' from ``_same_activation``, else autograd)
+_TORCH_ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.SiLU, nn.Softplus, nn.ELU,
+                      nn.GELU, nn.Identity)
 
 
 @dataclasses.dataclass
@@ -85,6 +70,7 @@ class Layer:
     bias_scale: float = 1.0
     train_weight: bool = False
     train_bias: bool = False
+    phi: Activation | None = None  # an elementwise layer's activation (for φ')
 
     def weight(self) -> Tensor:
         return self.module.weight.detach()
@@ -102,10 +88,10 @@ class Layer:
         return torch.nn.functional.linear(h, w * self.weight_scale, None if b is None else b * self.bias_scale)
 
     def prime(self, h: Tensor) -> Tensor:
-        m = self.module
-        if isinstance(m, Activation):
-            return m.derivative(h)
-        return _TORCH_ELEMENTWISE[type(m)](m, h)
+        """φ'(h) of an elementwise layer: the activation's own ``derivative`` where one exists."""
+        if self.phi is not None:
+            return self.phi.derivative(h)
+        return _autograd_prime(self.module, h)
 
 
 def _flatten(model: nn.Module) -> list[nn.Module]:
@@ -154,7 +140,8 @@ def parse(model: nn.Module) -> list[Layer] | None:
             layers.append(Layer("dense", m, 1.0, 1.0, m.weight.requires_grad,
                                 m.bias is not None and m.bias.requires_grad))
         else:
-            layers.append(Layer("elementwise", m))
+            phi = m if isinstance(m, Activation) else _same_activation(m)
+            layers.append(Layer("elementwise", m, phi=phi))
     return layers
 
 

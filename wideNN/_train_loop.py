@@ -1,13 +1,16 @@
 """The training loop shared by ``wn.train`` and ``Ensemble.train``, and what it records.
 
-``_fit`` runs the optimizer over a parameter list for a given forward function, records the
-loss at every step (``TrainHistory``), evaluation metrics and NTK snapshots on request, and
-stops at the first non-finite loss.  The validation helpers here are shared by both callers,
+``run_loop(params, x, y, LoopOptions, LoopHooks)`` runs a ``torch.optim`` optimizer over a
+parameter list for a given forward function, records the loss at every step
+(``TrainHistory``), evaluation metrics and NTK snapshots on request, stops at the first
+non-finite loss, and with ``checkpoint`` set saves its state every ``checkpoint_every`` steps
+so that an interrupted call resumes where it was (with bit-identical results).  The validation helpers here are shared by both callers,
 so a network and an ensemble reject the same bad inputs with the same messages.
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import warnings
 from typing import Any, Callable, Mapping, Sequence
@@ -16,7 +19,8 @@ import torch
 from torch import Tensor
 
 from ._checks import check_inputs, check_int, check_positive
-from ._optim import LOSSES, OPTIMIZERS, Optimizer, loss_values
+from . import _checkpoint
+from ._optim import LOSSES, OPTIMIZERS, OptimizerOptions, apply_step, loss_values
 
 # Evaluation and final-loss forwards run under no_grad in chunks of this many rows so that
 # they never need more memory than training itself on large sets.
@@ -200,122 +204,226 @@ def _progress(steps: int, progress: bool | None):
     return tqdm(total=steps, disable=not progress, desc="train", leave=False)
 
 
+@dataclasses.dataclass(frozen=True)
+class LoopOptions:
+    """What the loop does: steps, update rule, loss, batches, recording and checkpoints."""
+
+    steps: int
+    optimizer: OptimizerOptions
+    loss: str = "mse"
+    batch_size: int | None = None
+    seed: int | None = None
+    eval_every: int | None = None
+    ntk_at: tuple[int, ...] = ()
+    progress: bool | None = None
+    check_every: int | None = None
+    checkpoint: str | os.PathLike | None = None
+    checkpoint_every: int = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopHooks:
+    """How the loop sees the model: ``forward(x_batch)`` returns outputs with ``lead`` leading
+    model dims; ``evaluate()`` returns metrics; ``snapshot()`` returns an empirical NTK."""
+
+    forward: Callable[[Tensor], Tensor]
+    lead: int = 0
+    evaluate: Callable[[], Mapping[str, Any]] | None = None
+    snapshot: Callable[[], Tensor] | None = None
+
+
+class _Loop:
+    """One run of the loop; the state a checkpoint holds is ``params``, the optimizer's state,
+    the loss buffer and the history recorded so far."""
+
+    def __init__(self, params: list[Tensor], x: Tensor, y: Tensor, o: LoopOptions, h: LoopHooks) -> None:
+        n = x.shape[0]
+        if o.optimizer.name == "gd" and o.batch_size is not None and o.batch_size < n:
+            raise ValueError(f"optimizer='gd' is full-batch; for minibatches of {o.batch_size} use optimizer='sgd'")
+        # a host sync per step is free on the CPU but stalls a GPU queue
+        check = o.check_every if o.check_every is not None else (1 if x.device.type == "cpu" else 25)
+        self.check_every = _check_positive_int("check_every", check)
+        self.ntk_set = set(int(s) for s in o.ntk_at)
+        if any(s < 0 or s > o.steps for s in self.ntk_set):
+            raise ValueError(f"ntk_at must contain steps in [0, {o.steps}], got {sorted(self.ntk_set)}")
+        every = o.eval_every if o.eval_every is not None else max(1, o.steps // 100)
+        self.eval_every = _check_positive_int("eval_every", every)
+        self.ckpt_every = _check_positive_int("checkpoint_every", o.checkpoint_every)
+        self.ckpt = _checkpoint.check_path(o.checkpoint)
+        self.params, self.x, self.y, self.o, self.h = params, x, y, o, h
+        self.opt = o.optimizer.build(params)
+        self.hist = TrainHistory(loss=torch.empty(0), steps=0, learning_rate=o.optimizer.learning_rate,
+                                 optimizer=o.optimizer.name, loss_name=o.loss, batch_size=o.batch_size)
+        self.buf: Tensor | None = None
+        self.checked = 0  # losses [0, checked) are known finite
+        self.start = 0
+        self.key = ""
+        if self.ckpt is not None:
+            self.key = _checkpoint.fingerprint(
+                "train", x, y, params, o.steps, o.optimizer, o.loss, o.batch_size, o.seed,
+                self.eval_every, sorted(self.ntk_set), self.check_every)
+            self._restore(_checkpoint.load(self.ckpt, self.key))
+
+    # -- checkpoints
+    def _save(self, s: int) -> None:
+        hist = self.hist
+        _checkpoint.save(self.ckpt, self.key, {
+            "step": s, "checked": self.checked,
+            "params": [p.detach().cpu() for p in self.params],
+            "optimizer": self.opt.state_dict(),
+            "loss": None if self.buf is None else self.buf[:s + (s == self.o.steps)].cpu(),
+            "metric_steps": list(hist.metric_steps), "metrics": dict(hist.metrics),
+            "ntk_steps": list(hist.ntk_steps), "ntk": [k.cpu() for k in hist.ntk]})
+
+    def _restore(self, state: dict | None) -> None:
+        if state is None:
+            return
+        with torch.no_grad():
+            for p, v in zip(self.params, state["params"]):
+                p.copy_(v)
+        self.opt.load_state_dict(state["optimizer"])
+        self.start, self.checked = int(state["step"]), int(state["checked"])
+        if state["loss"] is not None:
+            saved = state["loss"].to(self.x.device)
+            self.buf = torch.empty((self.o.steps + 1, *saved.shape[1:]), dtype=saved.dtype, device=saved.device)
+            self.buf[:saved.shape[0]] = saved
+        dev = self.x.device
+        self.hist.metric_steps, self.hist.metrics = state["metric_steps"], state["metrics"]
+        self.hist.ntk_steps, self.hist.ntk = state["ntk_steps"], [k.to(dev) for k in state["ntk"]]
+
+    # -- recording
+    def record_eval(self, s: int) -> None:
+        if self.h.evaluate is None:
+            return
+        self.hist.metric_steps.append(s)
+        for k, v in self.h.evaluate().items():
+            self.hist.metrics.setdefault(k, []).append(v)
+
+    def record_ntk(self, s: int) -> None:
+        if self.h.snapshot is not None and s in self.ntk_set:
+            self.hist.ntk_steps.append(s)
+            self.hist.ntk.append(self.h.snapshot())
+
+    def first_bad(self, upto: int) -> int | None:
+        seg = self.buf[self.checked:upto]
+        ok = torch.isfinite(seg.reshape(seg.shape[0], -1)).all(dim=1)
+        if bool(ok.all()):
+            return None
+        return self.checked + int((~ok).nonzero()[0, 0])
+
+    # -- the steps
+    def step(self, s: int, xb: Tensor, yb: Tensor) -> Tensor:
+        """Record loss[s] at the current parameters, then apply update s."""
+        out = self.h.forward(xb)
+        if s == 0:
+            _check_output(out, yb, self.o.loss, lead=self.h.lead)
+        lv = loss_values(out, yb, self.o.loss)
+        if self.buf is None:
+            self.buf = torch.empty((self.o.steps + 1, *lv.shape), dtype=lv.dtype, device=lv.device)
+        self.buf[s] = lv.detach()
+        return lv
+
+    def run(self) -> tuple[int, int | None]:
+        """Steps ``start .. steps-1``; returns (updates applied, first bad step or None)."""
+        o, steps = self.o, self.o.steps
+        batches = _batches(self.x.shape[0], o.batch_size, o.seed, self.x.device)
+        for _ in range(self.start):  # the batch order of the steps already done
+            next(batches)
+        bar = _progress(steps, o.progress)
+        bar.update(self.start)
+        done = self.start
+        try:
+            for s in range(self.start, steps):
+                if self.ckpt is not None and s > self.start and s % self.ckpt_every == 0:
+                    self._save(s)
+                self.record_ntk(s)
+                if s % self.eval_every == 0:
+                    self.record_eval(s)
+                idx = next(batches)
+                xb, yb = (self.x, self.y) if idx is None else (self.x[idx], self.y[idx])
+                lv = self.step(s, xb, yb)
+                if (s + 1) % self.check_every == 0 or s == steps - 1:
+                    bad = self.first_bad(s + 1)
+                    if bad is not None:
+                        return done, bad
+                    self.checked = s + 1
+                apply_step(self.opt, self.params, torch.autograd.grad(lv.sum(), self.params))
+                done = s + 1
+                if not bar.disable and s % max(1, steps // 100) == 0:
+                    bar.set_postfix(loss=f"{float(lv.detach().mean()):.4g}", refresh=False)
+                bar.update(1)
+        finally:
+            bar.close()
+        return done, None
+
+    def diverged(self, applied: int, bad: int) -> TrainHistory:
+        """The history of a run whose loss became non-finite at step ``bad``."""
+        hist, buf, lr, name = self.hist, self.buf, self.o.optimizer.learning_rate, self.o.optimizer.name
+        hist.loss, hist.steps, hist.diverged = buf[:bad + 1].cpu(), bad, True
+        kind = "NaN" if bool(torch.isnan(buf[bad]).any()) else "inf"
+        where = ""
+        if self.h.lead:
+            members = (~torch.isfinite(buf[bad].reshape(-1))).nonzero().flatten().tolist()
+            where = f" for ensemble member(s) {members[:10]}{'…' if len(members) > 10 else ''}"
+        if applied > bad:
+            # with check_every > 1 (the CUDA default) the updates after the first bad loss, up
+            # to the check, were applied too: report the first bad step and say so
+            state = (f"The loss is checked every {self.check_every} steps (check_every), so "
+                     f"{applied - bad} more update(s) were applied after step {bad} and the parameters "
+                     f"may be non-finite; pass check_every=1 to stop at the first bad step.")
+        else:
+            state = "The parameters are left as they were at that step."
+        hist.message = (f"training stopped: the loss became {kind}{where} at step {bad} "
+                        f"(learning_rate={lr:g}, optimizer={name!r}); the learning rate "
+                        f"is probably above the stable range (see wideNN.max_learning_rate). " + state)
+        warnings.warn(hist.message, RuntimeWarning, stacklevel=4)
+        return hist
+
+    def finish(self, done: int) -> TrainHistory:
+        """The final full-set loss, the last NTK snapshot and evaluation; the final checkpoint."""
+        steps, hist = self.o.steps, self.hist
+        final = _chunked_loss(self.h.forward, self.x, self.y, self.o.loss)
+        if self.buf is None:  # steps == 0
+            self.buf = torch.empty((1, *final.shape), dtype=final.dtype, device=final.device)
+        self.buf[steps] = final
+        hist.loss, hist.steps = self.buf.cpu(), done
+        if not bool(torch.isfinite(final).all()):
+            hist.diverged = True
+            hist.message = (f"training ended with a non-finite loss after {done} steps "
+                            f"(learning_rate={self.o.optimizer.learning_rate:g})")
+            warnings.warn(hist.message, RuntimeWarning, stacklevel=4)
+            return hist
+        if self.start < steps or steps == 0:
+            self.record_ntk(steps)
+            if self.h.evaluate is not None and (not hist.metric_steps or hist.metric_steps[-1] != steps):
+                self.record_eval(steps)
+            if self.ckpt is not None:
+                self._save(steps)
+        return hist
+
+
+def run_loop(params: list[Tensor], x: Tensor, y: Tensor, options: LoopOptions, hooks: LoopHooks) -> TrainHistory:
+    """Train ``params`` on (x, y): the loop shared by ``train`` and ``Ensemble.train``.
+
+    The summed per-model loss is differentiated with respect to ``params`` (so stacked ensemble
+    members get their own gradients).  With ``options.checkpoint`` the loop resumes from that
+    file when it holds a checkpoint of the same run, and writes one every ``checkpoint_every``
+    steps and at the end.
+    """
+    loop = _Loop(params, x, y, options, hooks)
+    done, bad = loop.run()
+    if bad is not None:
+        return loop.diverged(done, bad)
+    return loop.finish(done)
+
+
 def _fit(params: list[Tensor], forward: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, *,
          steps: int, learning_rate: float, optimizer: str, loss: str, batch_size: int | None,
          seed: int | None, momentum: float, betas: tuple[float, float], eps: float,
          lead: int, evaluate: Callable[[], Mapping[str, Any]] | None, eval_every: int | None,
          snapshot: Callable[[], Tensor] | None, ntk_at: Sequence[int],
          progress: bool | None, check_every: int | None) -> TrainHistory:
-    """The loop shared by ``train`` and ``Ensemble.train``: ``forward(x_batch)`` returns
-    outputs with ``lead`` leading model dims; the summed per-model loss is differentiated
-    with respect to ``params`` (so stacked ensemble members get their own gradients)."""
-    n = x.shape[0]
-    if optimizer == "gd" and batch_size is not None and batch_size < n:
-        raise ValueError(f"optimizer='gd' is full-batch; for minibatches of {batch_size} use optimizer='sgd'")
-    opt = Optimizer(optimizer, learning_rate, momentum=momentum, betas=betas, eps=eps)
-    if check_every is None:
-        # a host sync per step is free on the CPU but stalls a GPU queue
-        check_every = 1 if x.device.type == "cpu" else 25
-    check_every = _check_positive_int("check_every", check_every)
-    ntk_set = set(int(s) for s in ntk_at)
-    if any(s < 0 or s > steps for s in ntk_set):
-        raise ValueError(f"ntk_at must contain steps in [0, {steps}], got {sorted(ntk_set)}")
-    if eval_every is None:
-        eval_every = max(1, steps // 100)
-    eval_every = _check_positive_int("eval_every", eval_every)
-
-    hist = TrainHistory(loss=torch.empty(0), steps=0, learning_rate=learning_rate,
-                        optimizer=optimizer, loss_name=loss, batch_size=batch_size)
-    buf: Tensor | None = None
-    batches = _batches(n, batch_size, seed, x.device)
-    checked = 0  # losses [0, checked) are known finite
-
-    def record_eval(s: int) -> None:
-        if evaluate is None:
-            return
-        hist.metric_steps.append(s)
-        for k, v in evaluate().items():
-            hist.metrics.setdefault(k, []).append(v)
-
-    def record_ntk(s: int) -> None:
-        if snapshot is not None and s in ntk_set:
-            hist.ntk_steps.append(s)
-            hist.ntk.append(snapshot())
-
-    def first_bad(upto: int) -> int | None:
-        seg = buf[checked:upto]
-        ok = torch.isfinite(seg.reshape(seg.shape[0], -1)).all(dim=1)
-        if bool(ok.all()):
-            return None
-        return checked + int((~ok).nonzero()[0, 0])
-
-    bar = _progress(steps, progress)
-    done = 0
-    bad: int | None = None
-    try:
-        for s in range(steps):
-            record_ntk(s)
-            if s % eval_every == 0:
-                record_eval(s)
-            idx = next(batches)
-            xb, yb = (x, y) if idx is None else (x[idx], y[idx])
-            out = forward(xb)
-            if s == 0:
-                _check_output(out, yb, loss, lead=lead)
-            lv = loss_values(out, yb, loss)
-            if buf is None:
-                buf = torch.empty((steps + 1, *lv.shape), dtype=lv.dtype, device=lv.device)
-            buf[s] = lv.detach()
-            if (s + 1) % check_every == 0 or s == steps - 1:
-                bad = first_bad(s + 1)
-                if bad is not None:
-                    break
-                checked = s + 1
-            grads = torch.autograd.grad(lv.sum(), params)
-            opt.step(params, grads)
-            done = s + 1
-            if not bar.disable and s % max(1, steps // 100) == 0:
-                bar.set_postfix(loss=f"{float(lv.detach().mean()):.4g}", refresh=False)
-            bar.update(1)
-    finally:
-        bar.close()
-
-    if bad is not None:
-        # with check_every > 1 (the CUDA default) the updates after the first bad loss, up to
-        # the check, were applied too: report the first bad step and say so
-        applied, done = done, bad
-        hist.loss = buf[:bad + 1].cpu()
-        hist.steps = bad
-        hist.diverged = True
-        kind = "NaN" if bool(torch.isnan(buf[bad]).any()) else "inf"
-        where = ""
-        if lead:
-            members = (~torch.isfinite(buf[bad].reshape(-1))).nonzero().flatten().tolist()
-            where = f" for ensemble member(s) {members[:10]}{'…' if len(members) > 10 else ''}"
-        if applied > bad:
-            state = (f"The loss is checked every {check_every} steps (check_every), so "
-                     f"{applied - bad} more update(s) were applied after step {bad} and the parameters "
-                     f"may be non-finite; pass check_every=1 to stop at the first bad step.")
-        else:
-            state = "The parameters are left as they were at that step."
-        hist.message = (f"training stopped: the loss became {kind}{where} at step {bad} "
-                        f"(learning_rate={learning_rate:g}, optimizer={optimizer!r}); the learning rate "
-                        f"is probably above the stable range (see wideNN.max_learning_rate). " + state)
-        warnings.warn(hist.message, RuntimeWarning, stacklevel=3)
-        return hist
-
-    final = _chunked_loss(forward, x, y, loss)
-    if buf is None:  # steps == 0
-        buf = torch.empty((1, *final.shape), dtype=final.dtype, device=final.device)
-    buf[steps] = final
-    hist.loss = buf.cpu()
-    hist.steps = done
-    if not bool(torch.isfinite(final).all()):
-        hist.diverged = True
-        hist.message = f"training ended with a non-finite loss after {done} steps (learning_rate={learning_rate:g})"
-        warnings.warn(hist.message, RuntimeWarning, stacklevel=3)
-        return hist
-    record_ntk(steps)
-    if evaluate is not None and (not hist.metric_steps or hist.metric_steps[-1] != steps):
-        record_eval(steps)
-    return hist
+    """The keyword form of :func:`run_loop` that ``Ensemble.train`` calls (no logic of its own)."""
+    opt = OptimizerOptions(optimizer, learning_rate, momentum, tuple(betas), eps)
+    options = LoopOptions(steps, opt, loss, batch_size, seed, eval_every, tuple(ntk_at), progress, check_every)
+    return run_loop(params, x, y, options, LoopHooks(forward, lead, evaluate, snapshot))

@@ -291,7 +291,8 @@ class Softplus(Activation):
         return torch.nn.functional.softplus(x)
 
     def derivative(self, x: Tensor) -> Tensor:
-        return torch.sigmoid(x)
+        # torch's softplus is exactly linear above its threshold (20), so its derivative is 1 there
+        return torch.where(x > 20.0, torch.ones_like(x), torch.sigmoid(x))
 
 
 class SiLU(Activation):
@@ -358,6 +359,8 @@ _REGISTRY: dict[str, type[Activation]] = {
     cls.name: cls for cls in
     (ReLU, LeakyReLU, Abs, Erf, GELU, Sin, Cos, Identity, Step, Tanh, Sigmoid, Softplus, SiLU, ELU)
 }
+#: the activation names ``get`` accepts (case-insensitive)
+NAMES: tuple[str, ...] = tuple(sorted(_REGISTRY))
 
 
 def get(activation: str | Activation) -> Activation:

@@ -78,9 +78,20 @@ class Architecture:
                 f"weight_variance={fmt(self.weight_variance)}, bias_variance={fmt(self.bias_variance)}, "
                 f"parameterization={self.parameterization!r})")
 
+    def serial(self):
+        """The equivalent composition ``wn.Serial(Dense(), φ, …, φ, Dense())`` (``depth``
+        activations) with this description's variances and parameterization; its kernels are
+        computed by the same code and equal this description's exactly."""
+        from .layers import Dense, Serial
+        layers = [Dense()]
+        for _ in range(self.depth):
+            layers += [self.phi, Dense()]
+        return Serial(*layers, weight_variance=self.weight_variance, bias_variance=self.bias_variance,
+                      parameterization=self.parameterization)
+
     @property
     def name(self) -> str:
-        """The seed slides' label: ``GP-depth-σ_w²-σ_b²``."""
+        """The label of Lee et al. 2018 ("Deep Neural Networks as Gaussian Processes", Table 2): ``GP-depth-σ_w²-σ_b²``."""
         return f"GP-{self.depth}-{float(self.weight_variance):.2f}-{float(self.bias_variance):.2f}"
 
     # -- finite network ----------------------------------------------------------------
@@ -107,9 +118,15 @@ class Architecture:
     def kernels(self, x1: Tensor, x2: Tensor | None = None, *, diag: bool = False,
                 widths: Sequence[int] | int | None = None,
                 block_size: int | None = None, compile: bool = False) -> tuple[Tensor, Tensor]:
-        """``(nngp, ntk)`` between x1 (…, N, d) and x2 (…, M, d); x2=None: x1 with itself.
+        """``(nngp, ntk)`` = (K^{depth+1}, Θ^{depth+1}) between x1 (…, N, d) and x2 (…, M, d).
 
-        ``diag=True``: only the diagonal, shape (…, N), in O(N) memory.  ``widths`` (hidden
+        K¹(x, x') = σ_b² + σ_w² x·x'/d,   Θ¹ = K¹,
+        K^{l+1} = σ_b² + σ_w² E[φ(u)φ(v)],   Θ^{l+1} = K^{l+1} + σ_w² E[φ'(u)φ'(v)] Θ^l,
+
+        with (u, v) ~ N(0, [[K^l(x, x), K^l(x, x')], [K^l(x, x'), K^l(x', x')]]); the output
+        kernels are K^{depth+1} and Θ^{depth+1} (NTK parameterization).
+
+        x2=None: x1 with itself.  ``diag=True``: only the diagonal, shape (…, N), in O(N) memory.  ``widths`` (hidden
         widths) is required for the NTK in the standard parameterization.  ``block_size``
         overrides the automatic tiling; ``compile=True`` fuses the ReLU fast path with
         ``torch.compile`` (see ``wideNN.analytic.kernels``).
@@ -121,7 +138,10 @@ class Architecture:
 
     def nngp(self, x1: Tensor, x2: Tensor | None = None, *, diag: bool = False,
              block_size: int | None = None, compile: bool = False) -> Tensor:
-        """The NNGP kernel K^{depth+1}(x1, x2) (see ``kernels``)."""
+        """The NNGP kernel K^{depth+1}(x1, x2), without the NTK (options as in ``kernels``).
+
+        K¹(x, x') = σ_b² + σ_w² x·x'/d,  K^{l+1} = σ_b² + σ_w² E_{(u,v)~N(0, K^l)}[φ(u)φ(v)].
+        """
         return _kernels(x1, x2, depth=self.depth, activation=self.phi,
                         weight_variance=self.weight_variance, bias_variance=self.bias_variance,
                         parameterization=self.parameterization, diag=diag, compute_ntk=False,
@@ -130,7 +150,11 @@ class Architecture:
     def ntk(self, x1: Tensor, x2: Tensor | None = None, *, diag: bool = False,
             widths: Sequence[int] | int | None = None, block_size: int | None = None,
             compile: bool = False) -> Tensor:
-        """The NTK Θ^{depth+1}(x1, x2) (see ``kernels``)."""
+        """The NTK Θ^{depth+1}(x1, x2), without storing the NNGP (options as in ``kernels``).
+
+        Θ¹ = K¹,  Θ^{l+1} = K^{l+1} + σ_w² E_{(u,v)~N(0, K^l)}[φ'(u)φ'(v)] Θ^l  (NTK
+        parameterization; the standard one needs ``widths``).
+        """
         return _kernels(x1, x2, depth=self.depth, activation=self.phi,
                         weight_variance=self.weight_variance, bias_variance=self.bias_variance,
                         parameterization=self.parameterization, widths=widths, diag=diag,

@@ -17,6 +17,8 @@ from torch import Tensor
 
 from .analytic import kernels as _kernels
 from .architecture import Architecture
+from .layers import Serial
+from .layers.gp import check_in_shape, serial_defaults, serial_forward
 
 __all__ = ["NNGPKernel", "NTKKernel"]
 
@@ -36,10 +38,15 @@ class _InfiniteWidthKernel(Kernel):
         bias_variance_constraint: Interval | None = None,
         widths: Sequence[int] | int | None = None,
         block_size: int | None = None,
+        in_shape: Sequence[int] | None = None,
         **kwargs,
     ):
-        if not isinstance(architecture, Architecture):
-            raise TypeError(f"architecture must be a wideNN.Architecture, got {type(architecture).__name__}")
+        if not isinstance(architecture, (Architecture, Serial)):
+            raise TypeError(f"architecture must be a wideNN.Architecture or wideNN.Serial, "
+                            f"got {type(architecture).__name__}")
+        self.in_shape = check_in_shape(architecture, in_shape)
+        if isinstance(architecture, Serial):  # unset top-level variances: the description's defaults
+            architecture = architecture.replace(**serial_defaults(architecture))
         for name, v in (("weight_variance", architecture.weight_variance),
                         ("bias_variance", architecture.bias_variance)):
             if isinstance(v, Tensor) and v.numel() != 1:
@@ -52,7 +59,8 @@ class _InfiniteWidthKernel(Kernel):
                                               bias_variance=float(architecture.bias_variance))
         self.widths = widths
         self.block_size = block_size
-        if self._which == "ntk" and architecture.parameterization == "standard" and widths is None:
+        if (self._which == "ntk" and architecture.parameterization == "standard" and widths is None
+                and self.in_shape is None):
             raise ValueError("the standard-parameterization NTK depends on the hidden widths: "
                              "pass widths=[n_1, ..., n_depth] (or an int)")
 
@@ -132,6 +140,9 @@ class _InfiniteWidthKernel(Kernel):
                 raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}; "
                                 f"convert with .double() or .float()")
         w, b = self._variances(x1)
+        if self.in_shape is not None:
+            return serial_forward(self._template, self.in_shape, x1, x2, w, b, diag=diag,
+                                  which=self._which, width=self.widths, block_size=self.block_size)
         # x2 = None selects the symmetric code paths (half the work, exact symmetry)
         same = x1 is x2 or (x1.shape == x2.shape and torch.equal(x1, x2))
         nngp, ntk = _kernels(
@@ -155,11 +166,13 @@ class NNGPKernel(_InfiniteWidthKernel):
 
     Args:
         architecture: a ``wideNN.Architecture`` (its variances are the initial values).
-        weight_variance_prior, bias_variance_prior: optional ``gpytorch.priors.Prior``.
-        weight_variance_constraint, bias_variance_constraint: default ``Positive()``.
+        weight_variance_prior: optional ``gpytorch.priors.Prior`` on σ_w².
+        bias_variance_prior: optional ``gpytorch.priors.Prior`` on σ_b².
+        weight_variance_constraint: constraint of σ_w² (default ``Positive()``).
+        bias_variance_constraint: constraint of σ_b² (default ``Positive()``).
         widths: hidden widths (only the standard-parameterization NTK needs them).
         block_size: tile size override for the analytic kernel.
-        **kwargs: ``batch_shape``, ``active_dims``, … as for any ``gpytorch.kernels.Kernel``.
+        **kwargs (Any): ``batch_shape``, ``active_dims``, … as for any ``gpytorch.kernels.Kernel``.
     """
 
     _which = "nngp"

@@ -10,6 +10,7 @@ and the gradient-descent dynamics differ.
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Sequence
 
@@ -84,7 +85,9 @@ class Network(nn.Sequential):
         layers: list[nn.Module] = []
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
             if i > 0:
-                layers.append(arch.phi)
+                # a fresh activation per layer: a module shared by every layer of every network
+                # built from one description would carry hooks or state set on one into all
+                layers.append(copy.deepcopy(arch.phi))
             layers.append(Dense(n_in, n_out, arch.weight_variance, arch.bias_variance,
                                 arch.parameterization, generator=generator, dtype=dtype, device=device))
         super().__init__(*layers)

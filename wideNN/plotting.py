@@ -19,6 +19,7 @@ import contextlib
 from typing import Any, Iterator, Sequence
 
 import matplotlib
+import matplotlib.ticker
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -141,12 +142,40 @@ def loglog_fit(ax: Axes, x: Any, y: Any, label: str | None = None, fit: bool = T
 
 
 def band(ax: Axes, x: Any, mean: Any, std: Any, label: str | None = None, color: Any = None,
-         alpha: float = 0.25, n_std: float = 1.0, **kwargs: Any) -> None:
-    """Draw ``mean`` as a line and shade ``mean ± n_std * std`` in the same colour."""
+         alpha: float = 0.25, n_std: float = 1.0, outline: bool = False, **kwargs: Any) -> None:
+    """Draw ``mean`` as a line and shade ``mean ± n_std * std`` in the same colour.
+
+    ``outline=True`` draws the band's edges as thin lines in the line's style instead of
+    shading it, so that a second band drawn over a shaded one stays readable.
+    """
     xa, m, s = to_numpy(x).ravel(), to_numpy(mean).ravel(), to_numpy(std).ravel()
     with style():
         (line,) = ax.plot(xa, m, color=color, label=label, **kwargs)
-        ax.fill_between(xa, m - n_std * s, m + n_std * s, color=line.get_color(), alpha=alpha, linewidth=0)
+        if outline:
+            for edge in (m - n_std * s, m + n_std * s):
+                ax.plot(xa, edge, color=line.get_color(), linestyle=line.get_linestyle(), linewidth=0.9,
+                        alpha=0.9)
+        else:
+            ax.fill_between(xa, m - n_std * s, m + n_std * s, color=line.get_color(), alpha=alpha, linewidth=0)
+
+
+def resolution_norm(values: Any, resolution: float, max_levels: int = 16) -> Any:
+    """A ``BoundaryNorm`` whose colour steps are whole multiples of ``resolution`` (e.g. 1/N_test
+    for an accuracy), so a colour bar never suggests differences finer than the data can show."""
+    from matplotlib.colors import BoundaryNorm
+
+    v = to_numpy(values)
+    v = v[np.isfinite(v)]
+    lo, hi = np.floor(v.min() / resolution), np.ceil(v.max() / resolution)
+    step = max(1, int(np.ceil((hi - lo + 1) / max_levels)))
+    edges = (np.arange(lo, hi + step + 1, step) - 0.5) * resolution
+    return BoundaryNorm(edges, ncolors=256)
+
+
+def signed_zero_free(value: float, digits: int = 2) -> str:
+    """``f"{value:.{digits}f}"`` without a "-0.00" for values that round to zero."""
+    text = f"{value:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
 def heatmap(ax: Axes, values: Any, x: Any, y: Any, mark: tuple[float, float] | None = None,
@@ -172,7 +201,12 @@ def heatmap(ax: Axes, values: Any, x: Any, y: Any, mark: tuple[float, float] | N
             ax.plot([mark[0]], [mark[1]], marker="*", markersize=14, color="red",
                     markeredgecolor="white", linestyle="none", label=mark_label)
         if colorbar_label is not None:
-            ax.figure.colorbar(mesh, ax=ax, label=colorbar_label)
+            bar = ax.figure.colorbar(mesh, ax=ax, label=colorbar_label)
+            bounds = getattr(kwargs.get("norm"), "boundaries", None)
+            if bounds is not None:  # stepped colours (``resolution_norm``): label each step's centre
+                bar.set_ticks(0.5 * (bounds[1:] + bounds[:-1]))
+                bar.ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.3f"))
+                bar.ax.minorticks_off()
     return mesh
 
 
@@ -193,4 +227,4 @@ def angle_axis(ax: Axes, upper: float = np.pi, step: float = np.pi / 4) -> Axes:
 
 
 __all__: Sequence[str] = ["STYLE", "to_numpy", "style", "figure", "finish", "power_law_fit", "loglog_fit",
-                          "band", "heatmap", "colors", "angle_axis"]
+                          "band", "heatmap", "colors", "angle_axis", "resolution_norm", "signed_zero_free"]

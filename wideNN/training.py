@@ -1,4 +1,4 @@
-"""Training finite networks under the DESIGN.md time convention.
+"""Training finite networks under the time convention of docs/design.md.
 
 Full-batch gradient descent on
 
@@ -10,20 +10,24 @@ learning_rate=η)`` is the finite-network counterpart of ``wn.posterior(..., t=s
 learning_rate=η)``, and full-batch GD is stable for a linear(ized) model iff
 η < ``max_learning_rate`` = 2N / λ_max(Θ).
 
-The loop itself (shared with ``Ensemble.train``) and ``TrainHistory`` live in ``wideNN._train_loop``.
+The loop itself (shared with ``Ensemble.train``) and ``TrainHistory`` live in ``wideNN._train_loop``;
+the optimizers are ``torch.optim``'s (``wideNN._optim``).
 """
 from __future__ import annotations
 
+import dataclasses
+import os
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_inputs
-from ._train_loop import (TrainHistory, _check_data, _check_hyper, _check_positive_int,
-                          _chunked_eval, _fit)
+from ._checks import check_inputs, merge_options
+from ._optim import OptimizerOptions
+from ._train_loop import (LoopHooks, LoopOptions, TrainHistory, _check_data, _check_hyper,
+                          _check_positive_int, _chunked_eval, run_loop)
 
-__all__ = ["TrainHistory", "train", "max_learning_rate"]
+__all__ = ["TrainHistory", "TrainOptions", "train", "max_learning_rate"]
 
 
 def _readout_parameters(model: nn.Module) -> list[Tensor]:
@@ -67,17 +71,103 @@ def _default_ntk_fn(mode: str) -> Callable[[nn.Module, Tensor], Tensor]:
     return lambda m, xs: empirical_ntk(m, xs, mode=mode)
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainOptions:
+    """The keyword options of :func:`train` (each may also be passed to ``train`` by name).
+
+    Attributes:
+        batch_size: minibatch size for ``"sgd"``/``"momentum"``/``"adam"`` (``None``: full batch).
+        trainable: ``"all"``, ``"readout"`` (only the last layer: the NNGP-posterior sampler
+            of Lee et al. 2019) or an explicit iterable of the model's parameters.
+        momentum: μ of ``"momentum"`` (heavy ball, v ← μv + g, θ ← θ − ηv).
+        betas: (β₁, β₂) of ``"adam"``.
+        eps: ε of ``"adam"``.
+        seed: seed of the minibatch order (reshuffled every epoch).
+        eval_data: ``(x_test, y_test)`` or ``{name: (x, y)}``; records ``{name}_loss`` (and
+            ``{name}_accuracy`` for ``"xent"``) every ``eval_every`` steps and at the end.
+        metrics: callback ``model -> {name: value}`` recorded alongside.
+        eval_every: steps between evaluations (default steps // 100).
+        ntk_at: steps at which to snapshot the empirical NTK on ``ntk_x`` (default ``x``) with
+            ``ntk_fn(model, ntk_x)`` (default ``wn.empirical_ntk(model, ·, mode=ntk_mode)``);
+            ``history.ntk_drift()`` then gives ‖Θ̂_s − Θ̂_0‖_F/‖Θ̂_0‖_F.
+        ntk_x: inputs of the NTK snapshots.
+        ntk_fn: the NTK of a snapshot.
+        ntk_mode: ``mode`` of the default ``ntk_fn``.
+        progress: tqdm bar; ``None`` shows it for ≥ 200 steps when stderr is a terminal.
+        check_every: how often to test the loss for NaN/inf (1 on CPU, 25 on CUDA).
+        checkpoint: a file path: the loop's state (parameters, optimizer state, history) is
+            saved there every ``checkpoint_every`` steps and at the end, and a later call with
+            the same model, data and options resumes from it (results identical to an
+            uninterrupted run); a file of another run is refused.  Metrics must then be
+            numbers or tensors.
+        checkpoint_every: steps between checkpoints.
+    """
+
+    batch_size: int | None = None
+    trainable: str | Iterable[Tensor] = "all"
+    momentum: float = 0.9
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    seed: int | None = None
+    eval_data: Mapping[str, tuple[Tensor, Tensor]] | tuple[Tensor, Tensor] | None = None
+    metrics: Callable[[nn.Module], Mapping[str, Any]] | None = None
+    eval_every: int | None = None
+    ntk_at: Sequence[int] | None = None
+    ntk_x: Tensor | None = None
+    ntk_fn: Callable[[nn.Module, Tensor], Tensor] | None = None
+    ntk_mode: str = "trace"
+    progress: bool | None = None
+    check_every: int | None = None
+    checkpoint: str | os.PathLike | None = None
+    checkpoint_every: int = 100
+
+
+def _evaluate_hook(model: nn.Module, o: TrainOptions, loss: str) -> Callable[[], dict] | None:
+    """The loop's ``evaluate`` callback for ``eval_data`` and ``metrics`` (checked here)."""
+    sets: dict[str, tuple[Tensor, Tensor]] = {}
+    eval_data = o.eval_data
+    if eval_data is not None:
+        if isinstance(eval_data, tuple):
+            eval_data = {"test": eval_data}
+        if not isinstance(eval_data, Mapping):
+            raise TypeError(f"eval_data must be a pair (x, y) or a dict of pairs, got {type(eval_data).__name__}")
+        for name, pair in eval_data.items():
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+                raise ValueError(f"eval_data[{name!r}] must be a pair (x, y)")
+            _check_data(pair[0], pair[1], loss, f"eval_data[{name!r}] x", f"eval_data[{name!r}] y")
+            sets[name] = (pair[0], pair[1])
+    if not sets and o.metrics is None:
+        return None
+
+    def evaluate() -> dict[str, Any]:
+        res: dict[str, Any] = {}
+        for name, (xe, ye) in sets.items():
+            for k, v in _chunked_eval(model, xe, ye, loss).items():
+                res[f"{name}_{k}"] = float(v)
+        if o.metrics is not None:
+            res.update(o.metrics(model))
+        return res
+    return evaluate
+
+
+def _snapshot_hook(model: nn.Module, x: Tensor, o: TrainOptions) -> Callable[[], Tensor] | None:
+    """The loop's ``snapshot`` callback (the empirical NTK on ``ntk_x``), or None."""
+    if not o.ntk_at:
+        return None
+    xs = x if o.ntk_x is None else o.ntk_x
+    check_inputs(xs, name1="ntk_x")
+    fn = o.ntk_fn if o.ntk_fn is not None else _default_ntk_fn(o.ntk_mode)
+
+    def snapshot() -> Tensor:
+        with torch.enable_grad():
+            return fn(model, xs).detach().clone()
+    return snapshot
+
+
 # ----------------------------------------------------------------------------- public API
 def train(model: nn.Module, x: Tensor, y: Tensor, steps: int = 1000, learning_rate: float = 1.0,
-          optimizer: str = "gd", loss: str = "mse", *, batch_size: int | None = None,
-          trainable: str | Iterable[Tensor] = "all", momentum: float = 0.9,
-          betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, seed: int | None = None,
-          eval_data: Mapping[str, tuple[Tensor, Tensor]] | tuple[Tensor, Tensor] | None = None,
-          metrics: Callable[[nn.Module], Mapping[str, Any]] | None = None,
-          eval_every: int | None = None, ntk_at: Sequence[int] | None = None,
-          ntk_x: Tensor | None = None, ntk_fn: Callable[[nn.Module, Tensor], Tensor] | None = None,
-          ntk_mode: str = "trace", progress: bool | None = None,
-          check_every: int | None = None) -> TrainHistory:
+          optimizer: str = "gd", loss: str = "mse", *, options: TrainOptions | None = None,
+          **keywords: Any) -> TrainHistory:
     """Train ``model`` in place and return its ``TrainHistory``.
 
     Loss (``loss="mse"``): L(θ) = (1/2N) Σ_i ‖f(x_i; θ) − y_i‖², so full-batch GD
@@ -88,76 +178,41 @@ def train(model: nn.Module, x: Tensor, y: Tensor, steps: int = 1000, learning_ra
 
     Args:
         model: any ``nn.Module`` mapping (N, d) to (N, O) (a ``Network``, ``wn.linearize(net)``, …).
-        x, y: training inputs (N, d) and targets (N, O) (``"xent"``: also labels (N,)).
+        x: training inputs (N, d).
+        y: targets (N, O) (``"xent"``: also labels (N,)).
         steps: number of updates (0 only evaluates).
         learning_rate: η > 0.
         optimizer: ``"gd"`` (full batch), ``"sgd"`` (minibatches of ``batch_size``, reshuffled
             every epoch from ``seed``), ``"momentum"`` (heavy ball, v ← μv + g, θ ← θ − ηv) or
-            ``"adam"``; all accept ``batch_size`` except ``"gd"``.
-        trainable: ``"all"``, ``"readout"`` (only the last layer: the NNGP-posterior sampler
-            of Lee et al.) or an explicit iterable of the model's parameters.
-        eval_data: ``(x_test, y_test)`` or ``{name: (x, y)}``; records ``{name}_loss`` (and
-            ``{name}_accuracy`` for ``"xent"``) every ``eval_every`` steps and at the end.
-        metrics: callback ``model -> {name: value}`` recorded alongside.
-        ntk_at: steps at which to snapshot the empirical NTK on ``ntk_x`` (default ``x``) with
-            ``ntk_fn(model, ntk_x)`` (default ``wn.empirical_ntk(model, ·, mode=ntk_mode)``);
-            ``history.ntk_drift()`` then gives ‖Θ̂_s − Θ̂_0‖_F/‖Θ̂_0‖_F.
-        progress: tqdm bar; ``None`` shows it for ≥ 200 steps when stderr is a terminal.
-        check_every: how often to test the loss for NaN/inf (1 on CPU, 25 on CUDA).
+            ``"adam"`` (``torch.optim`` implements each); all accept ``batch_size`` except ``"gd"``.
+        loss: ``"mse"`` or ``"xent"``.
+        options: a :class:`TrainOptions`; any of its fields may instead be passed by name
+            (``train(net, x, y, batch_size=8, seed=0, eval_data=(xt, yt))``).
+        **keywords (Any): fields of :class:`TrainOptions` (``batch_size``, ``trainable``,
+            ``momentum``, ``betas``, ``eps``, ``seed``, ``eval_data``, ``metrics``,
+            ``eval_every``, ``ntk_at``, ``ntk_x``, ``ntk_fn``, ``ntk_mode``, ``progress``,
+            ``check_every``, ``checkpoint``, ``checkpoint_every``).
 
     Training stops early, with a ``RuntimeWarning`` and ``history.diverged = True``, when the
     loss becomes non-finite; a loss that grows and comes back down is recorded as is.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    o = merge_options(options, keywords, TrainOptions)
     steps, lr = _check_hyper(steps, learning_rate, optimizer, loss)
     _check_data(x, y, loss)
-    if batch_size is not None:
-        batch_size = _check_positive_int("batch_size", batch_size)
-    params = _select_parameters(model, trainable)
+    batch_size = None if o.batch_size is None else _check_positive_int("batch_size", o.batch_size)
+    params = _select_parameters(model, o.trainable)
     p0 = params[0]
     if p0.device != x.device:
         raise ValueError(f"x is on {x.device} but the model's parameters are on {p0.device}")
     if p0.dtype != x.dtype:
         raise TypeError(f"x has dtype {x.dtype} but the model's parameters have dtype {p0.dtype}")
-
-    sets: dict[str, tuple[Tensor, Tensor]] = {}
-    if eval_data is not None:
-        if isinstance(eval_data, tuple):
-            eval_data = {"test": eval_data}
-        for name, pair in eval_data.items():
-            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
-                raise ValueError(f"eval_data[{name!r}] must be a pair (x, y)")
-            _check_data(pair[0], pair[1], loss, f"eval_data[{name!r}] x", f"eval_data[{name!r}] y")
-            sets[name] = (pair[0], pair[1])
-
-    evaluate = None
-    if sets or metrics is not None:
-        def _evaluate() -> dict[str, Any]:
-            res: dict[str, Any] = {}
-            for name, (xe, ye) in sets.items():
-                for k, v in _chunked_eval(model, xe, ye, loss).items():
-                    res[f"{name}_{k}"] = float(v)
-            if metrics is not None:
-                res.update(metrics(model))
-            return res
-        evaluate = _evaluate
-
-    snapshot = None
-    if ntk_at:
-        xs = x if ntk_x is None else ntk_x
-        check_inputs(xs, name1="ntk_x")
-        fn = ntk_fn if ntk_fn is not None else _default_ntk_fn(ntk_mode)
-
-        def _snapshot() -> Tensor:
-            with torch.enable_grad():
-                return fn(model, xs).detach().clone()
-        snapshot = _snapshot
-
-    return _fit(params, model, x, y, steps=steps, learning_rate=lr, optimizer=optimizer, loss=loss,
-                batch_size=batch_size, seed=seed, momentum=momentum, betas=betas, eps=eps, lead=0,
-                evaluate=evaluate, eval_every=eval_every, snapshot=snapshot, ntk_at=ntk_at or (),
-                progress=progress, check_every=check_every)
+    loop = LoopOptions(steps, OptimizerOptions(optimizer, lr, o.momentum, o.betas, o.eps), loss,
+                       batch_size, o.seed, o.eval_every, tuple(o.ntk_at or ()), o.progress,
+                       o.check_every, o.checkpoint, o.checkpoint_every)
+    hooks = LoopHooks(model, 0, _evaluate_hook(model, o, loss), _snapshot_hook(model, x, o))
+    return run_loop(params, x, y, loop, hooks)
 
 
 def max_learning_rate(kernel: Any, x: Tensor | None = None, *,

@@ -1,0 +1,109 @@
+"""An elementwise activation φ as a layer (every ``wn.activations`` object or name).
+
+With per-position variances k11 = K(x, x)[p, p], k22 = K(x', x')[p', p'] and the activation's
+dual kernels (``Activation.dual``):
+
+    K'[p, p'] = E[φ(u) φ(v)],   Θ'[p, p'] = E[φ'(u) φ'(v)] · Θ[p, p'],
+    (u, v) ~ N(0, [[k11, K[p, p']], [K[p, p'], k22]]).
+
+The variances come from a pass of each example with itself (``Evaluation.pairs == "self"``),
+recorded per activation and reused by every tile of example pairs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .. import activations as _acts
+from ._state import KernelState, positions_diagonal
+from .base import Env, Evaluation, Layer, LayerError, Step, shape_str
+
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class ActivationLayer(Layer):
+    """Wraps an ``Activation`` so it composes with the other layers (``Serial`` does this for you)."""
+
+    activation: _acts.Activation
+    kind = "Activation"
+
+    def __repr__(self) -> str:
+        return repr(self.activation)
+
+    def resolve(self, in_shape: tuple, env: Env) -> Step:
+        name = type(self.activation).__name__
+        if not env.gaussian:
+            raise LayerError(f"{env.label}: the dual kernel of an activation is exact for Gaussian "
+                             f"pre-activations only: its input must come from a Dense or Conv (possibly "
+                             f"pooled, flattened or summed in a Residual with a Gaussian input), not from "
+                             f"the raw inputs or another activation ({name} on input shape {shape_str(in_shape)})")
+        env.gaussian = False
+        index = env.counter[0]
+        env.counter[0] += 1
+        return ActivationStep(env.label, in_shape, in_shape, self.activation, index)
+
+
+def place(v: Tensor, side: int, pairs: str, full: bool, d: int) -> Tensor:
+    """Per-position variances (b, *S) of one side of the pairs, shaped to broadcast against a
+    state of batch ``pairs`` and layout ``full`` (side 1: rows / p; side 2: columns / p')."""
+    b = v.shape[0]
+    batch = ((b, 1) if side == 1 else (1, b)) if pairs == "matrix" else (b,)
+    if not full:
+        return v.reshape(*batch, *v.shape[1:])
+    pos = []
+    for s in v.shape[1:]:
+        pos += [s, 1] if side == 1 else [1, s]
+    return v.reshape(*batch, *pos)
+
+
+class ActivationStep(Step):
+    def __init__(self, label, in_shape, out_shape, activation, index: int):
+        self.label, self.in_shape, self.out_shape = label, in_shape, out_shape
+        self.activation, self.index = activation, index
+
+    def apply(self, state: KernelState, ev: Evaluation) -> KernelState:
+        act, d, k = self.activation, len(state.spatial), state.nngp
+        full = state.full and d > 0
+        if ev.pairs == "self":
+            var = positions_diagonal(k, d) if full else k
+            ev.record[self.index] = var
+            if not full:
+                t, td = act.dual_diag(k)
+                ntk = None if (state.ntk is None or not ev.compute_ntk) else td * state.ntk
+                return KernelState(t, ntk, state.spatial, state.full)
+            v1, v2 = place(var, 1, "self", True, d), place(var, 2, "self", True, d)
+        else:
+            v1 = place(ev.vars1[self.index], 1, ev.pairs, full, d)
+            v2 = place(ev.vars2[self.index], 2, ev.pairs, full, d)
+        if type(act) is _acts.ReLU and not _needs_grad(v1, k, v2, state.ntk):
+            t, td = relu_dual_inplace(v1, k, v2)
+            ntk = None if (state.ntk is None or not ev.compute_ntk) else td.mul_(state.ntk)
+            return KernelState(t, ntk, state.spatial, state.full)
+        t, td = act.dual(v1, k, v2)
+        ntk = None if (state.ntk is None or not ev.compute_ntk) else td * state.ntk
+        return KernelState(t, ntk, state.spatial, state.full)
+
+    def module(self, generator, dtype, device) -> nn.Module:
+        return self.activation
+
+
+def _needs_grad(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def relu_dual_inplace(k11: Tensor, k12: Tensor, k22: Tensor) -> tuple[Tensor, Tensor]:
+    """ReLU's duals (``wideNN.activations.ReLU.dual``: s/(2π)(√(1−c²) + (π−θ)c) and (π−θ)/(2π))
+    without autograd, in two fresh output arrays and in-place passes (the masked, autograd-safe
+    closed form allocates a dozen arrays the size of the covariance tensor).  Zero variances give
+    c = 0, as ``wideNN._gaussian.correlation`` does."""
+    r1 = torch.where(k11 > 0, k11, torch.ones_like(k11)).rsqrt_().mul_(k11 > 0)
+    r2 = torch.where(k22 > 0, k22, torch.ones_like(k22)).rsqrt_().mul_(k22 > 0)
+    c = torch.mul(k12, r1).mul_(r2).clamp_(-1.0, 1.0)
+    tol = 8 * torch.finfo(c.dtype).eps  # as snap_correlation: coincident points are exactly c = 1
+    c.masked_fill_(c >= 1 - tol, 1.0).masked_fill_(c <= -1 + tol, -1.0)
+    p = torch.arccos(c).neg_().add_(math.pi)                            # π − θ
+    t = torch.mul(c, c).neg_().add_(1.0).clamp_(min=0.0).sqrt_().addcmul_(p, c)
+    t.mul_(k11.clamp(min=0).sqrt() * (1.0 / (2 * math.pi))).mul_(k22.clamp(min=0).sqrt())
+    return t, p.mul_(1.0 / (2 * math.pi))
