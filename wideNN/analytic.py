@@ -13,9 +13,11 @@ NTK depends on the hidden widths n_l:
     Θ¹ = x·x' + 1,   Θ^{l+1} = n_l T(K^l) + 1 + σ_w² Ṫ(K^l) Θ^l.
 
 Memory is bounded by tiling the N×M outputs; the tile size is chosen automatically
-(``block_size`` overrides it).  Without autograd and for ReLU a fused in-place recursion in
-normalised coordinates is used (one GEMM, one arccos and a few in-cache passes per layer);
-it computes the same numbers as the generic path.
+(``block_size`` overrides it).  Without autograd, in the NTK parameterization with float
+variances, every closed-form activation runs a fused in-place recursion on in-cache tiles
+(``wideNN._fused``: one GEMM per tile and a few passes with one transcendental per layer,
+tiles shared between single-threaded workers); with ``compile=True`` ReLU uses the
+``torch.compile`` tile path below.  Both compute the same numbers as the generic path.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from torch import Tensor
 
 from . import activations as _acts
 from ._checks import check_inputs, check_int, check_same_place, check_variance
+from ._fused import fused_kernels
 from ._gaussian import MAX_NODE_FACTOR
 
 __all__ = ["kernels"]
@@ -91,6 +94,13 @@ def kernels(
 
     needs_grad = torch.is_grad_enabled() and any(
         isinstance(t, Tensor) and t.requires_grad for t in (x1, x2, weight_variance, bias_variance))
+    plain = (not needs_grad and parameterization == "ntk" and x1.dim() == 2
+             and not isinstance(weight_variance, Tensor) and not isinstance(bias_variance, Tensor))
+    if plain and not compile:  # closed forms: fused tiles shared out between worker threads
+        out = fused_kernels(x1, x2, act, depth, float(weight_variance), float(bias_variance),
+                            compute_ntk, compute_nngp, block_size)
+        if out is not None:
+            return out
     fast = (not needs_grad and type(act) is _acts.ReLU and parameterization == "ntk"
             and x1.dim() == 2 and not isinstance(weight_variance, Tensor)
             and not isinstance(bias_variance, Tensor))

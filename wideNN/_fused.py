@@ -1,0 +1,226 @@
+"""Fused, tiled NNGP/NTK of the closed-form activations (NTK parameterization, no autograd).
+
+The N×M outputs are cut into square tiles (upper triangle only when x2 is x1).  For each tile
+one GEMM of augmented inputs gives the first layer's scaled kernel, then every layer is a few
+in-place passes over reused tile buffers that stay in cache (the layer math, one plan per
+activation, is in ``wideNN._fused_layers``); the tile is unscaled and written once.
+
+Threads: each tile is independent, so on the CPU the tiles are shared out dynamically between
+up to ``torch.get_num_threads()`` Python worker threads (fewer on an oversubscribed machine,
+``tile_threads``), each running its tiles *single-threaded* (torch ops release the GIL).  The alternative — every small elementwise pass as its own
+OpenMP parallel region — meets a barrier per pass, and when another process holds one core
+each barrier waits for the descheduled thread's next time slice: measured 10–60× slower.
+With independent workers a descheduled thread only delays its own tile.  For the duration of
+the call torch's intra-op thread count is 1 (restored afterwards; it is process-wide, so torch
+work in other threads of the caller runs single-threaded meanwhile), so that the workers'
+GEMMs and passes do not fork again.
+
+Returns None when the fused path does not apply (an activation without a plan, a dtype other
+than float32/float64, zero-variance inputs for the arc-cosine family, variances so large that
+sin/cos would overflow): the caller then uses the generic path.
+"""
+from __future__ import annotations
+
+import math
+import os
+import threading
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from . import activations as _acts
+from ._fused_layers import plan_for
+
+__all__ = ["fused_kernels", "tile_threads"]
+
+# elements of one tile buffer: 256×256 float64 = 512 KB, large enough that the Python cost of a
+# pass (a few µs) is small against its work, small enough that the ~6 buffers stay in L2/L3
+_CPU_TILE = 256
+_CUDA_TILE = 4096  # 128 MB float64 buffers: ≤ ~1.2 GB of tiles (GELU has 9)
+
+
+def fused_kernels(x1: Tensor, x2: Tensor | None, act: _acts.Activation, depth: int, w: float,
+                  b: float, compute_ntk: bool, compute_nngp: bool,
+                  block_size: int | None = None) -> tuple[Tensor | None, Tensor | None] | None:
+    """(K, Θ) of the output layer for 2-D x1 (N, d), x2 (M, d) or None, or None when the fused
+    path does not apply (see the module docstring)."""
+    plan = plan_for(act, w, b)
+    if plan is None or x1.dtype not in (torch.float32, torch.float64) or x1.dim() != 2:
+        return None
+    if x1.is_cuda:
+        return _fused(plan, x1, x2, act, depth, w, b, compute_ntk, compute_nngp, block_size)
+    # every op single-threaded, the O(N·d) preparation included: on a loaded machine each
+    # OpenMP barrier can wait for a descheduled thread
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _fused(plan, x1, x2, act, depth, w, b, compute_ntk, compute_nngp, block_size, before)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _fused(plan, x1, x2, act, depth, w, b, compute_ntk, compute_nngp, block_size, threads=1):
+    symmetric = x2 is None
+    xb = x1 if symmetric else x2
+    d = x1.shape[-1]
+    ks1 = _diagonal_variances(act, x1, depth, w, b)
+    ks2 = ks1 if symmetric else _diagonal_variances(act, xb, depth, w, b)
+    if not plan.valid(ks1) or not plan.valid(ks2):
+        return None
+    side1 = _Side(plan, x1, ks1, w, b, d)
+    side2 = side1 if symmetric else _Side(plan, xb, ks2, w, b, d)
+    n, m = x1.shape[0], xb.shape[0]
+    nngp = torch.empty(n, m, dtype=x1.dtype, device=x1.device) if compute_nngp else None
+    ntk = torch.empty(n, m, dtype=x1.dtype, device=x1.device) if compute_ntk else None
+    tile = int(block_size) if block_size else (_CUDA_TILE if x1.is_cuda else _CPU_TILE)
+    tiles = [(i, j) for i in range(0, n, tile) for j in range(i if symmetric else 0, m, tile)]
+    # the largest tiles first: a late large tile would leave the other workers idle
+    tiles.sort(key=lambda t: -(min(tile, n - t[0]) * min(tile, m - t[1])))
+
+    def work(ij, bufs):
+        _one_tile(plan, side1, side2, ij, tile, depth, symmetric, bufs, nngp, ntk)
+
+    buffers = 3 + plan.scratch
+    size = min(tile, n) * min(tile, m)
+    make_buffers = lambda: [torch.empty(size, dtype=x1.dtype, device=x1.device)  # noqa: E731
+                            for _ in range(buffers)]
+    # CUDA: one stream (the tiles are large and the passes asynchronous)
+    _run(tiles, work, make_buffers, 1 if x1.is_cuda else min(tile_threads(threads), len(tiles)))
+    return nngp, ntk
+
+
+def tile_threads(threads: int | None = None) -> int:
+    """Worker threads of the fused CPU path: ``threads`` (default torch's intra-op thread
+    count), fewer when other processes already keep the cores busy.
+
+    With ``others`` runnable threads of other processes on ``cores`` cores (Linux: /proc), at
+    most cores − others + 1 workers: on a quiet machine all of them; with one busy process on
+    two cores still two (the one on the free core runs at full speed); once the machine is
+    oversubscribed one.  Workers share the GIL between their passes, and a worker preempted
+    while holding it stalls the others for a time slice: on a 2-core machine with ~12 runnable
+    threads two workers were measured 1.5–2.7× slower than one.
+    """
+    threads = max(1, torch.get_num_threads() if threads is None else threads)
+    others = _other_runnable()
+    if threads == 1 or others is None:
+        return threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(threads, max(1, cores - others + 1))
+
+
+def _other_runnable() -> int | None:
+    """Threads of other processes running or waiting for a core now (None where unknown)."""
+    try:
+        with open("/proc/loadavg") as f:
+            runnable = int(f.read().split()[3].split("/")[0])
+        own = 0
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/stat") as f:
+                own += f.read().rsplit(")", 1)[1].split()[0] == "R"
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0, runnable - own)
+
+
+def _diagonal_variances(act, x: Tensor, depth: int, w: float, b: float) -> list[Tensor]:
+    """K^l(x, x) for l = 1 … depth+1, by the same 1-D recursion as the generic path."""
+    k = b + w * (x * x).sum(-1) / x.shape[-1]
+    ks = [k]
+    for _ in range(depth):
+        k = b + w * act.dual_diag(k)[0]
+        ks.append(k)
+    return ks
+
+
+class _Side:
+    """Everything per input of one side of the kernel: augmented inputs for the first GEMM,
+    the per-layer vectors, the coincident-point values and the final unscaling."""
+
+    def __init__(self, plan, x: Tensor, ks: list[Tensor], w: float, b: float, d: int) -> None:
+        scales = [plan.scale(k) for k in ks]
+        s0 = scales[0]
+        self.aug = torch.empty(x.shape[0], d + (b > 0), dtype=x.dtype, device=x.device)
+        torch.mul(x, (s0 * math.sqrt(w / d)).unsqueeze(-1), out=self.aug[:, :d])
+        if b > 0:
+            torch.mul(s0, math.sqrt(b), out=self.aug[:, d])
+        self.vectors = [plan.vectors(ks[l], scales[l], ks[l + 1], scales[l + 1])
+                        for l in range(len(ks) - 1)]
+        self.diagonals = [plan.diagonal(k, s) for k, s in zip(ks, scales)]
+        self.unscale = 1.0 / scales[-1]
+
+
+def _one_tile(plan, side1: _Side, side2: _Side, ij, tile: int, depth: int, symmetric: bool,
+              bufs: list[Tensor], nngp: Tensor | None, ntk: Tensor | None) -> None:
+    i, j = ij
+    ri, rj = slice(i, i + tile), slice(j, j + tile)
+    a1, a2 = side1.aug[ri], side2.aug[rj]
+    h, wd = a1.shape[0], a2.shape[0]
+    views = [buf[:h * wd].view(h, wd) for buf in bufs]
+    c, q, out, scratch = views[0], views[1], views[2], views[3:]
+    torch.mm(a1, a2.T, out=c)
+    if plan.sign < 0:
+        c.neg_()
+    on_diagonal = symmetric and i == j
+    with_q = ntk is not None and not plan.ntk_is_nngp
+    if not with_q:
+        q = None
+    for layer in range(depth + 1):
+        if on_diagonal:
+            # coincident points: the exact diagonal variance (the GEMM rounds differently),
+            # so their correlation is exactly 1 at every layer
+            c.diagonal().copy_(side1.diagonals[layer][ri])
+        if layer == 0 and q is not None:
+            q.copy_(c)
+        if layer == depth:
+            break
+        c, out = plan.layer_(c, q, side1.vectors[layer][:, ri], side2.vectors[layer][:, rj],
+                             out, scratch), c
+    u1, u2 = side1.unscale[ri, None], plan.sign * side2.unscale[None, rj]
+    if nngp is not None or (ntk is not None and q is None):
+        c.mul_(u1).mul_(u2)
+        for target in (nngp, None if q is not None else ntk):
+            if target is not None:
+                _store(target, c, ri, rj, symmetric and i != j)
+    if q is not None:
+        q.mul_(u1).mul_(u2)
+        _store(ntk, q, ri, rj, symmetric and i != j)
+
+
+def _store(target: Tensor, tile: Tensor, ri: slice, rj: slice, mirror: bool) -> None:
+    target[ri, rj] = tile
+    if mirror:
+        target[rj, ri] = tile.T
+
+
+def _run(tasks: list, work: Callable, make_buffers: Callable, threads: int) -> None:
+    """work(task, buffers) for every task, on ``threads`` workers that each own their buffers
+    and take the next task when done (the caller makes torch's ops single-threaded)."""
+    if threads <= 1:
+        bufs = make_buffers()
+        for task in tasks:
+            work(task, bufs)
+        return
+    lock = threading.Lock()
+    pending = iter(tasks)
+    errors: list[BaseException] = []
+
+    def worker():
+        try:
+            bufs = make_buffers()
+            while not errors:
+                with lock:
+                    task = next(pending, None)
+                if task is None:
+                    return
+                work(task, bufs)
+        except BaseException as exc:  # re-raised in the calling thread
+            errors.append(exc)
+
+    pool = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    if errors:
+        raise errors[0]
