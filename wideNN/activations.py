@@ -261,6 +261,7 @@ class Tanh(Activation):
     """φ(u) = tanh(u); duals by quadrature."""
 
     name = "tanh"
+    smooth = True
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.tanh(x)
@@ -268,11 +269,21 @@ class Tanh(Activation):
     def derivative(self, x: Tensor) -> Tensor:
         return 1.0 - torch.tanh(x) ** 2
 
+    def second_derivative(self, x: Tensor) -> Tensor:
+        t = torch.tanh(x)
+        return -2.0 * t * (1.0 - t * t)
+
+    def third_derivative(self, x: Tensor) -> Tensor:
+        t = torch.tanh(x)
+        d = 1.0 - t * t
+        return d * (4.0 * t * t - 2.0 * d)
+
 
 class Sigmoid(Activation):
     """φ(u) = 1/(1 + e^{−u}); duals by quadrature."""
 
     name = "sigmoid"
+    smooth = True
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.sigmoid(x)
@@ -281,11 +292,21 @@ class Sigmoid(Activation):
         s = torch.sigmoid(x)
         return s * (1.0 - s)
 
+    def second_derivative(self, x: Tensor) -> Tensor:
+        s = torch.sigmoid(x)
+        return s * (1.0 - s) * (1.0 - 2.0 * s)
+
+    def third_derivative(self, x: Tensor) -> Tensor:
+        s = torch.sigmoid(x)
+        p = s * (1.0 - s)
+        return p * ((1.0 - 2.0 * s) ** 2 - 2.0 * p)
+
 
 class Softplus(Activation):
     """φ(u) = log(1 + e^{u}); duals by quadrature."""
 
     name = "softplus"
+    smooth = True
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.nn.functional.softplus(x)
@@ -293,11 +314,20 @@ class Softplus(Activation):
     def derivative(self, x: Tensor) -> Tensor:
         return torch.sigmoid(x)
 
+    def second_derivative(self, x: Tensor) -> Tensor:
+        s = torch.sigmoid(x)
+        return s * (1.0 - s)
+
+    def third_derivative(self, x: Tensor) -> Tensor:
+        s = torch.sigmoid(x)
+        return s * (1.0 - s) * (1.0 - 2.0 * s)
+
 
 class SiLU(Activation):
     """φ(u) = u·σ(u) (swish); duals by quadrature."""
 
     name = "silu"
+    smooth = True
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.nn.functional.silu(x)
@@ -305,6 +335,16 @@ class SiLU(Activation):
     def derivative(self, x: Tensor) -> Tensor:
         s = torch.sigmoid(x)
         return s * (1.0 + x * (1.0 - s))
+
+    def second_derivative(self, x: Tensor) -> Tensor:
+        s = torch.sigmoid(x)
+        return s * (1.0 - s) * (2.0 + x * (1.0 - 2.0 * s))
+
+    def third_derivative(self, x: Tensor) -> Tensor:
+        s = torch.sigmoid(x)
+        p = s * (1.0 - s)
+        q = 1.0 - 2.0 * s
+        return p * (q * (2.0 + x * q) + q - 2.0 * x * p)
 
 
 class ELU(Activation):
@@ -323,6 +363,11 @@ class ELU(Activation):
 
     def derivative(self, x: Tensor) -> Tensor:
         return torch.where(x > 0, torch.ones_like(x), self.alpha * torch.exp(x.clamp_max(0.0)))
+
+    def second_derivative(self, x: Tensor) -> Tensor:
+        # a jump at 0 (and a Dirac delta in φ'' when α ≠ 1): ``smooth`` stays False, so the
+        # quadrature gradients integrate by parts instead of using the third derivative
+        return torch.where(x > 0, torch.zeros_like(x), self.alpha * torch.exp(x.clamp_max(0.0)))
 
 
 class Elementwise(Activation):
