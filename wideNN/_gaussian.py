@@ -37,9 +37,13 @@ def safe_sqrt(x: Tensor) -> Tensor:
 
 
 def correlation(k11: Tensor, k12: Tensor, k22: Tensor) -> tuple[Tensor, Tensor]:
-    """(s, c) with s = √(k11 k22) and c = k12 / s clamped to [-1, 1] (c = 0 when s = 0)."""
-    prod = k11 * k22
-    s = safe_sqrt(prod)
+    """(s, c) with s = √(k11 k22) and c = k12 / s clamped to [-1, 1] (c = 0 when s = 0).
+
+    s is formed as √k11·√k22, never as √(k11·k22): the product overflows for variances above
+    ~1e154 and underflows below ~1e-154 (float64; 1e19 / 1e-19 in float32), which turned
+    representable kernels into NaN or 0.
+    """
+    s = safe_sqrt(k11) * safe_sqrt(k22)
     safe_s = torch.where(s > 0, s, torch.ones_like(s))
     c = torch.where(s > 0, k12 / safe_s, torch.zeros_like(k12 * s))
     return s, snap_correlation(c.clamp(-1.0, 1.0))

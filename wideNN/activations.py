@@ -135,9 +135,20 @@ class Erf(Activation):
     def dual(self, k11, k12, k22):
         a = 1.0 + 2.0 * k11
         b = 1.0 + 2.0 * k22
-        t = (2.0 / math.pi) * torch.arcsin((2.0 * k12 / torch.sqrt(a * b)).clamp(-1.0, 1.0))
-        # a·b − 4k12² ≥ 1 + 2(k11 + k22) > 0 by Cauchy–Schwarz, so no clamp is needed for PSD input
-        td = (4.0 / math.pi) / torch.sqrt(a * b - 4.0 * k12 * k12)
+        ra, rb = torch.sqrt(a), torch.sqrt(b)  # √a·√b, not √(a·b): no overflow for huge variances
+        t = (2.0 / math.pi) * torch.arcsin((2.0 * k12 / ra / rb).clamp(-1.0, 1.0))
+        # a·b − 4k12² ≥ 1 + 2(k11 + k22) > 0 by Cauchy–Schwarz, so no clamp is needed for PSD input.
+        # Where a·b overflows, the same quantity is formed as p² + q² with p² = 1 + 2k11 + 2k22 and
+        # q² = 4 k11 k22 (1 − c²), by hypot (no intermediate exceeds the result).
+        ab = a * b - 4.0 * k12 * k12
+        ok = torch.isfinite(ab)
+        direct = torch.sqrt(torch.where(ok, ab, torch.ones_like(ab)))
+        if bool(ok.all()):
+            return t, (4.0 / math.pi) / direct
+        s, c = correlation(k11, k12, k22)
+        p = torch.hypot(torch.hypot(torch.ones_like(k11), safe_sqrt(2.0 * k11)), safe_sqrt(2.0 * k22))
+        q = 2.0 * s * safe_sqrt((1.0 - c) * (1.0 + c))
+        td = (4.0 / math.pi) / torch.where(ok, direct, torch.hypot(p, q))
         return t, td
 
     def dual_diag(self, k):
@@ -185,12 +196,18 @@ class Sin(Activation):
     @staticmethod
     def _pair(k11, k12, k22):
         # written as two decaying exponentials so nothing overflows for large variances
-        half = 0.5 * (k11 + k22)
+        half = 0.5 * k11 + 0.5 * k22  # (k11 + k22) could overflow
         return 0.5 * torch.exp(k12 - half), 0.5 * torch.exp(-k12 - half)
 
     def dual(self, k11, k12, k22):
         a, b = self._pair(k11, k12, k22)
-        return a + self._sign * b, a - self._sign * b
+        odd, even = a - b, a + b  # e^{−half} sinh(k12), e^{−half} cosh(k12)
+        # for |k12| < 1 the difference a − b cancels (to 0 for tiny variances): use sinh
+        small = k12.abs() < 1
+        half = 0.5 * k11 + 0.5 * k22
+        safe = torch.where(small, k12, torch.zeros_like(k12))
+        odd = torch.where(small, torch.exp(-half) * torch.sinh(safe), odd)
+        return (odd, even) if self._sign < 0 else (even, odd)
 
     def dual_diag(self, k):
         return self.dual(k, k, k)

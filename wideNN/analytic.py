@@ -82,12 +82,13 @@ def kernels(
     if not compute_nngp and not compute_ntk:
         raise ValueError("compute_nngp=False needs compute_ntk=True: nothing would be computed")
 
+    _check_first_layer(x1, x2, weight_variance, bias_variance)
     if diag:
         if x2 is not None and x2.shape != x1.shape:
             raise ValueError(f"diag=True needs x1 and x2 of the same shape, got "
                              f"{tuple(x1.shape)} and {tuple(x2.shape)}")
-        return _diag(x1, x2, act, depth, weight_variance, bias_variance, parameterization,
-                     widths, compute_ntk)
+        return _check_finite_output(_diag(x1, x2, act, depth, weight_variance, bias_variance,
+                                          parameterization, widths, compute_ntk), depth)
 
     needs_grad = torch.is_grad_enabled() and any(
         isinstance(t, Tensor) and t.requires_grad for t in (x1, x2, weight_variance, bias_variance))
@@ -98,9 +99,49 @@ def kernels(
         out = _relu_tiled(x1, x2, depth, float(weight_variance), float(bias_variance),
                           compute_ntk, block_size, compile, compute_nngp)
         if out is not None:
-            return out
-    return _generic_tiled(x1, x2, act, depth, weight_variance, bias_variance, parameterization,
-                          widths, compute_ntk, block_size, compute_nngp)
+            return _check_finite_output(out, depth)
+    return _check_finite_output(_generic_tiled(
+        x1, x2, act, depth, weight_variance, bias_variance, parameterization, widths,
+        compute_ntk, block_size, compute_nngp), depth)
+
+
+def _check_first_layer(x1: Tensor, x2: Tensor | None, w, b) -> None:
+    """The input-layer variances K¹(x, x) = σ_b² + σ_w² |x|²/d must be representable: an
+    overflow there would come back as NaN (inf/inf) from every later layer."""
+    for name, x in (("x1", x1), ("x2", x2)):
+        if x is None:
+            continue
+        scale = x.detach().abs().amax()  # noqa: the check needs no gradient
+        # |x|²/d ≤ max|x|², so this is exact unless max|x|² itself is near the limit
+        s = float(scale) if scale.numel() else 0.0
+        k = _as_float(b) + _as_float(w) * (s * s)
+        if not math.isfinite(k) or k > torch.finfo(x.dtype).max:
+            sq = (x.detach() * x.detach()).sum(-1) / x.shape[-1]
+            top = (float(b) if not isinstance(b, Tensor) else float(b.detach().max())) + \
+                (float(w) if not isinstance(w, Tensor) else float(w.detach().max())) * sq.max()
+            if not bool(torch.isfinite(top)):
+                raise ValueError(
+                    f"the first-layer kernel σ_b² + σ_w²|x|²/d of {name} overflows {x.dtype} "
+                    f"(max |entry| {float(scale):.3g}): rescale the inputs (the kernel is not "
+                    f"representable in this dtype)")
+
+
+def _check_finite_output(out, depth: int):
+    """Raise a clear error instead of returning a kernel that overflowed in the recursion
+    (e.g. ReLU with σ_w² > 2 grows like (σ_w²/2)^depth)."""
+    for k in out:
+        if k is not None and not _finite(k.detach()):
+            raise ValueError(
+                f"the kernel overflowed {k.dtype} in the depth-{depth} recursion (its values exceed "
+                f"{torch.finfo(k.dtype).max:.3g}, or an intermediate layer's did): reduce "
+                f"weight_variance or depth, rescale the inputs, or use float64")
+    return out
+
+
+def _finite(x: Tensor) -> bool:
+    if x.numel() == 0:
+        return True
+    return bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
 
 
 # ----------------------------------------------------------------------------- checks
@@ -405,3 +446,8 @@ def _compiled_relu_layer():
     if _COMPILED is None:
         _COMPILED = torch.compile(_relu_layer_pure, dynamic=True)
     return _COMPILED
+
+
+def _as_float(v) -> float:
+    """The largest value of a hyperparameter (number or tensor), without autograd."""
+    return float(v.detach().max()) if isinstance(v, Tensor) else float(v)
