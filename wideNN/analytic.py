@@ -376,6 +376,7 @@ def _relu_tiled(x1, x2, depth, w, b, compute_ntk, block_size, compile, compute_n
     for i in range(0, n, tile):
         ri, j0 = slice(i, i + tile), (i if symmetric else 0)
         panel = a1[ri] @ a2[j0:].T
+        _exact_near_one_(panel, a1[ri], a2[j0:])
         for j in range(j0, m, tile):
             rj = slice(j, j + tile)
             c = panel[:, j - j0:j - j0 + tile]
@@ -413,10 +414,36 @@ def _relu_tiled(x1, x2, depth, w, b, compute_ntk, block_size, compile, compute_n
     return nngp, ntk
 
 
+#: first-layer correlations above 1 − this are recomputed from the difference of the inputs
+_NEAR_ONE = 1e-6
+#: pairs recomputed per batch (bounds the (pairs, d) temporary)
+_NEAR_ONE_CHUNK = 1 << 15
+
+
+def _exact_near_one_(c: Tensor, u: Tensor, v: Tensor) -> None:
+    """c[i, j] = u_i·v_j for unit vectors u, v; where it is within ``_NEAR_ONE`` of 1, replace
+    it by 1 − ½|u_i − v_j|², exact for coincident rows (the GEMM leaves 1 − a few ulps there,
+    which arccos turns into angles of ~1e-8 at every later layer) and accurate to rounding in
+    1 − c for near-coincident ones."""
+    rows, cols = torch.nonzero(c >= 1.0 - _NEAR_ONE, as_tuple=True)
+    for s in range(0, rows.numel(), _NEAR_ONE_CHUNK):
+        i, j = rows[s:s + _NEAR_ONE_CHUNK], cols[s:s + _NEAR_ONE_CHUNK]
+        diff = u[i] - v[j]
+        c[i, j] = 1.0 - 0.5 * (diff * diff).sum(-1)
+
+
+def _snap_one_(c: Tensor) -> None:
+    """Correlations within a few ulps of ±1 become exactly ±1 (as ``snap_correlation`` in the
+    generic path): a coincident pair stays coincident through every layer."""
+    tol = 8 * torch.finfo(c.dtype).eps
+    c.masked_fill_(c >= 1.0 - tol, 1.0).masked_fill_(c <= -1.0 + tol, -1.0)
+
+
 def _relu_layer_(c, q, row, col, brow, bcol, w2pi, b, compute_ntk: bool, out: Tensor, p: Tensor) -> Tensor:
     """One ReLU layer on a tile (see ``_relu_tiled``): returns the new c written into ``out``
     and updates q in place; ``p`` is scratch.  No allocation of tile-sized arrays."""
     c.clamp_(-1.0, 1.0)
+    _snap_one_(c)
     torch.arccos(c, out=p).neg_().add_(math.pi)                                 # π − θ
     torch.mul(c, c, out=out)
     out.neg_().add_(1.0).clamp_(min=0.0).sqrt_().addcmul_(p, c)                # √(1−c²) + (π−θ)c
@@ -430,6 +457,8 @@ def _relu_layer_(c, q, row, col, brow, bcol, w2pi, b, compute_ntk: bool, out: Te
 def _relu_layer_pure(c, q, row, col, brow, bcol, w2pi, b, compute_ntk: bool):
     """The same layer as ``_relu_layer_`` written functionally, for ``torch.compile`` to fuse."""
     c = c.clamp(-1.0, 1.0)
+    tol = 8 * torch.finfo(c.dtype).eps
+    c = torch.where(c >= 1.0 - tol, 1.0, torch.where(c <= -1.0 + tol, -1.0, c))
     p = math.pi - torch.arccos(c)
     scale = (w2pi * row) * col
     c_new = scale * (torch.sqrt(torch.clamp(1.0 - c * c, min=0.0)) + p * c) + (b * brow) * bcol
