@@ -18,7 +18,7 @@ import gpytorch
 import torch
 from torch import Tensor
 
-from ._checks import check_inputs, check_variance
+from ._checks import check_inputs, check_positive, check_variance
 from .architecture import Architecture
 from .gp_kernels import NNGPKernel, NTKKernel
 from .prediction import log_marginal_likelihood
@@ -114,11 +114,18 @@ def fit_hyperparameters(
         raise ValueError("y must be a floating-point tensor without NaN or inf entries")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    lr = check_positive("lr", lr)
     check_variance("noise_variance", noise_variance)
     check_variance("min_noise", min_noise)
     check_variance("min_init", min_init)
+    if isinstance(learn, str) or not isinstance(learn, (list, tuple, set, frozenset)):
+        raise TypeError(f"learn must be a list of names ('weight_variance', 'bias_variance'), "
+                        f"got {learn!r}")
+    if not isinstance(learn_noise, bool):
+        raise TypeError(f"learn_noise must be True or False, got {learn_noise!r}")
+    if steps > 0 and not learn and not learn_noise:
+        raise ValueError("nothing left to learn: learn=() and learn_noise=False fit no parameter; "
+                         "name a variance in learn, set learn_noise=True, or use steps=0")
     unknown = set(learn) - {"weight_variance", "bias_variance"}
     if unknown:
         raise ValueError(f"learn may name 'weight_variance' and 'bias_variance', got {sorted(unknown)}")
@@ -132,11 +139,13 @@ def fit_hyperparameters(
     kern = kern_cls(start, widths=widths)
     likelihood = gpytorch.likelihoods.GaussianLikelihood(
         noise_constraint=gpytorch.constraints.GreaterThan(min_noise))
-    likelihood.noise = max(float(noise_variance), min_noise * (1 + 1e-6))
     xd = x.to(dtype)
     yb = y.to(dtype=dtype, device=x.device)
     yb = yb.T.contiguous() if yb.dim() == 2 else yb
     model = _SharedKernelGP(xd, yb, likelihood, kern).to(dtype=dtype, device=x.device)
+    # set after the cast: a float32 raw parameter would keep σ² rounded to float32
+    likelihood.noise = torch.tensor(max(float(noise_variance), min_noise * (1 + 1e-6)), dtype=dtype,
+                                    device=x.device)
     for name in ("weight_variance", "bias_variance"):
         getattr(kern, f"raw_{name}").requires_grad_(name in learn)
     likelihood.raw_noise.requires_grad_(learn_noise)
