@@ -18,6 +18,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from ._checks import check_pair, check_positive, real_number
+
 OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
 LOSSES = ("mse", "xent")
 
@@ -29,16 +31,12 @@ class Optimizer:
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
         if name not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
-        self.name, self.lr = name, float(learning_rate)
-        self.momentum, self.betas, self.eps = float(momentum), tuple(map(float, betas)), float(eps)
+        self.name, self.lr = name, check_positive("learning_rate", learning_rate)
+        self.momentum = real_number("momentum", momentum)
+        self.betas = check_pair("betas", betas, 0.0, 1.0)
+        self.eps = check_positive("eps", eps)
         if name == "momentum" and not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        if name == "adam":
-            b1, b2 = self.betas
-            if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
-                raise ValueError(f"betas must lie in [0, 1), got {betas}")
-            if not self.eps > 0:
-                raise ValueError(f"eps must be positive, got {eps}")
         self._state: list[list[Tensor]] | None = None
         self._t = 0
 

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from ._checks import check_inputs, check_int, check_positive
+from ._checks import check_inputs, check_int, check_positive, check_seed
 from ._optim import LOSSES, OPTIMIZERS, Optimizer, loss_values
 
 # Evaluation and final-loss forwards run under no_grad in chunks of this many rows so that
@@ -156,7 +156,7 @@ def _batches(n: int, batch_size: int | None, seed: int | None, device: torch.dev
             yield None
     gen = torch.Generator()
     if seed is not None:
-        gen.manual_seed(int(seed))
+        gen.manual_seed(check_seed("seed", seed))
     while True:
         perm = torch.randperm(n, generator=gen).to(device)
         for i in range(0, n, batch_size):
@@ -217,7 +217,9 @@ def _fit(params: list[Tensor], forward: Callable[[Tensor], Tensor], x: Tensor, y
         # a host sync per step is free on the CPU but stalls a GPU queue
         check_every = 1 if x.device.type == "cpu" else 25
     check_every = _check_positive_int("check_every", check_every)
-    ntk_set = set(int(s) for s in ntk_at)
+    if isinstance(ntk_at, (str, bytes)) or not hasattr(ntk_at, "__iter__"):
+        raise TypeError(f"ntk_at must be a list of step numbers, got {ntk_at!r:.60}")
+    ntk_set = set(check_int(f"ntk_at[{i}]", s, minimum=None) for i, s in enumerate(ntk_at))
     if any(s < 0 or s > steps for s in ntk_set):
         raise ValueError(f"ntk_at must contain steps in [0, {steps}], got {sorted(ntk_set)}")
     if eval_every is None:

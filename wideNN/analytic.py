@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from . import activations as _acts
-from ._checks import check_inputs, check_int, check_same_place, check_variance
+from ._checks import check_float_precision, check_inputs, check_int, check_same_place, check_variance
 from ._gaussian import MAX_NODE_FACTOR
 
 __all__ = ["kernels"]
@@ -73,6 +73,7 @@ def kernels(
     if parameterization not in ("ntk", "standard"):
         raise ValueError(f"parameterization must be 'ntk' or 'standard', got {parameterization!r}")
     check_inputs(x1, x2)
+    check_float_precision(x1, "x1")
     for name, v in (("weight_variance", weight_variance), ("bias_variance", bias_variance)):
         check_same_place(x1, v, name)
     if compute_ntk and parameterization == "standard":

@@ -65,7 +65,7 @@ from torch.func import functional_call, jacrev, jvp, stack_module_state, vjp, vm
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import _structured
-from ._checks import check_inputs, check_int
+from ._checks import check_inputs, check_int, check_seed
 from ._ntk_cost import _choose_method, _forward_flops, _method_costs
 
 __all__ = ["empirical_ntk", "empirical_nngp"]
@@ -455,7 +455,8 @@ def _nngp_monte_carlo(arch, x1: Tensor, x2: Tensor | None, mode: str, chunk_size
     if width is None:
         raise ValueError("empirical_nngp of an Architecture needs width=")
     n_samples = check_int("n_samples", n_samples)
-    seed = check_int("seed", seed, minimum=None)
+    seed = check_seed("seed", seed)
+    check_seed("seed + n_samples - 1", seed + n_samples - 1)  # network s is built with seed + s
     if x1.dim() != 2:
         raise ValueError(f"an Architecture takes inputs of shape (N, features), got {tuple(x1.shape)}")
     xs = x1 if x2 is None else torch.cat([x1, x2])

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from ._checks import check_inputs, check_int
+from ._checks import check_inputs, check_int, check_seed
 from ._train_loop import (TrainHistory, _check_data, _check_hyper, _check_positive_int,
                           _chunked_eval, _fit)
 from .training import _default_ntk_fn
@@ -43,7 +43,8 @@ class Ensemble(nn.Module):
                  device: torch.device | str | None = None) -> None:
         super().__init__()
         size = _check_positive_int("size", size)
-        seed = check_int("seed", seed, minimum=None)
+        seed = check_seed("seed", seed)
+        check_seed("seed + size - 1", seed + size - 1)  # member i is built with seed + i
         members = [arch.build(in_features, width, out_features, seed=seed + i, dtype=dtype, device=device)
                    for i in range(size)]
         params, buffers = stack_module_state(members)

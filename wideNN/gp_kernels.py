@@ -15,6 +15,7 @@ from gpytorch.kernels import Kernel
 from gpytorch.priors import Prior
 from torch import Tensor
 
+from ._checks import real_number
 from .analytic import kernels as _kernels
 from .architecture import Architecture
 
@@ -73,6 +74,8 @@ class _InfiniteWidthKernel(Kernel):
 
     # -- hyperparameters -------------------------------------------------------------------
     def _set_variance(self, name: str, value) -> None:
+        if not torch.is_tensor(value):
+            real_number(name, value)  # bool / str are not variances
         raw = getattr(self, f"raw_{name}")
         exact = (value.detach() if torch.is_tensor(value) else
                  torch.as_tensor(value, dtype=torch.float64)).to(torch.float64)

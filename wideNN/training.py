@@ -125,6 +125,9 @@ def train(model: nn.Module, x: Tensor, y: Tensor, steps: int = 1000, learning_ra
     if eval_data is not None:
         if isinstance(eval_data, tuple):
             eval_data = {"test": eval_data}
+        if not isinstance(eval_data, Mapping):
+            raise TypeError(f"eval_data must be a pair (x, y) given as a tuple, or a dict "
+                            f"{{name: (x, y)}}, got {type(eval_data).__name__}")
         for name, pair in eval_data.items():
             if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
                 raise ValueError(f"eval_data[{name!r}] must be a pair (x, y)")
@@ -204,10 +207,23 @@ def max_learning_rate(kernel: Any, x: Tensor | None = None, *,
         mat = theta
     else:
         raise ValueError(f"the kernel must be (N, N) or (N, N, O, O), got shape {tuple(theta.shape)}")
+    if mat.is_meta:
+        raise ValueError("the kernel matrix is a meta tensor (no data)")
     if not torch.is_floating_point(mat) or not bool(torch.isfinite(mat).all()):
         raise ValueError("the kernel matrix must be floating point and finite")
+    tol = 100 * mat.shape[-1] * torch.finfo(mat.dtype).eps
     mat = mat.detach().to(torch.float64)
-    lam = float(torch.linalg.eigvalsh(0.5 * (mat + mat.T))[-1])
+    scale = float(mat.abs().max())
+    asym = float((mat - mat.T).abs().max())
+    if asym > tol * scale:
+        raise ValueError(f"the kernel matrix is not symmetric (max |Θ − Θᵀ| = {asym:.3g} vs max |Θ| = "
+                         f"{scale:.3g}): an NTK is symmetric positive semi-definite")
+    lams = torch.linalg.eigvalsh(0.5 * (mat + mat.T))
+    lam = float(lams[-1])
     if not lam > 0:
         raise ValueError(f"the kernel has no positive eigenvalue (λ_max = {lam:g})")
+    if float(lams[0]) < -tol * lam:
+        raise ValueError(f"the kernel matrix is indefinite (smallest eigenvalue {float(lams[0]):.3g}, "
+                         f"largest {lam:.3g}): an NTK is positive semi-definite, and the GD "
+                         f"stability bound 2N/λ_max assumes it")
     return 2.0 * n / lam
