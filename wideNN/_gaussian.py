@@ -63,7 +63,7 @@ def snap_correlation(c: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- quadrature
-_RULE_CACHE: dict[tuple[int, torch.dtype, torch.device], tuple[Tensor, Tensor]] = {}
+_RULE_CACHE: dict[tuple[int, torch.dtype, torch.device, float], tuple[Tensor, Tensor]] = {}
 
 #: the rule integrates over |z| ≤ L: the neglected Gaussian tail e^{−L²/2}·L² is < 1e-15
 HALF_WIDTH = 9.0
@@ -71,7 +71,8 @@ HALF_WIDTH = 9.0
 MAX_NODE_FACTOR = 8
 
 
-def normal_rule(nodes: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+def normal_rule(nodes: int, dtype: torch.dtype, device: torch.device,
+                half_width: float = HALF_WIDTH) -> tuple[Tensor, Tensor]:
     """Nodes z and weights w with Σ w f(z) ≈ E[f(Z)], Z ~ N(0, 1).
 
     The trapezoid rule on [−L, L] with ``nodes`` equispaced points (z = 0 among them), weights
@@ -80,9 +81,9 @@ def normal_rule(nodes: int, dtype: torch.dtype, device: torch.device) -> tuple[T
     nodes far in the tails, so at equal size this rule is more accurate for the saturating
     activations whose singularities sit close to the real axis (tanh(√k z): d = π/(2√k)).
     """
-    key = (nodes, dtype, device)
+    key = (nodes, dtype, device, float(half_width))
     if key not in _RULE_CACHE:
-        z = np.linspace(-HALF_WIDTH, HALF_WIDTH, nodes)
+        z = np.linspace(-half_width, half_width, nodes)
         w = np.exp(-0.5 * z * z)
         w /= w.sum()
         _RULE_CACHE[key] = (torch.as_tensor(z, dtype=dtype, device=device),

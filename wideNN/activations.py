@@ -26,7 +26,8 @@ from torch import Tensor
 
 from ._activation_base import Activation
 from ._gelu import gelu_dual, gelu_dual_diag
-from ._gaussian import INV_2PI, correlation, safe_arccos, safe_sqrt, snap_correlation
+from ._checks import check_positive
+from ._gaussian import HALF_WIDTH, INV_2PI, correlation, normal_rule, safe_arccos, safe_sqrt, snap_correlation
 
 __all__ = [
     "Activation", "ReLU", "LeakyReLU", "Abs", "Erf", "GELU", "Sin", "Cos", "Identity",
@@ -388,12 +389,26 @@ class ELU(Activation):
 
 
 class Elementwise(Activation):
-    """Any elementwise torch function ``fn``; φ' by autograd, duals by quadrature."""
+    """Any elementwise torch function ``fn``; φ' by autograd, duals by quadrature.
+
+    The quadrature is accurate for smooth φ of moderate growth; a kink or a jump (relu, abs,
+    hardtanh, sign, …) converges only algebraically, and fast growth (exp at large variance)
+    leaves mass outside the rule's range.  So every accepted function is checked: the duals
+    at probe variances (1/4 up to the largest seen, in factors of 4; correlations 1, ±½, and
+    unequal variances) are compared with a rule of 4× the nodes on a wider range, and a
+    relative difference above ``tolerance`` (default 1e-6, the accuracy documented for the
+    built-in quadrature activations at degree 48) raises ``ValueError`` naming the estimate —
+    at construction for variances up to 4, and at first use of any larger variance.  Use the
+    closed-form activations (``ReLU``, ``LeakyReLU``, ``Abs``, ``Step``, …) for piecewise-linear
+    functions, or raise ``quadrature_degree`` / ``tolerance`` deliberately.
+    """
 
     name = "elementwise"
+    #: variances up to this are checked at construction
+    checked_variance: float = 4.0
 
     def __init__(self, fn: Callable[[Tensor], Tensor], quadrature_degree: int = 48,
-                 name: str | None = None) -> None:
+                 name: str | None = None, tolerance: float = 1e-6) -> None:
         super().__init__(quadrature_degree)
         if not callable(fn):
             raise TypeError(f"Elementwise needs a callable, got {type(fn).__name__}")
@@ -408,12 +423,68 @@ class Elementwise(Activation):
         self.fn = fn
         if name is not None:
             self.name = name
+        self.tolerance = check_positive("tolerance", tolerance)
+        self._checked_up_to = 0.0
+        self._check_accuracy(self.checked_variance)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fn(x)
 
+    def _rule(self, k: Tensor, dtype: torch.dtype, device: torch.device):
+        kmax = float(k.detach().amax()) if k.numel() else 0.0
+        if math.isfinite(kmax) and kmax > self._checked_up_to:
+            self._check_accuracy(kmax)
+        return super()._rule(k, dtype, device)
+
+    def _check_accuracy(self, kmax: float) -> None:
+        """Raise ValueError if the quadrature error at variances up to ``kmax`` (probed at
+        1/4, 1, 4, … ≥ kmax) exceeds ``tolerance``; remembers the range that passed."""
+        v = 0.25
+        while True:
+            if v > self._checked_up_to:
+                err = self._probe_error(v)
+                if not err <= self.tolerance:
+                    raise ValueError(
+                        f"Elementwise({_fn_name(self.fn)}): the degree-{self.quadrature_degree} "
+                        f"quadrature of its dual kernels has an estimated relative error of "
+                        f"{err:.2g} at variance {v:g} (tolerance {self.tolerance:g}); the function "
+                        f"likely has a kink or a jump (use a closed form: wn.activations.ReLU, "
+                        f"LeakyReLU, Abs, Step, …) or grows too fast for Gaussian quadrature at "
+                        f"this variance.  Raise quadrature_degree, or tolerance= to accept it")
+                self._checked_up_to = v
+            if v >= kmax:
+                return
+            v *= 4.0
+
+    def _probe_error(self, v: float) -> float:
+        """max relative difference of (T, Ṫ) at variance v (correlations 1 and ½) between the
+        rule a kernel call uses and (a) the same range with twice the nodes (discretisation:
+        a kink or jump converges only algebraically), (b) the same spacing on a range 4 wider
+        (truncation: fast growth such as e^u leaves mass beyond the range)."""
+        f64 = torch.float64
+        k11 = torch.tensor([v, v], dtype=f64)
+        k12 = torch.tensor([v, v / 2], dtype=f64)
+        z, _ = Activation._rule(self, k11, f64, k11.device)  # the rule a kernel call uses
+        n = z.numel()
+        wide = HALF_WIDTH + 4.0
+        rules = [(n, HALF_WIDTH), (2 * n - 1, HALF_WIDTH), (int(n * wide / HALF_WIDTH) | 1, wide)]
+        with torch.no_grad():
+            got, *refs = [self._quadrature_dual(k11, k12, k11, rule=normal_rule(m, f64, k11.device, h))
+                          for m, h in rules]
+        err = 0.0
+        for ref in refs:
+            for g, r in zip(got, ref):
+                scale = r[0].abs().clamp_min(1e-300)  # the diagonal bounds every entry (Cauchy–Schwarz)
+                e = float(((g - r).abs() / scale).max())
+                err = max(err, e if math.isfinite(e) else math.inf)
+        return err
+
     def extra_repr(self) -> str:
-        return f"fn={getattr(self.fn, '__name__', repr(self.fn))}, {super().extra_repr()}"
+        return f"fn={_fn_name(self.fn)}, {super().extra_repr()}"
+
+
+def _fn_name(fn) -> str:
+    return getattr(fn, "__name__", None) or type(fn).__name__
 
 
 _REGISTRY: dict[str, type[Activation]] = {
