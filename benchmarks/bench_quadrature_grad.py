@@ -13,11 +13,11 @@ import sys
 
 _CHILD = r'''
 import json, resource, sys, time, torch, gpytorch, wideNN as wn
-n, grad = int(sys.argv[1]), sys.argv[2] == "1"
+n, grad, depth = int(sys.argv[1]), sys.argv[2] == "1", int(sys.argv[3])
 torch.manual_seed(0)
 x = torch.randn(n, 10, dtype=torch.float64)
 y = torch.randn(n, dtype=torch.float64)
-k = wn.NNGPKernel(wn.Architecture(depth=3, activation="tanh", weight_variance=1.5, bias_variance=0.1)).double()
+k = wn.NNGPKernel(wn.Architecture(depth=depth, activation="tanh", weight_variance=1.5, bias_variance=0.1)).double()
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
 if grad:
@@ -40,12 +40,14 @@ else:
         k(x).to_dense()
 dt = time.perf_counter() - t0
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"n": n, "grad": grad, "seconds": dt, "bytes_per_entry": (peak - base) * 1024 / n**2}))
+print(json.dumps({"n": n, "grad": grad, "depth": depth, "seconds": round(dt, 2),
+                  "peak_rss_mb": round(peak / 1024), "bytes_per_entry": round((peak - base) * 1024 / n**2)}))
 '''
 
 
-def measure(n: int, grad: bool, path: str = ".") -> dict:
-    out = subprocess.run([sys.executable, "-c", _CHILD, str(n), "1" if grad else "0"],
+def measure(n: int, grad: bool, depth: int = 3, path: str = ".") -> dict:
+    """One measurement in a fresh process; ``path`` is the wideNN tree to import."""
+    out = subprocess.run([sys.executable, "-c", _CHILD, str(n), "1" if grad else "0", str(depth)],
                          capture_output=True, text=True, env={"PYTHONPATH": path, "OMP_NUM_THREADS": "1",
                                                               "PATH": "/usr/bin:/bin"})
     if out.returncode:
@@ -54,8 +56,13 @@ def measure(n: int, grad: bool, path: str = ".") -> dict:
 
 
 if __name__ == "__main__":
-    sizes = [int(a) for a in sys.argv[1:]] or [200, 1000]
-    for n in sizes:
-        ng, g = measure(n, False), measure(n, True)
-        ratio = g.get("bytes_per_entry", float("nan")) / max(ng.get("bytes_per_entry", 1.0), 1.0)
-        print(f"N={n}: no-grad {ng}  autograd {g}  ratio autograd/no-grad {ratio:.2f}")
+    # usage: bench_quadrature_grad.py [--tree PATH] [--depth D] N [N ...]
+    args, path, depth = sys.argv[1:], ".", 3
+    while args and args[0].startswith("--"):
+        flag, value, args = args[0], args[1], args[2:]
+        path, depth = (value, depth) if flag == "--tree" else (path, int(value))
+    for n in [int(a) for a in args] or [100]:
+        ng, g = measure(n, False, depth, path), measure(n, True, depth, path)
+        ratio = g.get("bytes_per_entry", float("nan")) / max(ng.get("bytes_per_entry", 1), 1)
+        print(f"tree={path} N={n}: no-grad {ng}  autograd {g}  ratio autograd/no-grad {ratio:.2f}",
+              flush=True)
