@@ -20,7 +20,14 @@ points (c = 1, the diagonal) are the hardest case: for tanh at k = 1 the error o
 everywhere for smooth activations; pass 64 for round-off level (cost
 grows as nodes² per kernel entry of inputs with unequal norms; equal-norm inputs use a 1-D
 table whose cost does not depend on N, see ``dual_equal_variance``).  Kinks converge only
-algebraically, which is why every piecewise-linear activation in ``wideNN.activations`` has a closed form.
+algebraically, which is why every piecewise-linear activation in ``wideNN.activations`` has a closed form
+(and why ``Elementwise`` checks its accuracy and refuses functions with kinks or jumps).
+
+Gradients with respect to (k11, k12, k22) — how GPyTorch fits the variances — come from an
+explicit backward computed by the same quadrature (Price's theorem, ``wideNN._quadrature``):
+memory a few arrays per kernel entry and layer instead of every node's graph (measured 313 KB
+→ < 1 KB saved per entry for a depth-3 tanh NNGPKernel), accuracy that of the forward
+quadrature for smooth φ; ELU's ∂Ṫ/∂k12 (a jump in φ'') converges like 1/degree.
 """
 from __future__ import annotations
 
