@@ -6,7 +6,6 @@ number, or an internal traceback.
 """
 from __future__ import annotations
 
-import math
 
 import mpmath
 import pytest

@@ -13,7 +13,6 @@ import sys
 import unittest
 import weakref
 
-import gpytorch
 import pytest
 import torch
 from gpytorch.test.base_kernel_test_case import BaseKernelTestCase
@@ -92,13 +91,14 @@ def _saved_bytes_per_entry(fn, n: int) -> float:
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()  # noqa: F841 -- keeps the graph alive while the saved tensors are counted
+        out = fn()  # holds the graph while the saved tensors are counted
     seen, total = set(), 0
     for r in refs:
         t = r()
         if t is not None and id(t) not in seen:
             seen.add(id(t))
             total += t.numel() * t.element_size()
+    assert out.requires_grad  # the graph was recorded (and is still alive)
     return total / n ** 2
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from ._checks import check_inputs, check_int, check_seed
+from ._checks import check_inputs, check_seed
 from ._train_loop import (TrainHistory, _check_data, _check_hyper, _check_positive_int,
                           _chunked_eval, _fit)
 from .training import _default_ntk_fn

@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_int, check_seed, check_variance
+from ._checks import check_seed, check_variance
 
 __all__ = ["Dense", "Network"]
 
