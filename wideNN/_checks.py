@@ -11,9 +11,32 @@ import torch
 from torch import Tensor
 
 
-def check_variance(name: str, value: Any, allow_zero: bool = True) -> None:
-    """Raise ValueError unless ``value`` (a number or tensor) is finite and non-negative."""
+def real_number(name: str, value: Any) -> float:
+    """``value`` as a float; TypeError for anything that is not a real number: bool (a flag,
+    not a quantity), str ("2.0" is a typo, not a number), complex, None, containers.  Numbers,
+    numpy scalars and one-element real tensors are accepted."""
+    if isinstance(value, (bool, str, bytes, complex)) or value is None:
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r:.40}")
     if isinstance(value, Tensor):
+        if value.numel() != 1 or value.dtype == torch.bool or value.is_complex() or value.is_meta:
+            raise TypeError(f"{name} must be a real number or a one-element real tensor, got a "
+                            f"{value.dtype} tensor of shape {tuple(value.shape)}"
+                            f"{' on the meta device' if value.is_meta else ''}")
+        return float(value.detach())
+    if getattr(value, "dtype", None) is not None and str(getattr(value, "dtype")) == "bool":
+        raise TypeError(f"{name} must be a real number, got a boolean {value!r}")
+    try:
+        return float(operator.index(value)) if not hasattr(value, "__float__") else float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}") from None
+
+
+def check_variance(name: str, value: Any, allow_zero: bool = True) -> None:
+    """Raise TypeError unless ``value`` is a real number or a floating tensor, ValueError unless
+    it is finite and non-negative."""
+    if isinstance(value, Tensor):
+        if value.is_meta:
+            raise ValueError(f"{name} is a meta tensor (no data): pass a real tensor or a number")
         if not torch.is_floating_point(value):
             raise TypeError(f"{name} must be a floating-point tensor or a number, got {value.dtype}")
         if not bool(torch.isfinite(value).all()):
@@ -22,10 +45,7 @@ def check_variance(name: str, value: Any, allow_zero: bool = True) -> None:
         if bool(bad.any()):
             raise ValueError(f"{name} must be {'non-negative' if allow_zero else 'positive'}, got {value}")
         return
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}") from None
+    v = real_number(name, value)
     if not math.isfinite(v):
         raise ValueError(f"{name} must be finite, got {value}")
     if v < 0 or (not allow_zero and v == 0):
@@ -43,6 +63,12 @@ def check_inputs(x1: Any, x2: Any = None, name1: str = "x1", name2: str = "x2",
     for name, x in pairs:
         if not isinstance(x, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.is_meta:
+            raise ValueError(f"{name} is a meta tensor (shape only, no data): kernels need values")
+        if x.is_sparse or x.layout != torch.strided:
+            raise TypeError(f"{name} must be a dense tensor, got layout {x.layout}; use {name}.to_dense()")
+        if x.is_complex():
+            raise TypeError(f"{name} must be real, got dtype {x.dtype}")
         if not torch.is_floating_point(x):
             raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}; "
                             f"convert with {name}.double() or {name}.float()")
@@ -77,19 +103,18 @@ def _all_finite(x: Tensor) -> bool:
 
 
 def check_positive(name: str, value: Any) -> float:
-    """``value`` as a float; TypeError unless a number, ValueError unless finite and > 0."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}") from None
+    """``value`` as a float; TypeError unless a real number (not bool or str), ValueError
+    unless finite and > 0."""
+    v = real_number(name, value)
     if not math.isfinite(v) or v <= 0:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
     return v
 
 
-def check_int(name: str, value: Any, minimum: int | None = 1) -> int:
+def check_int(name: str, value: Any, minimum: int | None = 1, maximum: int | None = None) -> int:
     """``value`` as an int; TypeError for non-integers (2.5, "3", True; an integral float
-    such as 3.0 is accepted), ValueError below ``minimum`` (None: no bound, e.g. seeds)."""
+    such as 3.0 is accepted), ValueError below ``minimum`` (None: no bound) or above
+    ``maximum``."""
     if isinstance(value, float) and value.is_integer():
         v = int(value)
     elif isinstance(value, bool):
@@ -103,7 +128,39 @@ def check_int(name: str, value: Any, minimum: int | None = 1) -> int:
     if minimum is not None and v < minimum:
         kind = "positive" if minimum == 1 else "non-negative" if minimum == 0 else f">= {minimum}"
         raise ValueError(f"{name} must be a {kind} integer, got {value!r}")
+    if maximum is not None and v > maximum:
+        raise ValueError(f"{name} must be at most {maximum}, got {value!r}")
     return v
+
+
+#: torch.Generator.manual_seed accepts seeds in [−2⁶³, 2⁶⁴ − 1]
+SEED_RANGE = (-(1 << 63), (1 << 64) - 1)
+
+
+def check_seed(name: str, value: Any) -> int:
+    """A random seed: an integer that ``torch.Generator.manual_seed`` accepts."""
+    v = check_int(name, value, minimum=None)
+    if not SEED_RANGE[0] <= v <= SEED_RANGE[1]:
+        raise ValueError(f"{name} must lie in [-2**63, 2**64 - 1] (torch generator seeds), got {v}")
+    return v
+
+
+def check_pair(name: str, value: Any, lo: float, hi: float) -> tuple[float, float]:
+    """Two real numbers in [lo, hi) (e.g. Adam's betas)."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+        raise TypeError(f"{name} must be a pair of numbers, got {value!r:.60}")
+    out = tuple(real_number(f"{name}[{i}]", v) for i, v in enumerate(value))
+    if not all(lo <= v < hi for v in out):
+        raise ValueError(f"{name} must lie in [{lo}, {hi}), got {value!r}")
+    return out  # type: ignore[return-value]
+
+
+def check_float_precision(x: Tensor, name: str) -> None:
+    """Kernel linear algebra needs float32 or float64: float16/bfloat16 kernels lose every
+    digit of a solve (and LAPACK has no half-precision Cholesky)."""
+    if x.dtype in (torch.float16, torch.bfloat16):
+        raise TypeError(f"{name} is {x.dtype}; kernels and posteriors need float32 or float64 "
+                        f"(convert with {name}.float() or {name}.double())")
 
 
 def check_float_dtype(dtype: Any, name: str = "dtype") -> None:

@@ -38,9 +38,13 @@ def safe_sqrt(x: Tensor) -> Tensor:
 
 
 def correlation(k11: Tensor, k12: Tensor, k22: Tensor) -> tuple[Tensor, Tensor]:
-    """(s, c) with s = √(k11 k22) and c = k12 / s clamped to [-1, 1] (c = 0 when s = 0)."""
-    prod = k11 * k22
-    s = safe_sqrt(prod)
+    """(s, c) with s = √(k11 k22) and c = k12 / s clamped to [-1, 1] (c = 0 when s = 0).
+
+    s is formed as √k11·√k22, never as √(k11·k22): the product overflows for variances above
+    ~1e154 and underflows below ~1e-154 (float64; 1e19 / 1e-19 in float32), which turned
+    representable kernels into NaN or 0.
+    """
+    s = safe_sqrt(k11) * safe_sqrt(k22)
     safe_s = torch.where(s > 0, s, torch.ones_like(s))
     c = torch.where(s > 0, k12 / safe_s, torch.zeros_like(k12 * s))
     return s, snap_correlation(c.clamp(-1.0, 1.0))
@@ -67,7 +71,8 @@ MAX_NODE_FACTOR = 8
 
 
 @functools.lru_cache(maxsize=64)  # a handful of (nodes, dtype, device) per process; callers never mutate
-def normal_rule(nodes: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+def normal_rule(nodes: int, dtype: torch.dtype, device: torch.device,
+                half_width: float = HALF_WIDTH) -> tuple[Tensor, Tensor]:
     """Nodes z and weights w with Σ w f(z) ≈ E[f(Z)], Z ~ N(0, 1).
 
     The trapezoid rule on [−L, L] with ``nodes`` equispaced points (z = 0 among them), weights
@@ -76,7 +81,7 @@ def normal_rule(nodes: int, dtype: torch.dtype, device: torch.device) -> tuple[T
     nodes far in the tails, so at equal size this rule is more accurate for the saturating
     activations whose singularities sit close to the real axis (tanh(√k z): d = π/(2√k)).
     """
-    z = np.linspace(-HALF_WIDTH, HALF_WIDTH, nodes)
+    z = np.linspace(-half_width, half_width, nodes)
     w = np.exp(-0.5 * z * z)
     w /= w.sum()
     return torch.as_tensor(z, dtype=dtype, device=device), torch.as_tensor(w, dtype=dtype, device=device)

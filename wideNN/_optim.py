@@ -12,11 +12,12 @@ tensor (``Ensemble``) updates each member exactly as if it were trained alone.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Sequence
 
 import torch
 from torch import Tensor
+
+from ._checks import check_pair, check_positive, real_number
 
 OPTIMIZERS = ("gd", "sgd", "momentum", "adam")
 LOSSES = ("mse", "xent")
@@ -35,15 +36,13 @@ class OptimizerOptions:
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.name!r}")
+        # bool / str / wrong-length values get a TypeError naming the argument (frozen: set via object)
+        object.__setattr__(self, "learning_rate", check_positive("learning_rate", self.learning_rate))
+        object.__setattr__(self, "momentum", real_number("momentum", self.momentum))
+        object.__setattr__(self, "betas", check_pair("betas", self.betas, 0.0, 1.0))
+        object.__setattr__(self, "eps", check_positive("eps", self.eps))
         if self.name == "momentum" and not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-        if self.name == "adam":
-            if not (isinstance(self.betas, (tuple, list)) and len(self.betas) == 2):
-                raise ValueError(f"betas must be a pair (β₁, β₂), got {self.betas!r}")
-            if not all(0.0 <= float(b) < 1.0 for b in self.betas):
-                raise ValueError(f"betas must lie in [0, 1), got {self.betas}")
-            if not (math.isfinite(self.eps) and self.eps > 0):
-                raise ValueError(f"eps must be positive, got {self.eps}")
 
     def build(self, params: Sequence[Tensor]) -> torch.optim.Optimizer:
         """The ``torch.optim`` optimizer over ``params`` (leaf tensors) for this rule."""

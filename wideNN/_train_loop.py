@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from ._checks import check_inputs, check_int, check_positive
+from ._checks import check_inputs, check_int, check_positive, check_seed
 from . import _checkpoint
 from ._optim import LOSSES, OPTIMIZERS, OptimizerOptions, apply_step, loss_values
 
@@ -175,7 +175,7 @@ def _batches(n: int, batch_size: int | None, seed: int | None, device: torch.dev
             yield None
     gen = torch.Generator()
     if seed is not None:
-        gen.manual_seed(int(seed))
+        gen.manual_seed(check_seed("seed", seed))
     while True:
         perm = torch.randperm(n, generator=gen).to(device)
         for i in range(0, n, batch_size):
@@ -258,7 +258,9 @@ class _Loop:
         # a host sync per step is free on the CPU but stalls a GPU queue
         check = o.check_every if o.check_every is not None else (1 if x.device.type == "cpu" else 25)
         self.check_every = _check_positive_int("check_every", check)
-        self.ntk_set = set(int(s) for s in o.ntk_at)
+        if isinstance(o.ntk_at, (str, bytes)) or not hasattr(o.ntk_at, "__iter__"):
+            raise TypeError(f"ntk_at must be a list of step numbers, got {o.ntk_at!r:.60}")
+        self.ntk_set = set(check_int(f"ntk_at[{i}]", s, minimum=None) for i, s in enumerate(o.ntk_at))
         if any(s < 0 or s > o.steps for s in self.ntk_set):
             raise ValueError(f"ntk_at must contain steps in [0, {o.steps}], got {sorted(self.ntk_set)}")
         every = o.eval_every if o.eval_every is not None else max(1, o.steps // 100)

@@ -26,7 +26,8 @@ from torch import Tensor
 
 from ._activation_base import Activation
 from ._gelu import gelu_dual, gelu_dual_diag
-from ._gaussian import INV_2PI, correlation, safe_arccos, safe_sqrt, snap_correlation
+from ._checks import check_positive
+from ._gaussian import HALF_WIDTH, INV_2PI, correlation, normal_rule, safe_arccos, safe_sqrt, snap_correlation
 
 __all__ = [
     "Activation", "ReLU", "LeakyReLU", "Abs", "Erf", "GELU", "Sin", "Cos", "Identity",
@@ -135,9 +136,20 @@ class Erf(Activation):
     def dual(self, k11, k12, k22):
         a = 1.0 + 2.0 * k11
         b = 1.0 + 2.0 * k22
-        t = (2.0 / math.pi) * torch.arcsin((2.0 * k12 / torch.sqrt(a * b)).clamp(-1.0, 1.0))
-        # a·b − 4k12² ≥ 1 + 2(k11 + k22) > 0 by Cauchy–Schwarz, so no clamp is needed for PSD input
-        td = (4.0 / math.pi) / torch.sqrt(a * b - 4.0 * k12 * k12)
+        ra, rb = torch.sqrt(a), torch.sqrt(b)  # √a·√b, not √(a·b): no overflow for huge variances
+        t = (2.0 / math.pi) * torch.arcsin((2.0 * k12 / ra / rb).clamp(-1.0, 1.0))
+        # a·b − 4k12² ≥ 1 + 2(k11 + k22) > 0 by Cauchy–Schwarz, so no clamp is needed for PSD input.
+        # Where a·b overflows, the same quantity is formed as p² + q² with p² = 1 + 2k11 + 2k22 and
+        # q² = 4 k11 k22 (1 − c²), by hypot (no intermediate exceeds the result).
+        ab = a * b - 4.0 * k12 * k12
+        ok = torch.isfinite(ab)
+        direct = torch.sqrt(torch.where(ok, ab, torch.ones_like(ab)))
+        if bool(ok.all()):
+            return t, (4.0 / math.pi) / direct
+        s, c = correlation(k11, k12, k22)
+        p = torch.hypot(torch.hypot(torch.ones_like(k11), safe_sqrt(2.0 * k11)), safe_sqrt(2.0 * k22))
+        q = 2.0 * s * safe_sqrt((1.0 - c) * (1.0 + c))
+        td = (4.0 / math.pi) / torch.where(ok, direct, torch.hypot(p, q))
         return t, td
 
     def dual_diag(self, k):
@@ -185,12 +197,18 @@ class Sin(Activation):
     @staticmethod
     def _pair(k11, k12, k22):
         # written as two decaying exponentials so nothing overflows for large variances
-        half = 0.5 * (k11 + k22)
+        half = 0.5 * k11 + 0.5 * k22  # (k11 + k22) could overflow
         return 0.5 * torch.exp(k12 - half), 0.5 * torch.exp(-k12 - half)
 
     def dual(self, k11, k12, k22):
         a, b = self._pair(k11, k12, k22)
-        return a + self._sign * b, a - self._sign * b
+        odd, even = a - b, a + b  # e^{−half} sinh(k12), e^{−half} cosh(k12)
+        # for |k12| < 1 the difference a − b cancels (to 0 for tiny variances): use sinh
+        small = k12.abs() < 1
+        half = 0.5 * k11 + 0.5 * k22
+        safe = torch.where(small, k12, torch.zeros_like(k12))
+        odd = torch.where(small, torch.exp(-half) * torch.sinh(safe), odd)
+        return (odd, even) if self._sign < 0 else (even, odd)
 
     def dual_diag(self, k):
         return self.dual(k, k, k)
@@ -261,6 +279,7 @@ class Tanh(Activation):
     """φ(u) = tanh(u); duals by quadrature."""
 
     name = "tanh"
+    smooth = True
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.tanh(x)
@@ -268,11 +287,21 @@ class Tanh(Activation):
     def derivative(self, x: Tensor) -> Tensor:
         return 1.0 - torch.tanh(x) ** 2
 
+    def second_derivative(self, x: Tensor) -> Tensor:
+        t = torch.tanh(x)
+        return -2.0 * t * (1.0 - t * t)
+
+    def third_derivative(self, x: Tensor) -> Tensor:
+        t = torch.tanh(x)
+        d = 1.0 - t * t
+        return d * (4.0 * t * t - 2.0 * d)
+
 
 class Sigmoid(Activation):
     """φ(u) = 1/(1 + e^{−u}); duals by quadrature."""
 
     name = "sigmoid"
+    smooth = True
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.sigmoid(x)
@@ -281,11 +310,21 @@ class Sigmoid(Activation):
         s = torch.sigmoid(x)
         return s * (1.0 - s)
 
+    def second_derivative(self, x: Tensor) -> Tensor:
+        s = torch.sigmoid(x)
+        return s * (1.0 - s) * (1.0 - 2.0 * s)
+
+    def third_derivative(self, x: Tensor) -> Tensor:
+        s = torch.sigmoid(x)
+        p = s * (1.0 - s)
+        return p * ((1.0 - 2.0 * s) ** 2 - 2.0 * p)
+
 
 class Softplus(Activation):
     """φ(u) = log(1 + e^{u}); duals by quadrature."""
 
     name = "softplus"
+    smooth = True
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.nn.functional.softplus(x)
@@ -294,11 +333,20 @@ class Softplus(Activation):
         # torch's softplus is exactly linear above its threshold (20), so its derivative is 1 there
         return torch.where(x > 20.0, torch.ones_like(x), torch.sigmoid(x))
 
+    def second_derivative(self, x: Tensor) -> Tensor:
+        s = torch.sigmoid(x)
+        return s * (1.0 - s)
+
+    def third_derivative(self, x: Tensor) -> Tensor:
+        s = torch.sigmoid(x)
+        return s * (1.0 - s) * (1.0 - 2.0 * s)
+
 
 class SiLU(Activation):
     """φ(u) = u·σ(u) (swish); duals by quadrature."""
 
     name = "silu"
+    smooth = True
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.nn.functional.silu(x)
@@ -306,6 +354,16 @@ class SiLU(Activation):
     def derivative(self, x: Tensor) -> Tensor:
         s = torch.sigmoid(x)
         return s * (1.0 + x * (1.0 - s))
+
+    def second_derivative(self, x: Tensor) -> Tensor:
+        s = torch.sigmoid(x)
+        return s * (1.0 - s) * (2.0 + x * (1.0 - 2.0 * s))
+
+    def third_derivative(self, x: Tensor) -> Tensor:
+        s = torch.sigmoid(x)
+        p = s * (1.0 - s)
+        q = 1.0 - 2.0 * s
+        return p * (q * (2.0 + x * q) + q - 2.0 * x * p)
 
 
 class ELU(Activation):
@@ -325,14 +383,33 @@ class ELU(Activation):
     def derivative(self, x: Tensor) -> Tensor:
         return torch.where(x > 0, torch.ones_like(x), self.alpha * torch.exp(x.clamp_max(0.0)))
 
+    def second_derivative(self, x: Tensor) -> Tensor:
+        # a jump at 0 (and a Dirac delta in φ'' when α ≠ 1): ``smooth`` stays False, so the
+        # quadrature gradients integrate by parts instead of using the third derivative
+        return torch.where(x > 0, torch.zeros_like(x), self.alpha * torch.exp(x.clamp_max(0.0)))
+
 
 class Elementwise(Activation):
-    """Any elementwise torch function ``fn``; φ' by autograd, duals by quadrature."""
+    """Any elementwise torch function ``fn``; φ' by autograd, duals by quadrature.
+
+    The quadrature is accurate for smooth φ of moderate growth; a kink or a jump (relu, abs,
+    hardtanh, sign, …) converges only algebraically, and fast growth (exp at large variance)
+    leaves mass outside the rule's range.  So every accepted function is checked: the duals
+    at probe variances (1/4 up to the largest seen, in factors of 4; correlations 1, ±½, and
+    unequal variances) are compared with a rule of 4× the nodes on a wider range, and a
+    relative difference above ``tolerance`` (default 1e-6, the accuracy documented for the
+    built-in quadrature activations at degree 48) raises ``ValueError`` naming the estimate —
+    at construction for variances up to 4, and at first use of any larger variance.  Use the
+    closed-form activations (``ReLU``, ``LeakyReLU``, ``Abs``, ``Step``, …) for piecewise-linear
+    functions, or raise ``quadrature_degree`` / ``tolerance`` deliberately.
+    """
 
     name = "elementwise"
+    #: variances up to this are checked at construction
+    checked_variance: float = 4.0
 
     def __init__(self, fn: Callable[[Tensor], Tensor], quadrature_degree: int = 48,
-                 name: str | None = None) -> None:
+                 name: str | None = None, tolerance: float = 1e-6) -> None:
         super().__init__(quadrature_degree)
         if not callable(fn):
             raise TypeError(f"Elementwise needs a callable, got {type(fn).__name__}")
@@ -347,12 +424,68 @@ class Elementwise(Activation):
         self.fn = fn
         if name is not None:
             self.name = name
+        self.tolerance = check_positive("tolerance", tolerance)
+        self._checked_up_to = 0.0
+        self._check_accuracy(self.checked_variance)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fn(x)
 
+    def _rule(self, k: Tensor, dtype: torch.dtype, device: torch.device):
+        kmax = float(k.detach().amax()) if k.numel() else 0.0
+        if math.isfinite(kmax) and kmax > self._checked_up_to:
+            self._check_accuracy(kmax)
+        return super()._rule(k, dtype, device)
+
+    def _check_accuracy(self, kmax: float) -> None:
+        """Raise ValueError if the quadrature error at variances up to ``kmax`` (probed at
+        1/4, 1, 4, … ≥ kmax) exceeds ``tolerance``; remembers the range that passed."""
+        v = 0.25
+        while True:
+            if v > self._checked_up_to:
+                err = self._probe_error(v)
+                if not err <= self.tolerance:
+                    raise ValueError(
+                        f"Elementwise({_fn_name(self.fn)}): the degree-{self.quadrature_degree} "
+                        f"quadrature of its dual kernels has an estimated relative error of "
+                        f"{err:.2g} at variance {v:g} (tolerance {self.tolerance:g}); the function "
+                        f"likely has a kink or a jump (use a closed form: wn.activations.ReLU, "
+                        f"LeakyReLU, Abs, Step, …) or grows too fast for Gaussian quadrature at "
+                        f"this variance.  Raise quadrature_degree, or tolerance= to accept it")
+                self._checked_up_to = v
+            if v >= kmax:
+                return
+            v *= 4.0
+
+    def _probe_error(self, v: float) -> float:
+        """max relative difference of (T, Ṫ) at variance v (correlations 1 and ½) between the
+        rule a kernel call uses and (a) the same range with twice the nodes (discretisation:
+        a kink or jump converges only algebraically), (b) the same spacing on a range 4 wider
+        (truncation: fast growth such as e^u leaves mass beyond the range)."""
+        f64 = torch.float64
+        k11 = torch.tensor([v, v], dtype=f64)
+        k12 = torch.tensor([v, v / 2], dtype=f64)
+        z, _ = Activation._rule(self, k11, f64, k11.device)  # the rule a kernel call uses
+        n = z.numel()
+        wide = HALF_WIDTH + 4.0
+        rules = [(n, HALF_WIDTH), (2 * n - 1, HALF_WIDTH), (int(n * wide / HALF_WIDTH) | 1, wide)]
+        with torch.no_grad():
+            got, *refs = [self._quadrature_dual(k11, k12, k11, rule=normal_rule(m, f64, k11.device, h))
+                          for m, h in rules]
+        err = 0.0
+        for ref in refs:
+            for g, r in zip(got, ref):
+                scale = r[0].abs().clamp_min(1e-300)  # the diagonal bounds every entry (Cauchy–Schwarz)
+                e = float(((g - r).abs() / scale).max())
+                err = max(err, e if math.isfinite(e) else math.inf)
+        return err
+
     def extra_repr(self) -> str:
-        return f"fn={getattr(self.fn, '__name__', repr(self.fn))}, {super().extra_repr()}"
+        return f"fn={_fn_name(self.fn)}, {super().extra_repr()}"
+
+
+def _fn_name(fn) -> str:
+    return getattr(fn, "__name__", None) or type(fn).__name__
 
 
 _REGISTRY: dict[str, type[Activation]] = {

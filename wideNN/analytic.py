@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from . import activations as _acts
-from ._checks import check_inputs, check_int, check_same_place, check_variance
+from ._checks import check_float_precision, check_inputs, check_int, check_same_place, check_variance
 from ._fused import fused_kernels
 from ._gaussian import MAX_NODE_FACTOR
 
@@ -76,6 +76,7 @@ def kernels(
     if parameterization not in ("ntk", "standard"):
         raise ValueError(f"parameterization must be 'ntk' or 'standard', got {parameterization!r}")
     check_inputs(x1, x2)
+    check_float_precision(x1, "x1")
     for name, v in (("weight_variance", weight_variance), ("bias_variance", bias_variance)):
         check_same_place(x1, v, name)
     if compute_ntk and parameterization == "standard":
@@ -85,12 +86,13 @@ def kernels(
     if not compute_nngp and not compute_ntk:
         raise ValueError("compute_nngp=False needs compute_ntk=True: nothing would be computed")
 
+    _check_first_layer(x1, x2, weight_variance, bias_variance)
     if diag:
         if x2 is not None and x2.shape != x1.shape:
             raise ValueError(f"diag=True needs x1 and x2 of the same shape, got "
                              f"{tuple(x1.shape)} and {tuple(x2.shape)}")
-        return _diag(x1, x2, act, depth, weight_variance, bias_variance, parameterization,
-                     widths, compute_ntk)
+        return _check_finite_output(_diag(x1, x2, act, depth, weight_variance, bias_variance,
+                                          parameterization, widths, compute_ntk), depth)
 
     needs_grad = torch.is_grad_enabled() and any(
         isinstance(t, Tensor) and t.requires_grad for t in (x1, x2, weight_variance, bias_variance))
@@ -108,9 +110,49 @@ def kernels(
         out = _relu_tiled(x1, x2, depth, float(weight_variance), float(bias_variance),
                           compute_ntk, block_size, compile, compute_nngp)
         if out is not None:
-            return out
-    return _generic_tiled(x1, x2, act, depth, weight_variance, bias_variance, parameterization,
-                          widths, compute_ntk, block_size, compute_nngp)
+            return _check_finite_output(out, depth)
+    return _check_finite_output(_generic_tiled(
+        x1, x2, act, depth, weight_variance, bias_variance, parameterization, widths,
+        compute_ntk, block_size, compute_nngp), depth)
+
+
+def _check_first_layer(x1: Tensor, x2: Tensor | None, w, b) -> None:
+    """The input-layer variances K¹(x, x) = σ_b² + σ_w² |x|²/d must be representable: an
+    overflow there would come back as NaN (inf/inf) from every later layer."""
+    for name, x in (("x1", x1), ("x2", x2)):
+        if x is None:
+            continue
+        scale = x.detach().abs().amax()  # noqa: the check needs no gradient
+        # |x|²/d ≤ max|x|², so this is exact unless max|x|² itself is near the limit
+        s = float(scale) if scale.numel() else 0.0
+        k = _as_float(b) + _as_float(w) * (s * s)
+        if not math.isfinite(k) or k > torch.finfo(x.dtype).max:
+            sq = (x.detach() * x.detach()).sum(-1) / x.shape[-1]
+            top = (float(b) if not isinstance(b, Tensor) else float(b.detach().max())) + \
+                (float(w) if not isinstance(w, Tensor) else float(w.detach().max())) * sq.max()
+            if not bool(torch.isfinite(top)):
+                raise ValueError(
+                    f"the first-layer kernel σ_b² + σ_w²|x|²/d of {name} overflows {x.dtype} "
+                    f"(max |entry| {float(scale):.3g}): rescale the inputs (the kernel is not "
+                    f"representable in this dtype)")
+
+
+def _check_finite_output(out, depth: int):
+    """Raise a clear error instead of returning a kernel that overflowed in the recursion
+    (e.g. ReLU with σ_w² > 2 grows like (σ_w²/2)^depth)."""
+    for k in out:
+        if k is not None and not _finite(k.detach()):
+            raise ValueError(
+                f"the kernel overflowed {k.dtype} in the depth-{depth} recursion (its values exceed "
+                f"{torch.finfo(k.dtype).max:.3g}, or an intermediate layer's did): reduce "
+                f"weight_variance or depth, rescale the inputs, or use float64")
+    return out
+
+
+def _finite(x: Tensor) -> bool:
+    if x.numel() == 0:
+        return True
+    return bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
 
 
 # ----------------------------------------------------------------------------- checks
@@ -345,6 +387,7 @@ def _relu_tiled(x1, x2, depth, w, b, compute_ntk, block_size, compile, compute_n
     for i in range(0, n, tile):
         ri, j0 = slice(i, i + tile), (i if symmetric else 0)
         panel = a1[ri] @ a2[j0:].T
+        _exact_near_one_(panel, a1[ri], a2[j0:])
         for j in range(j0, m, tile):
             rj = slice(j, j + tile)
             c = panel[:, j - j0:j - j0 + tile]
@@ -382,10 +425,36 @@ def _relu_tiled(x1, x2, depth, w, b, compute_ntk, block_size, compile, compute_n
     return nngp, ntk
 
 
+#: first-layer correlations above 1 − this are recomputed from the difference of the inputs
+_NEAR_ONE = 1e-6
+#: pairs recomputed per batch (bounds the (pairs, d) temporary)
+_NEAR_ONE_CHUNK = 1 << 15
+
+
+def _exact_near_one_(c: Tensor, u: Tensor, v: Tensor) -> None:
+    """c[i, j] = u_i·v_j for unit vectors u, v; where it is within ``_NEAR_ONE`` of 1, replace
+    it by 1 − ½|u_i − v_j|², exact for coincident rows (the GEMM leaves 1 − a few ulps there,
+    which arccos turns into angles of ~1e-8 at every later layer) and accurate to rounding in
+    1 − c for near-coincident ones."""
+    rows, cols = torch.nonzero(c >= 1.0 - _NEAR_ONE, as_tuple=True)
+    for s in range(0, rows.numel(), _NEAR_ONE_CHUNK):
+        i, j = rows[s:s + _NEAR_ONE_CHUNK], cols[s:s + _NEAR_ONE_CHUNK]
+        diff = u[i] - v[j]
+        c[i, j] = 1.0 - 0.5 * (diff * diff).sum(-1)
+
+
+def _snap_one_(c: Tensor) -> None:
+    """Correlations within a few ulps of ±1 become exactly ±1 (as ``snap_correlation`` in the
+    generic path): a coincident pair stays coincident through every layer."""
+    tol = 8 * torch.finfo(c.dtype).eps
+    c.masked_fill_(c >= 1.0 - tol, 1.0).masked_fill_(c <= -1.0 + tol, -1.0)
+
+
 def _relu_layer_(c, q, row, col, brow, bcol, w2pi, b, compute_ntk: bool, out: Tensor, p: Tensor) -> Tensor:
     """One ReLU layer on a tile (see ``_relu_tiled``): returns the new c written into ``out``
     and updates q in place; ``p`` is scratch.  No allocation of tile-sized arrays."""
     c.clamp_(-1.0, 1.0)
+    _snap_one_(c)
     torch.arccos(c, out=p).neg_().add_(math.pi)                                 # π − θ
     torch.mul(c, c, out=out)
     out.neg_().add_(1.0).clamp_(min=0.0).sqrt_().addcmul_(p, c)                # √(1−c²) + (π−θ)c
@@ -399,6 +468,8 @@ def _relu_layer_(c, q, row, col, brow, bcol, w2pi, b, compute_ntk: bool, out: Te
 def _relu_layer_pure(c, q, row, col, brow, bcol, w2pi, b, compute_ntk: bool):
     """The same layer as ``_relu_layer_`` written functionally, for ``torch.compile`` to fuse."""
     c = c.clamp(-1.0, 1.0)
+    tol = 8 * torch.finfo(c.dtype).eps
+    c = torch.where(c >= 1.0 - tol, 1.0, torch.where(c <= -1.0 + tol, -1.0, c))
     p = math.pi - torch.arccos(c)
     scale = (w2pi * row) * col
     c_new = scale * (torch.sqrt(torch.clamp(1.0 - c * c, min=0.0)) + p * c) + (b * brow) * bcol
@@ -415,3 +486,8 @@ def _compiled_relu_layer():
     if _COMPILED is None:
         _COMPILED = torch.compile(_relu_layer_pure, dynamic=True)
     return _COMPILED
+
+
+def _as_float(v) -> float:
+    """The largest value of a hyperparameter (number or tensor), without autograd."""
+    return float(v.detach().max()) if isinstance(v, Tensor) else float(v)

@@ -103,8 +103,11 @@ class Architecture:
         ``width`` is one int for every hidden layer or a list of ``depth`` widths.  The same
         ``seed`` gives the same parameters on every dtype and device.
         """
-        if isinstance(self.weight_variance, Tensor) and self.weight_variance.numel() != 1:
-            raise ValueError("build() needs scalar variances")
+        for name in ("weight_variance", "bias_variance"):
+            v = getattr(self, name)
+            if isinstance(v, Tensor) and v.numel() != 1:
+                raise ValueError(f"build() needs a scalar {name} (a finite network has one), got "
+                                 f"shape {tuple(v.shape)}")
         widths = [width] * self.depth if isinstance(width, (int, float)) else list(width)
         if len(widths) != self.depth:
             raise ValueError(f"width must be an int or a list of {self.depth} hidden widths, got {width}")

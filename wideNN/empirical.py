@@ -65,7 +65,7 @@ from torch.func import functional_call, jacrev, jvp, stack_module_state, vjp, vm
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import _structured
-from ._checks import check_inputs, check_int
+from ._checks import check_inputs, check_int, check_seed
 from ._ntk_cost import _choose_method, _forward_flops, _method_costs
 
 __all__ = ["empirical_ntk", "empirical_nngp"]
@@ -97,9 +97,19 @@ def _check_batches(x1: Tensor, x2: Tensor | None) -> None:
         check_inputs(x1, x2, check_finite=False)  # dtype and device
 
 
+# layers whose training-mode forward couples the examples of a batch or draws random numbers
+_TRAIN_MODE_LAYERS = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)
+
+
 def _check_model(model: nn.Module, x: Tensor) -> None:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    for name, layer in model.named_modules():
+        if layer.training and isinstance(layer, _TRAIN_MODE_LAYERS):
+            raise ValueError(
+                f"the model's layer {name or '(root)'!r} ({type(layer).__name__}) is in training mode, "
+                f"where its output is random or depends on the rest of the batch, so the network has "
+                f"no per-example kernel; call model.eval() first (and model.train() after, if needed)")
     for name, p in list(model.named_parameters()) + list(model.named_buffers()):
         if not torch.is_floating_point(p):
             continue
@@ -117,6 +127,29 @@ def _split_state(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, Tensor]
     consts = {n: b.detach().clone() for n, b in model.named_buffers()}
     consts.update({n: p.detach() for n, p in model.named_parameters() if not p.requires_grad})
     return params, consts
+
+
+def _check_per_example(fn: Callable[[Tensor], Tensor], x: Tensor) -> None:
+    """The raw model output (before any reshape) must have one row per example, and an
+    example's output must not depend on the other examples of the batch (a model that sums or
+    averages over the batch has no per-example kernel)."""
+    with torch.no_grad():
+        y1 = fn(x[:1])
+        y2 = fn(x[:2]) if x.shape[0] >= 2 else None
+    for n, y in ((1, y1), (2, y2)):
+        if y is None:
+            continue
+        if not isinstance(y, Tensor) or y.dim() == 0 or y.shape[0] != n:
+            shape = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+            raise ValueError(f"the model must map a batch of N examples to a batch of N outputs; "
+                             f"a batch of {n} gave output shape {shape} (does it reduce over the batch?)")
+    if y2 is not None:
+        tol = 1e-4 if x.dtype in (torch.float32, torch.float16, torch.bfloat16) else 1e-9
+        scale = float(y1.abs().max()) if y1.numel() else 0.0
+        if not torch.allclose(y2[:1], y1, rtol=tol, atol=tol * max(scale, 1e-30)):
+            raise ValueError("the model's output for one example depends on the other examples of "
+                             "the batch (e.g. normalisation or a mean over the batch), so it has no "
+                             "per-example kernel")
 
 
 def _out_dim(fn: Callable[[Tensor], Tensor], x: Tensor) -> int:
@@ -305,6 +338,8 @@ def empirical_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None = None, *, mod
         y = functional_call(model, (p, consts), (x,))
         return y.reshape(x.shape[0], -1)
 
+    _check_per_example(lambda x: functional_call(model, (params, consts), (x,)), x1)
+
     # the FLOP count for "auto" rides on the single-example forward that finds O
     counter = FlopCounterMode(display=False) if method == "auto" else None
     with counter if counter is not None else contextlib.nullcontext():
@@ -426,6 +461,7 @@ def empirical_nngp(model, x1: Tensor, x2: Tensor | None = None, *, mode: str = "
         step = chunk_size or x.shape[0]
         return torch.cat([f(x[i:i + step]) for i in range(0, x.shape[0], step)])[None]
 
+    _check_per_example(lambda x: functional_call(model, (params, consts), (x,)), x1)
     _out_dim(f, x1)
     f1 = outputs(x1)
     f2 = f1 if x2 is None else outputs(x2)
@@ -469,7 +505,8 @@ def _nngp_monte_carlo(arch, x1: Tensor, x2: Tensor | None, mode: str, chunk_size
     from .architecture import Architecture  # architecture imports networks; keep import light
 
     n_samples = check_int("n_samples", n_samples)
-    seed = check_int("seed", seed, minimum=None)
+    seed = check_seed("seed", seed)
+    check_seed("seed + n_samples - 1", seed + n_samples - 1)  # network s is built with seed + s
     xs = x1 if x2 is None else torch.cat([x1, x2])
     n = x1.shape[0]
     if isinstance(arch, Architecture) and x1.dim() == 2:

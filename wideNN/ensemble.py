@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from ._checks import check_inputs, check_int
+from ._checks import check_inputs, check_int, check_seed
 from ._train_loop import (TrainHistory, _check_data, _check_hyper, _check_positive_int,
                           _chunked_eval, _fit)
 from .architecture import Architecture
@@ -54,7 +54,8 @@ class Ensemble(nn.Module):
         if out_features is None or size is None:
             raise TypeError("Ensemble needs out_features= and size=")
         size = _check_positive_int("size", size)
-        seed = check_int("seed", seed, minimum=None)
+        seed = check_seed("seed", seed)
+        check_seed("seed + size - 1", seed + size - 1)  # member i is built with seed + i
         self.arch, self.size, self.seed = arch, size, int(seed)
         self.in_shape = _input_shape(in_features, in_shape)
         self.in_features = self.in_shape[0] if len(self.in_shape) == 1 else None

@@ -15,6 +15,7 @@ from gpytorch.kernels import Kernel
 from gpytorch.priors import Prior
 from torch import Tensor
 
+from ._checks import real_number
 from .analytic import kernels as _kernels
 from .architecture import Architecture
 from .layers import Serial
@@ -81,13 +82,40 @@ class _InfiniteWidthKernel(Kernel):
 
     # -- hyperparameters -------------------------------------------------------------------
     def _set_variance(self, name: str, value) -> None:
-        raw = getattr(self, f"raw_{name}")
         if not torch.is_tensor(value):
-            value = torch.as_tensor(value).to(raw)
+            real_number(name, value)  # bool / str are not variances
+        raw = getattr(self, f"raw_{name}")
+        exact = (value.detach() if torch.is_tensor(value) else
+                 torch.as_tensor(value, dtype=torch.float64)).to(torch.float64)
+        if not torch.is_tensor(value):
+            value = torch.as_tensor(value, dtype=raw.dtype, device=raw.device)  # no float32 detour
         if bool((value < 0).any()) or not bool(torch.isfinite(value).all()):
             raise ValueError(f"{name} must be finite and non-negative, got {value}")
         constraint = getattr(self, f"raw_{name}_constraint")
         self.initialize(**{f"raw_{name}": constraint.inverse_transform(value)})
+        # the exact value, and the raw parameter it produced: a later cast to a wider dtype
+        # (.double(), .to(torch.float64)) re-derives the raw parameter from the exact value
+        # while it has not been changed since (see ``_apply``)
+        self.__dict__.setdefault("_exact", {})[name] = (
+            exact, getattr(self, f"raw_{name}").detach().clone())
+
+    def _apply(self, fn, *args, **kwargs):
+        """Module casts (``.double()``, ``.to(...)``) keep σ² exact: the raw parameters are
+        created in the default dtype (GPyTorch's convention), where σ² = 1.3 rounds to
+        1.2999999523; after a cast to float64 the raw value is recomputed from the value the
+        kernel was given, as long as it has not been changed (by fitting or by hand) since."""
+        out = super()._apply(fn, *args, **kwargs)
+        for name, (exact, snap) in list(self.__dict__.get("_exact", {}).items()):
+            raw = getattr(self, f"raw_{name}")
+            if snap.shape != raw.shape or not torch.equal(snap.to(raw), raw.detach()):
+                del self._exact[name]  # changed since it was set: nothing exact to restore
+                continue
+            if torch.finfo(raw.dtype).eps < torch.finfo(snap.dtype).eps:
+                constraint = getattr(self, f"raw_{name}_constraint")
+                with torch.no_grad():
+                    raw.copy_(constraint.inverse_transform(exact.to(raw)))
+            self._exact[name] = (exact, raw.detach().clone())
+        return out
 
     @property
     def weight_variance(self) -> Tensor:

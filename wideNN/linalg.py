@@ -12,7 +12,8 @@ make the failure modes explicit:
 * ``eigh_psd(A)`` is a symmetric eigendecomposition whose small negative eigenvalues
   (round-off) are clipped to zero and whose clearly negative ones raise ``NotPSDError``.
 * ``flow_weights(lam, s)`` = (1 − e^{−s λ})/λ computed with ``expm1`` (no cancellation for
-  small sλ) and equal to its limit s at λ = 0; s = ∞ gives the pseudo-inverse 1/λ.
+  small sλ); s = ∞ gives the pseudo-inverse 1/λ; eigenvalues at rounding level get weight 0
+  at every s (finite or not).
 """
 from __future__ import annotations
 
@@ -147,10 +148,14 @@ def eigh_psd(a: Tensor, *, name: str = "kernel matrix", rtol: float | None = Non
 def flow_weights(lam: Tensor, s: Tensor, *, rcond: float | None = None) -> Tensor:
     """f(λ, s) = (1 − e^{−sλ})/λ, broadcasting λ (…, N) against s (…, 1).
 
-    Stable for all λ ≥ 0: ``-expm1(-sλ)/λ`` has no cancellation for small sλ, and the λ → 0
-    limit s is used where λ is zero.  For s = ∞ the result is 1/λ on eigenvalues above
-    ``rcond · max λ`` (default N · eps) and 0 below (a pseudo-inverse: those directions are
-    never fitted, as gradient flow never fits a zero-eigenvalue direction).
+    Stable for all λ ≥ 0: ``-expm1(-sλ)/λ`` has no cancellation for small sλ.  Eigenvalues at
+    or below ``rcond · max λ`` (default N · eps) are rounding noise: their eigenvectors are
+    not determined by the matrix, and a weight of up to s on them (the exact λ → 0 limit)
+    multiplies that noise by s, which for large finite s (1e14 and beyond) swamps the answer.
+    They get weight 0 at every s, the same rule as the pseudo-inverse at s = ∞ (where f = 1/λ
+    above the cut), so f is continuous in s and a finite-time posterior tends to the t = ∞ one
+    (gradient flow never fits a zero-eigenvalue direction either).  The price is at most the
+    rounding level: a test function's overlap with such a direction is O(√(rcond·λ_max)).
     """
     s = torch.as_tensor(s, dtype=lam.dtype, device=lam.device)
     n = lam.shape[-1]
@@ -161,7 +166,6 @@ def flow_weights(lam: Tensor, s: Tensor, *, rcond: float | None = None) -> Tenso
     safe = torch.where(positive, lam, torch.ones_like(lam))
     finite = torch.isfinite(s)
     s_fin = torch.where(finite, s, torch.zeros_like(s))
-    f_fin = torch.where(lam > 0, -torch.expm1(-s_fin * torch.where(lam > 0, lam, torch.ones_like(lam)))
-                        / torch.where(lam > 0, lam, torch.ones_like(lam)), s_fin)
+    f_fin = torch.where(positive, -torch.expm1(-s_fin * safe) / safe, torch.zeros_like(lam))
     f_inf = torch.where(positive, 1.0 / safe, torch.zeros_like(lam))
     return torch.where(finite, f_fin, f_inf)

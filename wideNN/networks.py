@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_int, check_variance
+from ._checks import check_seed, check_variance
 
 __all__ = ["Dense", "Network"]
 
@@ -80,7 +80,7 @@ class Network(nn.Sequential):
                  device: torch.device | str | None = None) -> None:
         generator = None
         if seed is not None:
-            generator = torch.Generator().manual_seed(check_int("seed", seed, minimum=None))
+            generator = torch.Generator().manual_seed(check_seed("seed", seed))
         sizes = [int(in_features), *[int(w) for w in widths], int(out_features)]
         layers: list[nn.Module] = []
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from . import _checkpoint
-from ._checks import check_inputs, check_int, check_variance, merge_options
+from ._checks import check_inputs, check_int, check_positive, check_variance, merge_options
 from .architecture import Architecture
 from .gp_kernels import NNGPKernel, NTKKernel
 from .prediction import log_marginal_likelihood
@@ -114,8 +114,9 @@ class FitOptions:
             raise ValueError(f"kernel must be 'nngp' or 'ntk', got {self.kernel!r}")
         check_int("steps", self.steps, minimum=0)
         check_int("checkpoint_every", self.checkpoint_every)
-        if isinstance(self.lr, bool) or not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        object.__setattr__(self, "lr", check_positive("lr", self.lr))  # bool / str: TypeError
+        if not isinstance(self.learn_noise, bool):
+            raise TypeError(f"learn_noise must be True or False, got {self.learn_noise!r}")
         for name in ("noise_variance", "min_noise", "min_init"):
             if isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a number, got bool")
@@ -185,11 +186,13 @@ def _problem(arch: Architecture, x: Tensor, y: Tensor, o: FitOptions) -> _Proble
     kern = (NNGPKernel if o.kernel == "nngp" else NTKKernel)(start, widths=o.widths)
     likelihood = gpytorch.likelihoods.GaussianLikelihood(
         noise_constraint=gpytorch.constraints.GreaterThan(o.min_noise))
-    likelihood.noise = max(float(o.noise_variance), o.min_noise * (1 + 1e-6))
     xd = x.to(o.dtype)
     yb = y.to(dtype=o.dtype, device=x.device)
     yb = yb.T.contiguous() if yb.dim() == 2 else yb
     model = _SharedKernelGP(xd, yb, likelihood, kern).to(dtype=o.dtype, device=x.device)
+    # set after the cast: a float32 raw parameter would keep σ² rounded to float32
+    likelihood.noise = torch.tensor(max(float(o.noise_variance), o.min_noise * (1 + 1e-6)),
+                                    dtype=o.dtype, device=x.device)
     for name in ("weight_variance", "bias_variance"):
         getattr(kern, f"raw_{name}").requires_grad_(name in learn)
     likelihood.raw_noise.requires_grad_(o.learn_noise)

@@ -261,10 +261,23 @@ def max_learning_rate(kernel: Any, x: Tensor | None = None, *,
         mat = theta
     else:
         raise ValueError(f"the kernel must be (N, N) or (N, N, O, O), got shape {tuple(theta.shape)}")
+    if mat.is_meta:
+        raise ValueError("the kernel matrix is a meta tensor (no data)")
     if not torch.is_floating_point(mat) or not bool(torch.isfinite(mat).all()):
         raise ValueError("the kernel matrix must be floating point and finite")
+    tol = 100 * mat.shape[-1] * torch.finfo(mat.dtype).eps
     mat = mat.detach().to(torch.float64)
-    lam = float(torch.linalg.eigvalsh(0.5 * (mat + mat.T))[-1])
+    scale = float(mat.abs().max())
+    asym = float((mat - mat.T).abs().max())
+    if asym > tol * scale:
+        raise ValueError(f"the kernel matrix is not symmetric (max |Θ − Θᵀ| = {asym:.3g} vs max |Θ| = "
+                         f"{scale:.3g}): an NTK is symmetric positive semi-definite")
+    lams = torch.linalg.eigvalsh(0.5 * (mat + mat.T))
+    lam = float(lams[-1])
     if not lam > 0:
         raise ValueError(f"the kernel has no positive eigenvalue (λ_max = {lam:g})")
+    if float(lams[0]) < -tol * lam:
+        raise ValueError(f"the kernel matrix is indefinite (smallest eigenvalue {float(lams[0]):.3g}, "
+                         f"largest {lam:.3g}): an NTK is positive semi-definite, and the GD "
+                         f"stability bound 2N/λ_max assumes it")
     return 2.0 * n / lam
