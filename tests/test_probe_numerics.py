@@ -111,9 +111,11 @@ def test_fused_relu_coincident_cross_pairs_are_exact(d, depth):
     arch = wn.Architecture(depth=depth, activation="relu", weight_variance=2.0, bias_variance=0.1)
     k, t = arch.kernels(x, x2)  # fused path (no autograd, ReLU, NTK parameterization)
     # coincident and distinct pairs to round-off; pairs 1e-7 apart are ill-conditioned in the
-    # correlation c (an angle θ ~ 1e-7 is known only to eps/θ ~ 1e-9 from c): 1e-7 there
+    # correlation c (an angle θ ~ 1e-7 is known only to eps/θ ~ 1e-9 from c, at each of the
+    # depth layers, and the NTK sums depth such terms): depth·1e-8 there
+    near = max(1e-7, depth * 1e-8)
     for i, j, tol in [(3, 0, 1e-13), (7, 4, 1e-13), (0, 5, 1e-13), (2, 6, 1e-13),
-                      (0, 9, 1e-7), (1, 10, 1e-7)]:
+                      (0, 9, near), (1, 10, near)]:
         mk, mt = _relu_mp(x[i].tolist(), x2[j].tolist(), depth, 2.0, 0.1)
         assert abs(float(k[i, j]) - mk) <= tol * abs(mk)
         assert abs(float(t[i, j]) - mt) <= tol * abs(mt)

@@ -132,7 +132,7 @@ def test_options_objects_and_unknown_keywords():
         wn.fit_hyperparameters(ARCH, x, y, options=wn.TrainOptions())
     with pytest.raises(ValueError, match="nothing to fit"):
         wn.fit_hyperparameters(ARCH, x, y, learn=(), learn_noise=False)
-    with pytest.raises(ValueError, match="betas must be a pair"):
+    with pytest.raises(TypeError, match="betas must be a pair"):
         wn.train(ARCH.build(4, 8, 2, seed=0, dtype=D64), x, y, steps=1, optimizer="adam", betas=(0.9,))
 
 

@@ -40,6 +40,34 @@ _CPU_TILE = 256
 _CUDA_TILE = 4096  # 128 MB float64 buffers: ≤ ~1.2 GB of tiles (GELU has 9)
 
 
+#: first-layer correlations above 1 − this are recomputed from the difference of the inputs
+_NEAR_ONE = 1e-6
+#: pairs recomputed per batch (bounds the (pairs, d) temporary)
+_NEAR_ONE_CHUNK = 1 << 15
+
+
+def exact_near_one_(c: Tensor, u: Tensor, v: Tensor) -> None:
+    """c[i, j] = u_i·v_j for unit vectors u, v; where it is within ``_NEAR_ONE`` of 1, replace
+    it by 1 − ½|u_i − v_j|², exact for coincident rows (the GEMM leaves 1 − a few ulps there,
+    which arccos turns into angles of ~1e-8 at every later layer) and accurate to rounding in
+    1 − c for near-coincident ones."""
+    rows, cols = torch.nonzero(c >= 1.0 - _NEAR_ONE, as_tuple=True)
+    for s in range(0, rows.numel(), _NEAR_ONE_CHUNK):
+        i, j = rows[s:s + _NEAR_ONE_CHUNK], cols[s:s + _NEAR_ONE_CHUNK]
+        diff = u[i] - v[j]
+        c[i, j] = 1.0 - 0.5 * (diff * diff).sum(-1)
+
+
+def _moderate(x: Tensor, w: float, b: float) -> bool:
+    """Whether every first-layer variance k = σ_b² + σ_w²|x|²/d lies where products of a few
+    of them neither overflow nor underflow (|log k| ≤ ¼ of the dtype's range); the generic path,
+    which works in normalised coordinates throughout, takes the extreme scales."""
+    k = b + w * (x * x).sum(-1) / x.shape[-1]
+    info = torch.finfo(x.dtype)
+    lo, hi = float(k.min()), float(k.max())
+    return hi <= info.max ** 0.25 and (lo == 0.0 or lo >= info.tiny ** 0.25)
+
+
 def fused_kernels(x1: Tensor, x2: Tensor | None, act: _acts.Activation, depth: int, w: float,
                   b: float, compute_ntk: bool, compute_nngp: bool,
                   block_size: int | None = None) -> tuple[Tensor | None, Tensor | None] | None:
@@ -47,6 +75,8 @@ def fused_kernels(x1: Tensor, x2: Tensor | None, act: _acts.Activation, depth: i
     path does not apply (see the module docstring)."""
     plan = plan_for(act, w, b)
     if plan is None or x1.dtype not in (torch.float32, torch.float64) or x1.dim() != 2:
+        return None
+    if not _moderate(x1, w, b) or (x2 is not None and not _moderate(x2, w, b)):
         return None
     if x1.is_cuda:
         return _fused(plan, x1, x2, act, depth, w, b, compute_ntk, compute_nngp, block_size)
@@ -159,6 +189,10 @@ def _one_tile(plan, side1: _Side, side2: _Side, ij, tile: int, depth: int, symme
     views = [buf[:h * wd].view(h, wd) for buf in bufs]
     c, q, out, scratch = views[0], views[1], views[2], views[3:]
     torch.mm(a1, a2.T, out=c)
+    if plan.unit_rows:
+        # rows are unit vectors: correlations near 1 from the difference, exact for coincident
+        # rows of x1 and x2 (the GEMM's 1 − ulps would become angles of ~1e-8)
+        exact_near_one_(c, a1, a2)
     if plan.sign < 0:
         c.neg_()
     on_diagonal = symmetric and i == j

@@ -47,6 +47,8 @@ class _Plan:
     """Scales, per-layer vectors and the in-place tile layer of one activation."""
 
     sign = 1.0
+    #: whether the scaled first-layer rows are unit vectors (the tile is then a correlation)
+    unit_rows = False
     #: scratch tile buffers the layer needs besides c, q and the output
     scratch = 3
     #: Θ = K at every layer (step: φ' = 0), so q is never formed
@@ -81,6 +83,7 @@ class _ArcCosine(_Plan):
     Ṫ = (1−α)²(π−θ)/2π + α.  Tiles hold m = −c, so arccos(m) = π − θ directly."""
 
     sign = -1.0
+    unit_rows = True
 
     def __init__(self, act, w, b, slope: float = 0.0) -> None:
         super().__init__(act, w, b)

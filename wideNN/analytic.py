@@ -29,7 +29,7 @@ from torch import Tensor
 
 from . import activations as _acts
 from ._checks import check_float_precision, check_inputs, check_int, check_same_place, check_variance
-from ._fused import fused_kernels
+from ._fused import exact_near_one_ as _exact_near_one_, fused_kernels
 from ._gaussian import MAX_NODE_FACTOR
 
 __all__ = ["kernels"]
@@ -423,24 +423,6 @@ def _relu_tiled(x1, x2, depth, w, b, compute_ntk, block_size, compile, compute_n
                 if symmetric and j != i:
                     ntk[rj, ri] = q.T
     return nngp, ntk
-
-
-#: first-layer correlations above 1 − this are recomputed from the difference of the inputs
-_NEAR_ONE = 1e-6
-#: pairs recomputed per batch (bounds the (pairs, d) temporary)
-_NEAR_ONE_CHUNK = 1 << 15
-
-
-def _exact_near_one_(c: Tensor, u: Tensor, v: Tensor) -> None:
-    """c[i, j] = u_i·v_j for unit vectors u, v; where it is within ``_NEAR_ONE`` of 1, replace
-    it by 1 − ½|u_i − v_j|², exact for coincident rows (the GEMM leaves 1 − a few ulps there,
-    which arccos turns into angles of ~1e-8 at every later layer) and accurate to rounding in
-    1 − c for near-coincident ones."""
-    rows, cols = torch.nonzero(c >= 1.0 - _NEAR_ONE, as_tuple=True)
-    for s in range(0, rows.numel(), _NEAR_ONE_CHUNK):
-        i, j = rows[s:s + _NEAR_ONE_CHUNK], cols[s:s + _NEAR_ONE_CHUNK]
-        diff = u[i] - v[j]
-        c[i, j] = 1.0 - 0.5 * (diff * diff).sum(-1)
 
 
 def _snap_one_(c: Tensor) -> None:

@@ -133,9 +133,8 @@ def _check_per_example(fn: Callable[[Tensor], Tensor], x: Tensor) -> None:
     """The raw model output (before any reshape) must have one row per example, and an
     example's output must not depend on the other examples of the batch (a model that sums or
     averages over the batch has no per-example kernel)."""
-    with torch.no_grad():
-        y1 = fn(x[:1])
-        y2 = fn(x[:2]) if x.shape[0] >= 2 else None
+    y1 = _apply(fn, x[:1])
+    y2 = _apply(fn, x[:2]) if x.shape[0] >= 2 else None
     for n, y in ((1, y1), (2, y2)):
         if y is None:
             continue
@@ -152,16 +151,21 @@ def _check_per_example(fn: Callable[[Tensor], Tensor], x: Tensor) -> None:
                              "per-example kernel")
 
 
-def _out_dim(fn: Callable[[Tensor], Tensor], x: Tensor) -> int:
+def _apply(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """fn(x) without autograd; a model built for other features / channels / image sizes fails
+    inside torch with a shape message: say which inputs it was given instead."""
     with torch.no_grad():
         try:
-            y = fn(x[:1])
+            return fn(x)
         except RuntimeError as e:
-            # a model built for other features / channels / image sizes fails inside torch
             if not any(w in str(e) for w in ("shape", "size", "channels", "dimension", "mat1")):
                 raise
             raise ValueError(f"the model cannot be applied to inputs of per-example shape "
                              f"{tuple(x.shape[1:])}: {e}") from e
+
+
+def _out_dim(fn: Callable[[Tensor], Tensor], x: Tensor) -> int:
+    y = _apply(fn, x[:1])
     if y.dim() == 0 or y.shape[0] != 1:
         raise ValueError(f"the model must map a batch of N examples to a batch of N outputs; "
                          f"a batch of 1 gave output shape {tuple(y.shape)}")
