@@ -169,6 +169,9 @@ print(json.dumps({"seconds": time.perf_counter() - start, "loss": float(loss),
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("WIDENN_RUN_LONG") != "1",
+                    reason="one marginal-likelihood step on 2000 points takes over 30 min on 2 cores "
+                           "(per-entry quadrature under autograd); set WIDENN_RUN_LONG=1 to run it")
 def test_tanh_exact_gp_fit_on_2000_mnist_points_fits_in_24_gb():
     root = os.environ.get("WIDENN_DATA", "/work/shared/data")
     if not os.path.isdir(os.path.join(root, "mnist")):
