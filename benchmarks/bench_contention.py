@@ -34,7 +34,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 import wideNN as wn  # noqa: E402
 from wideNN import activations as _acts  # noqa: E402
-from wideNN.analytic import _generic_tiled, _relu_tiled  # noqa: E402
+from wideNN.analytic import _Recursion, _generic_tiled, _relu_tiled  # noqa: E402
 
 W, B, D_IN = 2.0, 0.1, 784
 ACTIVATIONS = ["relu", "leaky_relu", "abs", "step", "erf", "gelu", "sin", "cos", "identity"]
@@ -147,10 +147,10 @@ class NeuralTangents:
 
 def baseline(x, act: str, depth: int):
     """The previous code path of this activation."""
-    if act == "relu":
-        return lambda: _relu_tiled(x, None, depth, W, B, True, None, False)
     phi = _acts.get(act)
-    return lambda: _generic_tiled(x, None, phi, depth, W, B, "ntk", None, True, None)
+    if act == "relu":
+        return lambda: _relu_tiled(_Recursion(phi, depth, W, B), x, None, None, False)
+    return lambda: _generic_tiled(_Recursion(phi, depth, W, B), x, None, None)
 
 
 def compare_paths(repeats: int) -> None:

@@ -8,7 +8,7 @@ from torch.func import functional_call, jacrev
 
 import wideNN as wn
 from wideNN import activations as A
-from wideNN.analytic import _generic_tiled
+from wideNN.analytic import _Recursion, _generic_tiled
 
 F64 = torch.float64
 
@@ -142,7 +142,7 @@ def test_fused_relu_path_equals_generic_recursion(symmetric):
     x1, x2 = _inputs(70, 9, seed=1), _inputs(33, 9, seed=2)
     other = None if symmetric else x2
     fast = arch.kernels(x1, other, block_size=16)
-    slow = _generic_tiled(x1, other, arch.phi, 4, 2.0, 0.05, "ntk", None, True, 7)
+    slow = _generic_tiled(_Recursion(arch.phi, 4, 2.0, 0.05), x1, other, 7)
     for a, b in zip(fast, slow):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 

@@ -8,7 +8,7 @@ import torch
 import wideNN as wn
 from wideNN import activations as A
 from wideNN._fused import fused_kernels
-from wideNN.analytic import _generic_tiled
+from wideNN.analytic import _Recursion, _generic_tiled
 
 F64 = torch.float64
 CLOSED = ["relu", "leaky_relu", "abs", "step", "erf", "gelu", "sin", "cos", "identity"]
@@ -32,7 +32,7 @@ def _fused(x1, x2, activation, depth, dtype=F64, block=16, **kw):
 
 def _generic(x1, x2, activation, depth, dtype=F64):
     other = None if x2 is None else x2.to(dtype)
-    return _generic_tiled(x1.to(dtype), other, A.get(activation), depth, W, B, "ntk", None, True, 7)
+    return _generic_tiled(_Recursion(A.get(activation), depth, W, B), x1.to(dtype), other, 7)
 
 
 @pytest.mark.parametrize("activation", CLOSED)
@@ -111,7 +111,7 @@ def test_zero_variance_and_overflowing_inputs_fall_back_to_the_generic_path():
     assert fused_kernels(x, None, relu, 2, 2.0, 0.0, True, True) is None  # K(x,x) = 0: no correlation
     assert fused_kernels(x, None, relu, 2, 2.0, 0.1, True, True) is not None
     arch = wn.Architecture(2, "relu", 2.0, 0.0)
-    for got, want in zip(arch.kernels(x), _generic_tiled(x, None, relu, 2, 2.0, 0.0, "ntk", None, True, 5)):
+    for got, want in zip(arch.kernels(x), _generic_tiled(_Recursion(relu, 2, 2.0, 0.0), x, None, 5)):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     big = _inputs(8, seed=1).float() * 30  # variances ~ 1000: e^{k12} overflows float32
     assert fused_kernels(big, None, A.get("sin"), 2, W, B, True, True) is None

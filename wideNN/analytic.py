@@ -21,6 +21,8 @@ tiles shared between single-threaded workers); with ``compile=True`` ReLU uses t
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 from typing import Sequence
 
@@ -67,7 +69,14 @@ def kernels(
     layer of the ReLU fast path into one ``torch.compile`` kernel (several times faster per
     tile; the first call in a fresh environment pays the compilation, tens of seconds on a
     laptop CPU, cached on disk after).
-    See the module docstring for the recursion.
+
+    The recursion (σ_w² = ``weight_variance``, σ_b² = ``bias_variance``, d the input dimension,
+    (u, v) ~ N(0, [[K^l(x,x), K^l(x,x')], [K^l(x,x'), K^l(x',x')]])):
+
+        K¹ = σ_b² + σ_w² x·x'/d,                   Θ¹ = K¹
+        K^{l+1} = σ_b² + σ_w² E[φ(u)φ(v)],          Θ^{l+1} = K^{l+1} + σ_w² E[φ'(u)φ'(v)] Θ^l
+
+    returning K^{depth+1}, Θ^{depth+1} (the standard parameterization's NTK: module docstring).
     """
     act = _acts.get(activation)
     depth = _check_depth(depth)
@@ -87,12 +96,12 @@ def kernels(
         raise ValueError("compute_nngp=False needs compute_ntk=True: nothing would be computed")
 
     _check_first_layer(x1, x2, weight_variance, bias_variance)
+    spec = _Recursion(act, depth, weight_variance, bias_variance, parameterization, widths, compute_ntk)
     if diag:
         if x2 is not None and x2.shape != x1.shape:
             raise ValueError(f"diag=True needs x1 and x2 of the same shape, got "
                              f"{tuple(x1.shape)} and {tuple(x2.shape)}")
-        return _check_finite_output(_diag(x1, x2, act, depth, weight_variance, bias_variance,
-                                          parameterization, widths, compute_ntk), depth)
+        return _check_finite_output(_diag(spec, x1, x2), depth)
 
     needs_grad = torch.is_grad_enabled() and any(
         isinstance(t, Tensor) and t.requires_grad for t in (x1, x2, weight_variance, bias_variance))
@@ -107,13 +116,11 @@ def kernels(
             and x1.dim() == 2 and not isinstance(weight_variance, Tensor)
             and not isinstance(bias_variance, Tensor))
     if fast:
-        out = _relu_tiled(x1, x2, depth, float(weight_variance), float(bias_variance),
-                          compute_ntk, block_size, compile, compute_nngp)
+        out = _relu_tiled(dataclasses.replace(spec, w=float(weight_variance), b=float(bias_variance)),
+                          x1, x2, block_size, compile, compute_nngp)
         if out is not None:
             return _check_finite_output(out, depth)
-    return _check_finite_output(_generic_tiled(
-        x1, x2, act, depth, weight_variance, bias_variance, parameterization, widths,
-        compute_ntk, block_size, compute_nngp), depth)
+    return _check_finite_output(_generic_tiled(spec, x1, x2, block_size, compute_nngp), depth)
 
 
 def _check_first_layer(x1: Tensor, x2: Tensor | None, w, b) -> None:
@@ -183,11 +190,32 @@ def _shaped(v, x: Tensor, extra: int):
 
 
 # ----------------------------------------------------------------------------- generic path
-def _recursion(g, n1, n2, d, act, depth, w, b, param, widths, compute_ntk, same):
+@dataclasses.dataclass(frozen=True)
+class _Recursion:
+    """What the layer recursion needs besides the inputs: φ, the number of hidden layers,
+    σ_w² and σ_b² (numbers, or tensors shaped to broadcast against the kernel), the
+    parameterization, the standard parameterization's hidden widths, and whether Θ is wanted."""
+
+    act: _acts.Activation
+    depth: int
+    w: float | Tensor
+    b: float | Tensor
+    param: str = "ntk"
+    widths: Sequence[int] | None = None
+    compute_ntk: bool = True
+
+    def shaped(self, x: Tensor, extra: int) -> "_Recursion":
+        """The same recursion with σ_w², σ_b² broadcasting over x's batch dims plus ``extra``."""
+        return dataclasses.replace(self, w=_shaped(self.w, x, extra), b=_shaped(self.b, x, extra))
+
+
+def _recursion(spec: _Recursion, g, n1, n2, d: int, same: bool):
     """The layer recursion on any broadcastable (g, n1, n2) = (x·x'/d, |x|²/d, |x'|²/d).
 
     ``same``: x and x' coincide (diagonal), so the 1-D ``dual_diag`` is used throughout.
     """
+    act, depth, w, b, param, widths, compute_ntk = (spec.act, spec.depth, spec.w, spec.b, spec.param,
+                                                   spec.widths, spec.compute_ntk)
     k = b + w * g
     k1 = b + w * n1
     k2 = k1 if same else b + w * n2
@@ -223,15 +251,15 @@ def _common_variance(k1: Tensor, k2: Tensor) -> float | None:
     return float(0.5 * (lo + hi))
 
 
-def _diag(x1, x2, act, depth, w, b, param, widths, compute_ntk):
+def _diag(spec: _Recursion, x1: Tensor, x2: Tensor | None):
     d = x1.shape[-1]
-    wv, bv = _shaped(w, x1, 1), _shaped(b, x1, 1)
+    shaped = spec.shaped(x1, 1)
     n1 = (x1 * x1).sum(-1) / d
     if x2 is None:
-        return _recursion(n1, n1, n1, d, act, depth, wv, bv, param, widths, compute_ntk, True)
+        return _recursion(shaped, n1, n1, n1, d, True)
     n2 = (x2 * x2).sum(-1) / d
     g = (x1 * x2).sum(-1) / d
-    return _recursion(g, n1, n2, d, act, depth, wv, bv, param, widths, compute_ntk, False)
+    return _recursion(shaped, g, n1, n2, d, False)
 
 
 def _auto_rows(m: int, x: Tensor, arrays: int) -> int:
@@ -260,10 +288,12 @@ def _quadrature_arrays(act, x1: Tensor, xb: Tensor, w, b, needs_grad: bool) -> i
     return 7 * MAX_NODE_FACTOR * act.quadrature_degree
 
 
-def _generic_tiled(x1, x2, act, depth, w, b, param, widths, compute_ntk, block_size, compute_nngp=True):
+def _generic_tiled(spec: _Recursion, x1: Tensor, x2: Tensor | None, block_size: int | None,
+                   compute_nngp: bool = True):
+    act, w, b, compute_ntk = spec.act, spec.w, spec.b, spec.compute_ntk
     d = x1.shape[-1]
     xb = x1 if x2 is None else x2
-    wv, bv = _shaped(w, x1, 2), _shaped(b, x1, 2)
+    shaped = spec.shaped(x1, 2)
     n2 = ((xb * xb).sum(-1) / d).unsqueeze(-2)
     m = xb.shape[-2]
     needs_grad = torch.is_grad_enabled() and any(
@@ -283,7 +313,7 @@ def _generic_tiled(x1, x2, act, depth, w, b, param, widths, compute_ntk, block_s
             # so their correlation is exactly 1 at every layer
             diag = torch.diagonal(g, offset=start, dim1=-2, dim2=-1)
             diag.copy_(n1.squeeze(-1)[..., :diag.shape[-1]])
-        k, th = _recursion(g, n1, n2, d, act, depth, wv, bv, param, widths, compute_ntk, False)
+        k, th = _recursion(shaped, g, n1, n2, d, False)
         if needs_grad:  # keep the graph: concatenate at the end
             nngp_parts.append(k)
             ntk_parts.append(th)
@@ -329,7 +359,8 @@ def _symmetrize_(a: Tensor, block: int = 1024) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- fused ReLU path
-def _relu_tiled(x1, x2, depth, w, b, compute_ntk, block_size, compile, compute_nngp=True):
+def _relu_tiled(spec: _Recursion, x1: Tensor, x2: Tensor | None, block_size: int | None,
+                compile: bool, compute_nngp: bool = True):
     """ReLU, NTK parameterization, no autograd: tiled, in place, in normalised coordinates.
 
     With r = K(x, x)^{-1/2} the recursion is run on c = K r r' and q = Θ r r':
@@ -340,6 +371,7 @@ def _relu_tiled(x1, x2, depth, w, b, compute_ntk, block_size, compile, compute_n
     fused ``torch.compile`` kernel per layer with ``compile=True``).
     Returns None when some input has zero variance (normalisation undefined).
     """
+    depth, w, b, compute_ntk = spec.depth, spec.w, spec.b, spec.compute_ntk
     symmetric = x2 is None
     xb = x1 if symmetric else x2
     d = x1.shape[-1]
@@ -459,15 +491,10 @@ def _relu_layer_pure(c, q, row, col, brow, bcol, w2pi, b, compute_ntk: bool):
     return c_new, q_new
 
 
-_COMPILED = None
-
-
+@functools.lru_cache(maxsize=1)
 def _compiled_relu_layer():
     """The ReLU layer as one fused kernel (compiled once per process; inductor caches on disk)."""
-    global _COMPILED
-    if _COMPILED is None:
-        _COMPILED = torch.compile(_relu_layer_pure, dynamic=True)
-    return _COMPILED
+    return torch.compile(_relu_layer_pure, dynamic=True)
 
 
 def _as_float(v) -> float:

@@ -80,11 +80,25 @@ def posterior(
     jitters: Sequence[float] = DEFAULT_JITTERS,
     noise_convention: str = "both",
 ) -> Posterior:
-    """Predictive distribution of the NNGP / NTK-GP at ``x_test`` (see the module docstring).
+    """Predictive distribution of the NNGP / NTK-GP at ``x_test``.
+
+    X the N training inputs, Y their targets, x the test inputs, K the NNGP and Θ the NTK,
+    σ² = ``noise_variance``, s = ηt/N with η = ``learning_rate``, and for a training kernel M
+    A_t = M⁻¹(I − e^{−sM}) (A_∞ = M⁻¹):
+
+    - ``kernel="nngp"``, ``t=None`` (Bayesian posterior):
+      μ = K_xX (K + σ²I)⁻¹ Y,  Σ = K_xx − K_xX (K + σ²I)⁻¹ K_Xx.
+    - ``kernel="nngp"``, time t (readout trained, M = K + σ²I):
+      μ = K_xX A_t Y,  Σ = K_xx − K_xX M⁻¹(I − e^{−2sM}) K_Xx.
+    - ``kernel="ntk"``, time t (every layer trained by gradient flow, M = Θ + σ²I; Lee et al. 2019):
+      μ = Θ_xX A_t Y,  Σ = K_xx − Θ_xX A_t K_Xx − K_xX A_t Θ_Xx + Θ_xX A_t C A_t Θ_Xx,
+      C = K + σ²I (``noise_convention="both"``) or K (``"ntk"``); ``t=None`` is t → ∞.
 
     Args:
-        arch: the architecture (its depth, activation, variances, parameterization).
-        x_train: (N, d); y_train: (N, O) or (N,); x_test: (N_test, d).
+        arch: an ``Architecture`` or a composed description (``wn.Serial(...)``); for any other
+            kernel (a GPyTorch kernel, a function, precomputed matrices) use ``wn.Predictor``.
+        x_train: (N, d), or (N, C, L) / (N, C, H, W) for a convolutional description;
+            y_train: (N, O) or (N,); x_test: (N_test, …) shaped like x_train.
         kernel: ``"nngp"`` or ``"ntk"``.
         t: None (t → ∞ for "ntk", the Bayesian posterior for "nngp"), a time ≥ 0, or a 1-D
             tensor of T times (``inf`` allowed) sharing one eigendecomposition.
