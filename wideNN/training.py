@@ -179,8 +179,9 @@ def train(model: nn.Module, x: Tensor, y: Tensor, steps: int = 1000, learning_ra
     Args:
         model: any ``nn.Module`` mapping a batch of N inputs to (N, O) (a ``Network``, a CNN
             from a composed description's ``.build``, ``wn.linearize(net)``, …).
-        x, y: training inputs (N, d), or channel-first (N, C, L) / (N, C, H, W) for
-            convolutional models, and targets (N, O) (``"xent"``: also labels (N,)).
+        x: training inputs (N, d), or channel-first (N, C, L) / (N, C, H, W) for
+            convolutional models.
+        y: targets (N, O) (``"xent"``: also labels (N,)).
         steps: number of updates (0 only evaluates).
         learning_rate: η > 0.
         optimizer: ``"gd"`` (full batch), ``"sgd"`` (minibatches of ``batch_size``, reshuffled

@@ -101,7 +101,8 @@ class CrossEntropyTrajectory:
         f0_train: initial outputs (N, O) (zeros for the infinite-width mean prediction).
         y_train: integer labels (N,) or class probabilities (N, O).
         dynamics: ``GradientFlow(η)`` (default η = 1), ``GradientDescent(η)`` or ``Momentum(η, μ)``.
-        rtol, atol: tolerances of the adaptive solver (gradient flow only).
+        rtol: relative tolerance of the adaptive solver (gradient flow only).
+        atol: absolute tolerance of the adaptive solver (gradient flow only).
     """
 
     def __init__(self, ntk_train: Tensor, f0_train: Tensor, y_train: Tensor,

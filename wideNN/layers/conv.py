@@ -35,7 +35,9 @@ class Conv(Layer):
         stride: int or tuple.
         padding: ``"same"``, ``"valid"`` or ``"circular"``.
         channels: output channels (None: ``width``, or ``out_features`` for the final layer).
-        weight_variance, bias_variance, parameterization: None inherits the enclosing ``Serial``'s.
+        weight_variance: σ_w² ≥ 0; None inherits the enclosing ``Serial``'s.
+        bias_variance: σ_b² ≥ 0; None inherits the enclosing ``Serial``'s.
+        parameterization: ``"ntk"`` or ``"standard"``; None inherits the enclosing ``Serial``'s.
     """
 
     kernel_size: int | tuple[int, ...]

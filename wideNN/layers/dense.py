@@ -23,7 +23,9 @@ class Dense(Layer):
 
     Args:
         out_features: output size (None: ``width``, or ``out_features`` for the final layer).
-        weight_variance, bias_variance, parameterization: None inherits the enclosing ``Serial``'s.
+        weight_variance: σ_w² ≥ 0; None inherits the enclosing ``Serial``'s.
+        bias_variance: σ_b² ≥ 0; None inherits the enclosing ``Serial``'s.
+        parameterization: ``"ntk"`` or ``"standard"``; None inherits the enclosing ``Serial``'s.
     """
 
     out_features: int | None = None

@@ -41,11 +41,13 @@ class Serial(Layer):
     """Layers applied in order; the variances given here are the defaults of the layers inside.
 
     Args:
-        *layers: ``Dense``, ``Conv``, ``AvgPool``, ``GlobalAvgPool``, ``Flatten``, ``Residual``,
-            nested ``Serial``, activations (objects of ``wn.activations`` or names like ``"relu"``).
-        weight_variance, bias_variance: σ_w², σ_b² ≥ 0 of the layers that do not set their own
-            (None: the enclosing description's; at the top 2.0 and 0.0).  Tensors (scalars) may
-            require grad: the kernels are differentiable in them.
+        *layers (Layer | Activation | str): ``Dense``, ``Conv``, ``AvgPool``, ``GlobalAvgPool``,
+            ``Flatten``, ``Residual``, nested ``Serial``, activations (objects of
+            ``wn.activations`` or names like ``"relu"``).
+        weight_variance: σ_w² ≥ 0 of the layers that do not set their own (None: the enclosing
+            description's; at the top 2.0).  A scalar tensor may require grad: the kernels are
+            differentiable in it.
+        bias_variance: σ_b² ≥ 0, likewise (at the top 0.0).
         parameterization: ``"ntk"`` (default at the top) or ``"standard"``.
     """
 
