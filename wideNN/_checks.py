@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import operator
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import Tensor
@@ -188,3 +188,19 @@ def merge_options(options: Any, keywords: Mapping[str, Any], cls: type) -> Any:
     if unknown:
         raise TypeError(f"unexpected keyword argument(s) {unknown}; the options are {sorted(fields)}")
     return dataclasses.replace(options, **keywords)
+
+
+#: words of torch's messages when a module is given inputs of the wrong shape
+_SHAPE_WORDS = ("shape", "size", "channels", "dimension", "mat1")
+
+
+def apply_model(fn: Callable[[Tensor], Tensor], x: Tensor, what: str) -> Tensor:
+    """``fn(x)``; a model built for other features / channels / image sizes fails inside torch
+    with a shape message, which becomes a ValueError starting with ``what`` (naming the inputs)
+    instead of a bare traceback from deep in the model."""
+    try:
+        return fn(x)
+    except RuntimeError as e:
+        if not any(w in str(e) for w in _SHAPE_WORDS):
+            raise
+        raise ValueError(f"{what}: {e}") from e

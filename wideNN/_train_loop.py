@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from ._checks import check_inputs, check_int, check_positive, check_seed
+from ._checks import apply_model, check_inputs, check_int, check_positive, check_seed
 from . import _checkpoint
 from ._optim import LOSSES, OPTIMIZERS, OptimizerOptions, apply_step, loss_values
 
@@ -155,16 +155,9 @@ def _check_output(out: Tensor, y: Tensor, loss: str, what: str = "model output",
 
 
 def _probe(forward: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-    """The first forward of a run: a model that cannot take inputs of this shape (wrong
-    features, channels or image size) fails inside torch with a shape message; say which
-    inputs it was given instead of leaving a bare traceback from deep in the model."""
-    try:
-        return forward(x)
-    except RuntimeError as e:
-        if not any(w in str(e) for w in ("shape", "size", "channels", "dimension", "mat1")):
-            raise
-        raise ValueError(f"the model cannot be applied to inputs of shape {tuple(x.shape)} "
-                         f"(per example {tuple(x.shape[1:])}): {e}") from e
+    """The first forward of a run, with a shape error that names the inputs."""
+    return apply_model(forward, x, f"the model cannot be applied to inputs of shape {tuple(x.shape)} "
+                                   f"(per example {tuple(x.shape[1:])})")
 
 
 # ----------------------------------------------------------------------------- the loop

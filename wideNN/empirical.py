@@ -65,7 +65,7 @@ from torch.func import functional_call, jacrev, jvp, stack_module_state, vjp, vm
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import _structured
-from ._checks import check_inputs, check_int, check_seed
+from ._checks import apply_model, check_inputs, check_int, check_seed
 from ._ntk_cost import _choose_method, _forward_flops, _method_costs
 
 __all__ = ["empirical_ntk", "empirical_nngp"]
@@ -152,16 +152,9 @@ def _check_per_example(fn: Callable[[Tensor], Tensor], x: Tensor) -> None:
 
 
 def _apply(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
-    """fn(x) without autograd; a model built for other features / channels / image sizes fails
-    inside torch with a shape message: say which inputs it was given instead."""
     with torch.no_grad():
-        try:
-            return fn(x)
-        except RuntimeError as e:
-            if not any(w in str(e) for w in ("shape", "size", "channels", "dimension", "mat1")):
-                raise
-            raise ValueError(f"the model cannot be applied to inputs of per-example shape "
-                             f"{tuple(x.shape[1:])}: {e}") from e
+        return apply_model(fn, x, f"the model cannot be applied to inputs of per-example shape "
+                                  f"{tuple(x.shape[1:])}")
 
 
 def _out_dim(fn: Callable[[Tensor], Tensor], x: Tensor) -> int:
@@ -493,13 +486,8 @@ def _activation_numel(model: nn.Module, x: Tensor) -> int:
 
 
 def _guarded(model: nn.Module, x: Tensor) -> Tensor:
-    try:
-        return model(x)
-    except RuntimeError as e:
-        if not any(w in str(e) for w in ("shape", "size", "channels", "dimension", "mat1")):
-            raise
-        raise ValueError(f"the network built for inputs of per-example shape {tuple(x.shape[1:])} "
-                         f"cannot be applied to them: {e}") from e
+    return apply_model(model, x, f"the network built for inputs of per-example shape "
+                                 f"{tuple(x.shape[1:])} cannot be applied to them")
 
 
 def _nngp_monte_carlo(arch, x1: Tensor, x2: Tensor | None, mode: str, chunk_size: int | None,

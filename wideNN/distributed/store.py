@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._io import atomic_write_bytes
 from .fingerprint import fingerprint_differences, fingerprint_hash
 from .plan import TilePlan
 
@@ -42,21 +43,6 @@ class CorruptTileError(ValueError):
 
 class StoreMismatchError(ValueError):
     """The store was written for a different kernel, inputs, dtype or tiling."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _npy_bytes(a: np.ndarray) -> bytes:

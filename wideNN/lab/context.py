@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
-from .results import atomic_write_bytes, format_table, to_jsonable
+from .._io import atomic_write_bytes
+from .results import format_table, to_jsonable
 
 if TYPE_CHECKING:
     import torch

@@ -20,7 +20,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from .results import atomic_write_bytes, to_jsonable
+from .._io import atomic_write_bytes
+from .results import to_jsonable
 
 if TYPE_CHECKING:
     import torch

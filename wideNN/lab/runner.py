@@ -44,7 +44,8 @@ from .context import CHECKPOINT_DIR, CONFIG_FILE, RESULTS_FILE, TABLE_FILE, Cont
 from .discovery import find_config, load_experiment
 from .distributed_grid import SHARD_DIR, finish, launch_group
 from .machine import device_name, resolve_device, versions
-from .results import atomic_write_bytes, to_jsonable
+from .._io import atomic_write_bytes
+from .results import to_jsonable
 
 if TYPE_CHECKING:
     import torch
