@@ -35,6 +35,7 @@ sys.path.insert(0, ROOT)
 import wideNN as wn  # noqa: E402
 from wideNN import activations as _acts  # noqa: E402
 from wideNN.analytic import _Recursion, _generic_tiled, _relu_tiled  # noqa: E402
+from bench_analytic import best_time  # noqa: E402  (the same timing rule in both scripts)
 
 W, B, D_IN = 2.0, 0.1, 784
 ACTIVATIONS = ["relu", "leaky_relu", "abs", "step", "erf", "gelu", "sin", "cos", "identity"]
@@ -84,18 +85,6 @@ class Busy:
     def __exit__(self, *exc):
         self.proc.kill()
         self.proc.wait()
-
-
-def best_time(fn, repeats: int, sync=lambda: None) -> float:
-    fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def quiet_and_busy(fn, repeats, sync) -> tuple[float, float]:
@@ -236,7 +225,6 @@ def main() -> None:
           + (" | before q ms  before busy" if args.baseline else ""))
     rows = []
     for dtype_name in args.dtypes:
-        dtype = getattr(torch, dtype_name)
         for n in args.n:
             x_np = np.random.default_rng(0).standard_normal((n, D_IN)).astype(dtype_name)
             x = torch.from_numpy(x_np).to(device)

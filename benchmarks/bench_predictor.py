@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import torch
 
@@ -36,22 +35,17 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import wideNN as wn  # noqa: E402
 from wideNN import data as wdata  # noqa: E402
 from wideNN.trajectory import NetworkTrajectory  # noqa: E402
+from bench_posterior import _best  # noqa: E402  (the same timing rule as the posterior benchmark)
+
+
+def _best_time(fn, device, repeats=1):
+    """(best wall time of ``repeats`` runs, the last output), synchronising ``device``."""
+    return _best(fn, repeats, device)
 
 
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _timed(fn, device, repeats=1):
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        out = fn()
-        _sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def _data(args, device):
@@ -97,10 +91,10 @@ def main() -> None:
 
     theta = arch.ntk(x)
     theta.diagonal().add_(args.noise)
-    t_chol, _ = _timed(lambda: torch.linalg.cholesky(theta), device, args.repeats)
+    t_chol, _ = _best(lambda: torch.linalg.cholesky(theta), args.repeats, device)
     t_eigh = float("nan")
     if parts & {"means", "variance", "posterior", "trajectory"}:
-        t_eigh, _ = _timed(lambda: torch.linalg.eigh(theta), device, args.repeats)
+        t_eigh, _ = _best(lambda: torch.linalg.eigh(theta), args.repeats, device)
     print(f"reference: one Cholesky {t_chol:.3f} s, one eigendecomposition {t_eigh:.3f} s "
           f"(eigh / Cholesky = {t_eigh / t_chol:.1f})")
 
@@ -109,15 +103,15 @@ def main() -> None:
             pred = wn.Predictor(arch, x, y, "ntk", wn.GradientFlow(1.0), args.noise, factorization="cholesky",
                                 compute_variance=False)
             return [pred.predict(xb) for xb in tests]
-        t_ch, _ = _timed(run_cholesky, device)
+        t_ch, _ = _best_time(run_cholesky, device)
         print(f"predictor at t = ∞ (Cholesky), means on {len(tests)} test sets: {t_ch:.2f} s = "
               f"{t_ch / t_chol:.1f} × one Cholesky")
 
     t_pred = float("nan")
     if parts & {"means", "variance"}:
         # one predictor (with what the variance needs: K in Θ's eigenbasis) answers both
-        t_build, pred = _timed(lambda: wn.Predictor(arch, x, y, "ntk", wn.GradientFlow(1.0), args.noise), device)
-        t_queries, posts = _timed(lambda: [pred.predict(xb, times, compute_variance=False) for xb in tests], device)
+        t_build, pred = _best_time(lambda: wn.Predictor(arch, x, y, "ntk", wn.GradientFlow(1.0), args.noise), device)
+        t_queries, posts = _best_time(lambda: [pred.predict(xb, times, compute_variance=False) for xb in tests], device)
         assert posts[0].mean.shape == (args.times, args.n_test, y.shape[1])
         t_pred = t_build + t_queries
         print(f"predictor, means: {t_pred:.2f} s in all ({t_build:.2f} s kernels + factorization, "
@@ -125,7 +119,7 @@ def main() -> None:
               f"{t_pred / t_chol:.1f} × one Cholesky, {t_pred / t_eigh:.2f} × one eigendecomposition")
         if args.variance_points and "variance" in parts:
             xv = tests[0][: args.variance_points]
-            t_var, post = _timed(lambda: pred.predict(xv, times), device)
+            t_var, post = _best_time(lambda: pred.predict(xv, times), device)
             assert post.variance.shape == (args.times, xv.shape[0])
             scale = len(tests) * args.n_test / xv.shape[0]
             print(f"predictor, NTK variance at {args.times} times on {xv.shape[0]} points: {t_var:.2f} s "
@@ -136,7 +130,7 @@ def main() -> None:
 
     if "posterior" in parts:
         calls = [float(t) for t in times[:: max(1, args.times // args.posterior_calls)][: args.posterior_calls]]
-        t_post, _ = _timed(lambda: [wn.posterior(arch, x, y, tests[0], kernel="ntk", t=t, noise_variance=args.noise,
+        t_post, _ = _best_time(lambda: [wn.posterior(arch, x, y, tests[0], kernel="ntk", t=t, noise_variance=args.noise,
                                                  compute_variance=False) for t in calls], device)
         per_call = t_post / len(calls)
         total_calls = args.times * len(tests)
@@ -153,7 +147,7 @@ def main() -> None:
         def run_trajectory():
             traj = NetworkTrajectory(theta, f0, y, wn.GradientFlow(1.0))
             return traj.train_outputs(times), traj.outputs(theta_test, f0t, times)
-        t_traj, (out_train, out_test) = _timed(run_trajectory, device)
+        t_traj, (out_train, out_test) = _best_time(run_trajectory, device)
         assert out_train.shape == (args.times, n, y.shape[1])
         print(f"trajectory (N = {n}, {args.times} times, training set + {args.n_test} test points): "
               f"{t_traj:.2f} s = {t_traj / t_eigh:.2f} × one eigendecomposition")
