@@ -173,7 +173,7 @@ def log_marginal_likelihood(
     widths: Sequence[int] | int | None = None,
     jitters: Sequence[float] = DEFAULT_JITTERS,
 ) -> Tensor:
-    """log p(Y | X, θ) of a GP with the architecture's kernel (seed slides, model selection):
+    """log p(Y | X, θ) of a GP with the architecture's kernel (model selection by the evidence, Lee et al. 2018):
 
         log p = −½ Σ_o y_oᵀ (K + σ²I)⁻¹ y_o − (O/2) log det(K + σ²I) − (N·O/2) log 2π,
 
