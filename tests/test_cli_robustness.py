@@ -73,10 +73,13 @@ def test_bad_values_exit_2_before_the_folder_exists(setting, message, tmp_path: 
 def test_every_shipped_config_passes_the_value_rules(tmp_path: Path):
     from wideNN.lab.discovery import load_experiment
 
-    for path in sorted((REPO / "configs").glob("*.yaml")):
+    paths = sorted((REPO / "configs").glob("*.yaml"))
+    assert len(paths) >= 20, paths  # every experiment's small and full config
+    for path in paths:
         cfg = load_config(path)
         cfg = {k: (str(tmp_path) if k.endswith("_dir") and v is not None else v) for k, v in cfg.items()}
-        resolve_config(cfg, load_experiment(cfg["experiment"], REPO / "experiments").DEFAULTS)
+        resolved = resolve_config(cfg, load_experiment(cfg["experiment"], REPO / "experiments").DEFAULTS)
+        assert resolved["experiment"] == cfg["experiment"], path
 
 
 def test_quadrature_degree_is_capped():
