@@ -74,7 +74,10 @@ def _builder(build: Any, build_kwargs: dict) -> Callable[[int], nn.Module]:
 def monte_carlo_kernels(build: Any, x1: Tensor, x2: Tensor | None = None, *, n_samples: int = 64,
                         batch_size: int = 16, seed: int = 0, compute: tuple[str, ...] = ("nngp", "ntk"),
                         **build_kwargs) -> MonteCarloKernels:
-    """Monte Carlo NNGP and NTK of random networks (module docstring).
+    """Monte Carlo NNGP and NTK of random networks:
+    K̂(x, x') = (1/S) Σ_s (1/O) Σ_o f_o^{(s)}(x) f_o^{(s)}(x'),
+    Θ̂(x, x') = (1/S) Σ_s (1/O) Σ_o ∇_θ f_o^{(s)}(x) · ∇_θ f_o^{(s)}(x'),
+    each entry with the standard error std_s / √S over the S independent networks.
 
     Args:
         build: a callable ``seed -> nn.Module`` (``build(seed, **build_kwargs)``), or any object

@@ -94,7 +94,13 @@ def _check_classes(y: Any, n: int, o: int) -> Tensor:
 
 
 class CrossEntropyTrajectory:
-    """Outputs of a linear(ized) model trained with the softmax cross-entropy (module docstring).
+    """Outputs of a linear(ized) model trained with the softmax cross-entropy.
+
+    With σ = softmax, P the one-hot labels (or given probabilities) and Θ the NTK:
+    ḟ_X = −(η/N) Θ (σ(f_X) − P) on the training set and f_x(t) = f_0(x) − (η/N) Θ(x, X) G(t),
+    G(t) = ∫₀ᵗ (σ(f_X(s)) − P) ds, integrated by Dormand–Prince 5(4); gradient descent and
+    momentum are the exact recurrences f ← f − (η/N) Θ (σ(f) − P) and c ← μc + (σ(f) − P),
+    f ← f − (η/N) Θ c (module docstring).
 
     Args:
         ntk_train: Θ(X, X), (N, N) or full (N, N, O, O) (empirical, or an analytic NTK).
