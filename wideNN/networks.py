@@ -22,6 +22,28 @@ from ._checks import check_seed, check_variance
 __all__ = ["Dense", "Network"]
 
 
+def init_parameters(module: nn.Module, weight_shape: tuple[int, ...], fan_in: int,
+                    generator: torch.Generator | None, dtype: torch.dtype,
+                    device: torch.device | str | None) -> None:
+    """Give ``module`` (which holds ``weight_variance``, ``bias_variance``, ``parameterization``)
+    its ``weight`` of ``weight_shape``, its ``bias`` (one per output) and the scales of its
+    parameterization: W, b ~ N(0, 1) with (weight_scale, bias_scale) = (√(σ_w²/fan_in), σ_b) in the
+    NTK parameterization, or W ~ N(0, σ_w²/fan_in), b ~ N(0, σ_b²) and unit scales in the
+    standard one.  Drawn in float64 on the CPU, so one seed gives the same network on every
+    dtype and device."""
+    w = torch.randn(*weight_shape, generator=generator, dtype=torch.float64)
+    b = torch.randn(weight_shape[0], generator=generator, dtype=torch.float64)
+    weight_scale = math.sqrt(module.weight_variance / fan_in)
+    bias_scale = math.sqrt(module.bias_variance)
+    if module.parameterization == "ntk":
+        module.weight_scale, module.bias_scale = weight_scale, bias_scale
+    else:
+        w, b = w * weight_scale, b * bias_scale
+        module.weight_scale, module.bias_scale = 1.0, 1.0
+    module.weight = nn.Parameter(w.to(dtype=dtype, device=device))
+    module.bias = nn.Parameter(b.to(dtype=dtype, device=device))
+
+
 class Dense(nn.Module):
     """A fully-connected layer with explicit parameterization.
 
@@ -45,18 +67,7 @@ class Dense(nn.Module):
         self.in_features, self.out_features = int(in_features), int(out_features)
         self.weight_variance, self.bias_variance = float(weight_variance), float(bias_variance)
         self.parameterization = parameterization
-        # draw in float64 on the CPU so one seed gives the same network on every dtype/device
-        w = torch.randn(out_features, in_features, generator=generator, dtype=torch.float64)
-        b = torch.randn(out_features, generator=generator, dtype=torch.float64)
-        if parameterization == "ntk":
-            self.weight_scale = math.sqrt(self.weight_variance / in_features)
-            self.bias_scale = math.sqrt(self.bias_variance)
-        else:
-            w = w * math.sqrt(self.weight_variance / in_features)
-            b = b * math.sqrt(self.bias_variance)
-            self.weight_scale, self.bias_scale = 1.0, 1.0
-        self.weight = nn.Parameter(w.to(dtype=dtype, device=device))
-        self.bias = nn.Parameter(b.to(dtype=dtype, device=device))
+        init_parameters(self, (out_features, in_features), in_features, generator, dtype, device)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() == 2:

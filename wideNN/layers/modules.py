@@ -11,12 +11,12 @@ with k the number of filter positions and C the input channels.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..networks import init_parameters
 from ._windows import Window
 
 __all__ = ["Convolution", "AvgPooling", "GlobalAvgPooling", "ResidualModule"]
@@ -36,18 +36,8 @@ class Convolution(nn.Module):
         self.in_channels, self.out_channels, self.window = int(in_channels), int(out_channels), window
         self.weight_variance, self.bias_variance = float(weight_variance), float(bias_variance)
         self.parameterization = parameterization
-        fan_in = self.in_channels * window.size
-        w = torch.randn(out_channels, in_channels, *window.kernel, generator=generator, dtype=torch.float64)
-        b = torch.randn(out_channels, generator=generator, dtype=torch.float64)
-        if parameterization == "ntk":
-            self.weight_scale = math.sqrt(self.weight_variance / fan_in)
-            self.bias_scale = math.sqrt(self.bias_variance)
-        else:
-            w = w * math.sqrt(self.weight_variance / fan_in)
-            b = b * math.sqrt(self.bias_variance)
-            self.weight_scale, self.bias_scale = 1.0, 1.0
-        self.weight = nn.Parameter(w.to(dtype=dtype, device=device))
-        self.bias = nn.Parameter(b.to(dtype=dtype, device=device))
+        init_parameters(self, (self.out_channels, self.in_channels, *window.kernel),
+                        self.in_channels * window.size, generator, dtype, device)
 
     def forward(self, x: Tensor) -> Tensor:
         conv = _CONV[len(self.window.kernel)]
