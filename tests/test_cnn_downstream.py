@@ -11,34 +11,15 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
-from torch.func import functional_call, jacrev
+from torch.func import jacrev
 
 import wideNN as wn
+from _reference_ntk import flat_jacobian, reference_ntk
 
 D64 = torch.float64
 MODES = ["full", "diagonal", "trace"]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _jacobian(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """(N, O, P): one backward pass per example and output."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    rows = []
-    for n in range(x.shape[0]):
-        y = model(x[n:n + 1]).reshape(-1)
-        for o in range(y.shape[0]):
-            g = torch.autograd.grad(y[o], params, retain_graph=True)
-            rows.append(torch.cat([t.reshape(-1) for t in g]))
-    return torch.stack(rows).view(x.shape[0], -1, rows[0].numel())
-
-
-def reference_ntk(model, x1, mode, x2=None):
-    j1 = _jacobian(model, x1)
-    j2 = j1 if x2 is None else _jacobian(model, x2)
-    full = torch.einsum("nap,mbp->nmab", j1, j2)
-    diag = full.diagonal(dim1=2, dim2=3)
-    return {"full": full, "diagonal": diag, "trace": diag.mean(-1)}[mode]
 
 
 def cnn2d(c_in=2, ch=5, hw=5, out=3, seed=0, pool=False) -> nn.Module:
@@ -177,17 +158,7 @@ def test_train_cnn_gd_equals_hand_written_update():
 def test_linearized_cnn_follows_its_empirical_ntk():
     """f_s = f_0 + ((I − ηΘ̂/N)^s − I)(f_0 − y) exactly, Θ̂ from jacrev over a flat θ."""
     net, x, y = cnn1d(), _x(5, 3, 6, seed=9), _x(5, 2, seed=10)
-    names = [k for k, _ in net.named_parameters()]
-    shapes = [p.shape for p in net.parameters()]
-    th0 = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
-
-    def f(flat):
-        parts, i = {}, 0
-        for k, s in zip(names, shapes):
-            parts[k] = flat[i:i + s.numel()].reshape(s)
-            i += s.numel()
-        return functional_call(net, parts, (x,)).reshape(-1)
-
+    f, th0 = flat_jacobian(net, x)
     jac = jacrev(f)(th0)
     theta = jac @ jac.T
     torch.testing.assert_close(wn.empirical_ntk(net, x, mode="full").permute(0, 2, 1, 3).reshape(10, 10),

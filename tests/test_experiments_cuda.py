@@ -62,7 +62,8 @@ def _run(name: str, out: Path, device: str) -> dict:
 
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_experiment_runs_on_cuda(name: str, tmp_path: Path):
-    _run(name, tmp_path, "cuda")
+    res = _run(name, tmp_path, "cuda")  # _run asserts completion, device and figures
+    assert res["metadata"]["status"] == "complete"
 
 
 def _close(a, b, rel: float) -> bool:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.func import functional_call, hessian, jacrev
+from torch.func import hessian, jacrev
 
 import wideNN as wn
+from _reference_ntk import flat_jacobian
 
 D64 = torch.float64
 
@@ -19,29 +20,13 @@ def _data(n=8, d=4, o=2, seed=0):
     return torch.randn(n, d, generator=g, dtype=D64), torch.randn(n, o, generator=g, dtype=D64)
 
 
-def _flat_jacobian(net, x):
-    """J (N·O, P) by jacrev over a flat parameter vector (the independent reference)."""
-    names = [k for k, _ in net.named_parameters()]
-    shapes = [p.shape for _, p in net.named_parameters()]
-    theta0 = torch.cat([p.detach().reshape(-1) for p in net.parameters()])
-
-    def f(flat):
-        parts, i = {}, 0
-        for k, s in zip(names, shapes):
-            parts[k] = flat[i:i + s.numel()].reshape(s)
-            i += s.numel()
-        return functional_call(net, parts, (x,)).reshape(-1)
-
-    return f, theta0
-
-
 def test_linearized_equals_first_order_taylor():
     arch = wn.Architecture(2, "tanh", 1.5, 0.2)
     x, _ = _data()
     net = arch.build(4, 10, 2, seed=0, dtype=D64)
     lin = wn.linearize(net)
     torch.testing.assert_close(lin(x), net(x), rtol=0, atol=0)
-    f, th0 = _flat_jacobian(net, x)
+    f, th0 = flat_jacobian(net, x)
     jac = jacrev(f)(th0)
     delta = 0.1 * torch.randn(th0.shape, dtype=D64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -65,7 +50,7 @@ def test_linearized_training_follows_empirical_ntk_dynamics():
     x, y = _data()
     n = 8
     net = arch.build(4, 32, 2, seed=2, dtype=D64)
-    f, th0 = _flat_jacobian(net, x)
+    f, th0 = flat_jacobian(net, x)
     jac = jacrev(f)(th0)
     theta = jac @ jac.T                                          # (N·O, N·O), example-major
     f0 = f(th0).detach()
@@ -91,7 +76,7 @@ def test_quadratic_model():
     arch = wn.Architecture(1, "tanh", 1.5, 0.3)
     x, _ = _data(n=3, d=3, o=1)
     net = arch.build(3, 4, 1, seed=0, dtype=D64)
-    f, th0 = _flat_jacobian(net, x)
+    f, th0 = flat_jacobian(net, x)
     delta = 0.3 * torch.randn(th0.shape, dtype=D64, generator=torch.Generator().manual_seed(0))
     jac, hes = jacrev(f)(th0), hessian(f)(th0)
     want = f(th0) + jac @ delta + 0.5 * torch.einsum("npq,p,q->n", hes, delta, delta)
