@@ -37,6 +37,8 @@ class Dynamics:
     discrete: bool = False  # whether t counts whole optimizer steps
 
     def weights(self, lam: Tensor, t: Tensor, n: int) -> Tensor:
+        """w_t(λ) of shape (T, len(λ)) for eigenvalues ``lam`` of the training kernel, times ``t``
+        (T,) and N = ``n`` training points, so that f_t = f_0 + M(x, X) V diag(w_t) Vᵀ (Y − f_0)."""
         raise NotImplementedError
 
     def variance_weights(self, lam: Tensor, t: Tensor, n: int) -> Tensor:
@@ -65,6 +67,7 @@ class GradientFlow(Dynamics):
         object.__setattr__(self, "learning_rate", check_number("learning_rate", self.learning_rate, positive=True))
 
     def weights(self, lam: Tensor, t: Tensor, n: int) -> Tensor:
+        """w = (1 − e^{−sλ})/λ with s = ηt/N (w = s at λ = 0, 1/λ at t = ∞)."""
         s = (self.learning_rate * t.to(lam) / n).reshape(-1, 1)
         return flow_weights(lam, s)
 
@@ -85,6 +88,7 @@ class GradientDescent(Dynamics):
         object.__setattr__(self, "learning_rate", check_number("learning_rate", self.learning_rate, positive=True))
 
     def weights(self, lam: Tensor, t: Tensor, n: int) -> Tensor:
+        """w = (1 − (1 − ηλ/N)^t)/λ after t whole steps (w = ηt/N at λ = 0)."""
         h = self.learning_rate / n
         tt = t.to(lam).reshape(-1, 1)
         steps = torch.where(torch.isfinite(tt), tt, torch.zeros_like(tt))
@@ -127,6 +131,7 @@ class Momentum(Dynamics):
         return a
 
     def weights(self, lam: Tensor, t: Tensor, n: int) -> Tensor:
+        """w = η C_t from the per-eigenvalue recurrence of the module docstring (whole steps)."""
         step = self.step_matrix(lam, n)
         tt = t.to(lam)
         rows = []

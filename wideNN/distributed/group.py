@@ -72,6 +72,7 @@ class Group:
         return t
 
     def all_gather_object(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order ([obj] in a single process)."""
         if not self.distributed:
             return [obj]
         out: list[Any] = [None] * self.world_size
@@ -79,6 +80,7 @@ class Group:
         return out
 
     def broadcast_object(self, obj: Any, src: int = 0) -> Any:
+        """Rank ``src``'s ``obj`` on every rank."""
         if not self.distributed:
             return obj
         box = [obj]
@@ -86,6 +88,7 @@ class Group:
         return box[0]
 
     def barrier(self) -> None:
+        """Wait until every rank gets here (nothing in a single process)."""
         if self.distributed:
             dist.barrier()
 

@@ -76,4 +76,5 @@ class TilePlan:
         return [(bounds[r], bounds[r + 1]) for r in range(world_size)]
 
     def to_dict(self) -> dict:
+        """The plan as plain JSON values (stored in the manifest and compared on restart)."""
         return dataclasses.asdict(self)

@@ -75,6 +75,7 @@ class LowRankPlusDiagonal:
         return self.L.shape[1]
 
     def apply(self, r: Tensor) -> Tensor:
+        """P⁻¹ r for P = D + L Lᵀ by Woodbury: D⁻¹r − D⁻¹L (I + LᵀD⁻¹L)⁻¹ LᵀD⁻¹ r (r: (N,) or (N, k))."""
         vec = r.dim() == 1
         rr = r.unsqueeze(1) if vec else r
         t = torch.cholesky_solve(self._dl.T @ rr, self._chol)
@@ -90,4 +91,5 @@ class DiagonalPreconditioner:
     rank: int = 0
 
     def apply(self, r: Tensor) -> Tensor:
+        """P⁻¹ r = r / d (r: (N,) or (N, k))."""
         return r / (self.d if r.dim() == 1 else self.d.unsqueeze(1))

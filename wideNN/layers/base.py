@@ -154,6 +154,9 @@ class Layer:
     kind: str = "Layer"
 
     def resolve(self, in_shape: tuple, env: Env) -> Step:
+        """The executable step of this layer for inputs of per-example shape ``in_shape`` (its
+        output shape, finite module and kernel transform), with the enclosing description's
+        defaults in ``env``; a LayerError naming the layer when the shapes do not fit."""
         raise NotImplementedError
 
     def _has_linear(self) -> bool:
