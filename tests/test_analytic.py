@@ -306,7 +306,7 @@ def test_equal_norm_inputs_use_the_table_and_agree_with_direct_quadrature(monkey
     x = x / x.norm(dim=1, keepdim=True) * math.sqrt(6)  # equal norms: one variance per layer
     arch = wn.Architecture(depth=4, activation="tanh", weight_variance=1.7, bias_variance=0.2)
     via_table = arch.kernels(x[:5], x[5:])
-    monkeypatch.setattr(analytic, "_common_variance", lambda k1, k2: None)
+    monkeypatch.setattr(analytic, "_common_variance", lambda *args: None)
     direct = arch.kernels(x[:5], x[5:])
     for a, b in zip(via_table, direct):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)

@@ -163,15 +163,12 @@ with gpytorch.settings.max_cholesky_size(10 ** 9):
         loss = -mll(model(x), t)
         loss.backward()
         opt.step()
-print(json.dumps({"seconds": time.perf_counter() - start, "loss": float(loss),
+print(json.dumps({"seconds": time.perf_counter() - start, "loss": float(loss.detach()),
                   "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}))
 '''
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("WIDENN_RUN_LONG") != "1",
-                    reason="one marginal-likelihood step on 2000 points takes over 30 min on 2 cores "
-                           "(per-entry quadrature under autograd); set WIDENN_RUN_LONG=1 to run it")
 def test_tanh_exact_gp_fit_on_2000_mnist_points_fits_in_24_gb():
     root = os.environ.get("WIDENN_DATA", "/work/shared/data")
     if not os.path.isdir(os.path.join(root, "mnist")):
@@ -181,4 +178,7 @@ def test_tanh_exact_gp_fit_on_2000_mnist_points_fits_in_24_gb():
     assert out.returncode == 0, out.stderr[-2000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
     print(res)
-    assert res["peak_rss_gb"] < 24 and torch.isfinite(torch.tensor(res["loss"]))
+    # equal-norm rows take the differentiable angle-table path: measured 1.6 GB and ~6 s per
+    # step on 2 loaded cores (the per-entry quadrature took > 30 min per step); 4 GB leaves
+    # room for allocator noise while still failing if the kernel falls back to nodes² per entry
+    assert res["peak_rss_gb"] < 4 and torch.isfinite(torch.tensor(res["loss"]))

@@ -37,7 +37,8 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import check_int
-from ._gaussian import MAX_NODE_FACTOR, normal_rule, safe_arccos, safe_sqrt
+from ._gaussian import MAX_NODE_FACTOR, normal_rule, safe_sqrt
+from . import _angle_table
 from ._quadrature import QuadratureDual, gaussian_sums
 
 __all__ = ["Activation"]
@@ -119,7 +120,7 @@ class Activation(nn.Module):
     #: angles in the table of ``dual_equal_variance`` (cubic interpolation error ~ (π/size)⁴)
     table_size: int = 1024
 
-    def dual_equal_variance(self, k: float, k12: Tensor) -> tuple[Tensor, Tensor]:
+    def dual_equal_variance(self, k: float | Tensor, k12: Tensor) -> tuple[Tensor, Tensor]:
         """``dual(k, k12, k)`` when both variances equal ``k`` (e.g. inputs of equal norm).
 
         Closed forms are evaluated directly.  Quadrature activations tabulate T and Ṫ on a
@@ -127,44 +128,32 @@ class Activation(nn.Module):
         functions of θ) and interpolate with 4-point cubic Lagrange polynomials: one arccos and
         a dozen products per entry instead of degree² evaluations of φ and φ'.  Interpolation
         error ≲ 1e-10 relative at the default size (far below the quadrature's own error at
-        degree 48); not differentiable in k (callers use it only without autograd).
+        degree 48).  ``k`` may be a 0-d tensor carrying a gradient (fitted variances): the
+        derivatives in k and k12 are then tabulated too (``wideNN._angle_table``).
         """
         if self.closed_form:
-            kk = torch.full_like(k12, k)
+            kk = torch.full_like(k12, float(k)) if not isinstance(k, Tensor) else k.expand_as(k12)
             return self.dual(kk, k12, kk)
-        n = self.table_size
-        tab_t, tab_td = self._angle_table(float(k), k12.dtype, k12.device)
-        u = safe_arccos(k12 / k) * (n / math.pi)
-        i = u.floor().clamp_(0, n - 1)
-        f = u - i
-        idx = i.long() + 1  # position of node i in the padded tables
-        # Lagrange weights of nodes i−1, i, i+1, i+2 at offset f ∈ [0, 1]
-        wm = -f * (f - 1) * (f - 2) / 6
-        w0 = (f + 1) * (f - 1) * (f - 2) / 2
-        w1 = -(f + 1) * f * (f - 2) / 2
-        w2 = (f + 1) * f * (f - 1) / 6
-        out = []
-        for tab in (tab_t, tab_td):
-            out.append(wm * tab[idx - 1] + w0 * tab[idx] + w1 * tab[idx + 1] + w2 * tab[idx + 2])
-        return out[0], out[1]
+        if isinstance(k, Tensor) and torch.is_grad_enabled() and (k.requires_grad or k12.requires_grad):
+            return _angle_table.EqualVarianceDual.apply(self, k.reshape(()), k12)
+        kappa = float(k)
+        tables = self._angle_table(kappa, k12.dtype, k12.device)
+        t, td = _angle_table.interpolate(tables, kappa, k12, self.table_size)
+        return t, td
 
-    def _angle_table(self, k: float, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
-        """T and Ṫ on the angle grid of ``dual_equal_variance``, padded by one node at each
-        end; cached per (k, degree, size, dtype, device), because tiled kernels ask for the
-        same layer's table once per row block (it costs (size + 1)·nodes² evaluations)."""
-        key = (k, self.quadrature_degree, self.table_size, dtype, device)
+    def _angle_table(self, k: float, dtype: torch.dtype, device: torch.device,
+                     derivatives: bool = False) -> tuple[Tensor, ...]:
+        """T and Ṫ (or with ``derivatives`` their four derivatives, ``wideNN._angle_table``) on
+        the angle grid of ``dual_equal_variance``, padded by one node at each end; cached per
+        (k, degree, size, dtype, device), because tiled kernels ask for the same layer's table
+        once per row block (it costs (size + 1)·nodes² evaluations)."""
+        key = (k, self.quadrature_degree, self.table_size, dtype, device, derivatives)
         cache = self.__dict__.setdefault("_tables", {})
         if key not in cache:
-            n = self.table_size
-            theta = torch.linspace(0.0, math.pi, n + 1, dtype=dtype, device=device)
-            kk = torch.full_like(theta, k)
-            tab_t, tab_td = self._quadrature_dual(kk, k * torch.cos(theta), kk)
-            # pad one node beyond each end using evenness in θ (and in 2π − θ at θ = π)
-            tab_t = torch.cat([tab_t[1:2], tab_t, tab_t[-2:-1]])
-            tab_td = torch.cat([tab_td[1:2], tab_td, tab_td[-2:-1]])
+            make = _angle_table.derivative_tables if derivatives else _angle_table.value_tables
             if len(cache) >= 64:  # a deep network has one table per layer; keep the memory bounded
                 cache.pop(next(iter(cache)))
-            cache[key] = (tab_t, tab_td)
+            cache[key] = make(self, k, dtype, device)
         return cache[key]
 
     def _quadrature_dual(self, k11: Tensor, k12: Tensor, k22: Tensor,

@@ -231,11 +231,13 @@ def _recursion(spec: _Recursion, g, n1, n2, d: int, same: bool):
     th = None
     if compute_ntk:
         th = k if param == "ntk" else d * g + 1.0
+    inputs_need_grad = torch.is_grad_enabled() and any(
+        isinstance(t, Tensor) and t.requires_grad for t in (g, n1, n2))
     for layer in range(depth):
         if same:
             t, td = act.dual_diag(k)
         else:
-            kappa = None if act.closed_form else _common_variance(k1, k2)
+            kappa = None if act.closed_form else _common_variance(k1, k2, inputs_need_grad)
             t, td = act.dual(k1, k, k2) if kappa is None else act.dual_equal_variance(kappa, k)
         k = b + w * t
         if compute_ntk:
@@ -247,17 +249,24 @@ def _recursion(spec: _Recursion, g, n1, n2, d: int, same: bool):
     return k, th
 
 
-def _common_variance(k1: Tensor, k2: Tensor) -> float | None:
+def _common_variance(k1: Tensor, k2: Tensor, inputs_need_grad: bool = False) -> float | Tensor | None:
     """The one variance shared by every input (as after per-example normalisation), when there is
-    one and no gradient is needed; quadrature activations then interpolate a 1-D table in the
-    angle instead of integrating every entry (``Activation.dual_equal_variance``)."""
-    if torch.is_grad_enabled() and (k1.requires_grad or k2.requires_grad):
+    one; quadrature activations then interpolate a 1-D table in the angle instead of integrating
+    every entry (``Activation.dual_equal_variance``).  Under autograd through the variances it is
+    returned as a 0-d tensor carrying their gradient (every entry of k1 and k2 is the same function
+    of σ_w², σ_b², so the mean of k2 carries the total derivative); a gradient with respect to the inputs
+    needs each row's own variance, so ``inputs_need_grad`` turns the table off."""
+    grad = torch.is_grad_enabled() and (k1.requires_grad or k2.requires_grad)
+    if grad and inputs_need_grad:
         return None
-    lo = torch.minimum(k1.min(), k2.min())
-    hi = torch.maximum(k1.max(), k2.max())
+    lo = torch.minimum(k1.min(), k2.min()).detach()
+    hi = torch.maximum(k1.max(), k2.max()).detach()
     if not bool(lo > 0) or bool(hi - lo > 1e-12 * hi):
         return None
-    return float(0.5 * (lo + hi))
+    # from the column side only: it is the same for every row tile, so the tiles share one table
+    if grad:
+        return k2.mean()
+    return float(k2.mean())
 
 
 def _diag(spec: _Recursion, x1: Tensor, x2: Tensor | None):
@@ -307,14 +316,16 @@ def _generic_tiled(spec: _Recursion, x1: Tensor, x2: Tensor | None, block_size: 
     m = xb.shape[-2]
     needs_grad = torch.is_grad_enabled() and any(
         isinstance(t, Tensor) and t.requires_grad for t in (x1, x2, w, b))
+    # tiles written into preallocated outputs under autograd too (not concatenated at the end),
+    # except inside torch.func transforms, whose wrapped tiles cannot be written into them
+    preallocate = not needs_grad or not _functorch_wrapped(x1, x2, w, b)
     if block_size:
         rows = int(block_size)
     else:
         rows = _auto_rows(m, x1, arrays=12 + _quadrature_arrays(act, x1, xb, w, b, needs_grad))
     nngp_parts, ntk_parts = [], []
     nngp = ntk = None
-    for start in range(0, x1.shape[-2], rows):
-        xa = x1[..., start:start + rows, :]
+    def tile(xa: Tensor, start: int):
         n1 = ((xa * xa).sum(-1) / d).unsqueeze(-1)
         g = xa @ xb.transpose(-1, -2) / d
         if x2 is None:
@@ -322,8 +333,12 @@ def _generic_tiled(spec: _Recursion, x1: Tensor, x2: Tensor | None, block_size: 
             # so their correlation is exactly 1 at every layer
             diag = torch.diagonal(g, offset=start, dim1=-2, dim2=-1)
             diag.copy_(n1.squeeze(-1)[..., :diag.shape[-1]])
-        k, th = _recursion(shaped, g, n1, n2, d, False)
-        if needs_grad:  # keep the graph: concatenate at the end
+        return _recursion(shaped, g, n1, n2, d, False)
+
+    for start in range(0, x1.shape[-2], rows):
+        xa = x1[..., start:start + rows, :]
+        k, th = tile(xa, start)
+        if not preallocate:  # keep the graph: concatenate at the end
             nngp_parts.append(k)
             ntk_parts.append(th)
             continue
@@ -335,7 +350,7 @@ def _generic_tiled(spec: _Recursion, x1: Tensor, x2: Tensor | None, block_size: 
             nngp[..., start:start + rows, :] = k
         if compute_ntk:
             ntk[..., start:start + rows, :] = th
-    if needs_grad:
+    if not preallocate:
         nngp = torch.cat(nngp_parts, dim=-2) if len(nngp_parts) > 1 else nngp_parts[0]
         ntk = (torch.cat(ntk_parts, dim=-2) if len(ntk_parts) > 1 else ntk_parts[0]) if compute_ntk else None
     if x2 is None and not act.closed_form:
@@ -351,6 +366,12 @@ def _generic_tiled(spec: _Recursion, x1: Tensor, x2: Tensor | None, block_size: 
     if not compute_nngp:
         nngp = None  # (the autograd path concatenated it; it is not returned)
     return nngp, ntk
+
+
+def _functorch_wrapped(*tensors) -> bool:
+    """Inside a torch.func transform (whose wrapped tensors cannot be written into a plain
+    preallocated output)."""
+    return any(isinstance(t, Tensor) and torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
 
 
 def _symmetrize_(a: Tensor, block: int = 1024) -> Tensor:
