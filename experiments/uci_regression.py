@@ -142,12 +142,13 @@ def run(cfg: dict, ctx) -> None:
                 "weight_variance": float(arch.weight_variance), "bias_variance": float(arch.bias_variance),
                 "noise_variance": noise}
 
-    def mlp(split: data.Split, offset: int) -> dict:
+    def mlp(split: data.Split, offset: int, key: str) -> dict:
         arch = base.replace(parameterization=m["parameterization"])
         ens = wn.Ensemble(arch, m["width"], split.x_train.shape[1], 1, size=m["ensemble_size"],
                           seed=ctx.seed + 1000 * offset, dtype=ctx.dtype, device=ctx.device)
         hist = ens.train(split.x_train, split.y_train, steps=m["steps"], learning_rate=m["learning_rate"],
-                         optimizer=m["optimizer"], progress=False)
+                         optimizer=m["optimizer"], progress=False,
+                         checkpoint=ctx.checkpoint_path(key))  # a killed training resumes
         if hist.diverged:
             ctx.log(f"warning: MLP training diverged ({hist.message})")
         with torch.no_grad():
@@ -178,7 +179,7 @@ def run(cfg: dict, ctx) -> None:
                 if ctx.has_row(key):
                     continue
                 t0 = time.perf_counter()
-                r = mlp(split, offset) if model == "mlp" else gp(model, split, offset, fits)
+                r = mlp(split, offset, key) if model == "mlp" else gp(model, split, offset, fits)
                 ctx.add_row(key, {"dataset": name, "split": s, "model": model, "rmse": r.pop("rmse"),
                                   "test_ll": r.pop("test_ll"), "n_test": split.x_test.shape[0], **r,
                                   "seconds": time.perf_counter() - t0})
