@@ -21,6 +21,11 @@ CASES = {
     # linearization per width (parts "net" and "lin")
     "posterior_vs_ensemble": (["width=32", "ensemble_size=4", "times=[0, 120, 250]", "dynamics_widths=[16]",
                                "dynamics_steps=150", "eval_every=10", "n_test=12"], 110),
+    # wn.train with a metrics callback (train accuracy) for each label set
+    "random_labels": (["n_train=20", "n_test=20", "width=32", "steps=150", "eval_every=10"], 110),
+    # a grid cell training a network and its linearization (parts "net" and "lin"); slow (~10 s)
+    "width_scaling": (["widths=[16]", "seeds_per_width=1", "train_seeds=1", "train_steps=150",
+                       "n_points=8", "n_test=4"], 110),
 }
 
 
@@ -40,7 +45,8 @@ def _results(out: Path) -> dict:
     return {k: strip(res[k]) for k in ("results", "rows", "figures")}
 
 
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "width_scaling" else n
+                                  for n in CASES])
 def test_experiment_killed_inside_training_resumes_inside_it(name: str, tmp_path: Path, monkeypatch):
     sets, every = CASES[name]
     cfg = ROOT / "configs" / f"{name}.yaml"
@@ -81,3 +87,23 @@ def test_experiment_killed_inside_training_resumes_inside_it(name: str, tmp_path
     assert any(s is not None and s % 100 == 0 and s > 0 for s in resumed_at), resumed_at
     assert _results(out) == ref
     assert not list((out / "checkpoints").glob("*.pt"))  # removed once the results are recorded
+
+
+def test_checkpoint_parts_go_with_their_unit_only(tmp_path: Path):
+    """Each part of a unit has its own file; storing the unit's result (or row) deletes all of
+    them and nothing of another unit, even one whose key extends this one's."""
+    import torch
+
+    from wideNN.lab.context import Context
+
+    state = {"config": {}, "metadata": {}, "results": {}, "rows": {}, "figures": []}
+    ctx = Context(tmp_path, {"seed": 0}, torch.device("cpu"), state, quiet=True)
+    keys = ["a/width=8", "a/width=8.5", "a/width=8+x", "row/a"]
+    paths = {(k, p): ctx.checkpoint_path(k, part=p) for k in keys for p in (None, "net", "lin", "t=3")}
+    assert len(set(paths.values())) == len(paths)  # distinct files for distinct (key, part)
+    for p in paths.values():
+        p.write_bytes(b"x")
+    ctx.record("a/width=8", 1.0)
+    assert {k for (k, _), p in paths.items() if not p.exists()} == {"a/width=8"}
+    ctx.add_row("row/a", {"v": 1})
+    assert {k for (k, _), p in paths.items() if p.exists()} == {"a/width=8.5", "a/width=8+x"}

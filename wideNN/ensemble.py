@@ -12,6 +12,10 @@ Why: the distribution over random initializations of a trained network is the ob
 infinite-width theory predicts.  Trained with full-batch GD to time t, a wide ensemble's
 mean/variance approach ``wn.posterior(arch, ..., kernel="ntk", t=t)``; trained readout-only,
 ``kernel="nngp", t=t`` (sample-then-optimize, Lee et al. 2019).
+
+``Ensemble.train(..., checkpoint=path)`` is resumable like ``wn.train``: killed and called again
+on an ensemble built the same way, it continues from its last checkpoint and ends bitwise where
+an uninterrupted run would.
 """
 from __future__ import annotations
 

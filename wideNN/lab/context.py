@@ -3,6 +3,9 @@
 Results live in ``results.json``; each write is atomic, so a killed run keeps every
 finished measurement, and a rerun into the same folder with the same resolved config
 skips them (see :meth:`Context.cached`). Non-finite floats are stored as JSON ``null``.
+A unit too long to redo after every kill (a training loop, a hyperparameter fit) passes
+``checkpoint=ctx.checkpoint_path(key)`` to the library call, so that a rerun continues it from
+its last checkpoint; the unit's checkpoint files are deleted once its result or row is stored.
 """
 from __future__ import annotations
 
