@@ -187,3 +187,14 @@ def test_checkpoint_files_are_atomic_and_match_the_state(tmp_path: Path, monkeyp
     ref.train(x, y, steps=5, learning_rate=0.1, progress=False)
     for a, b in zip(state["params"], ref.stacked_parameters().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_bad_eval_data_is_named():
+    """eval_data is checked as in wn.train: a list or a pair of the wrong length is named."""
+    x, y = _data()
+    with pytest.raises(TypeError, match="eval_data must be a pair"):
+        _ensemble().train(x, y, steps=1, eval_data=[x, y], progress=False)
+    with pytest.raises(ValueError, match=r"eval_data\['a'\] must be a pair"):
+        _ensemble().train(x, y, steps=1, eval_data={"a": (x,)}, progress=False)
+    h = _ensemble().train(x, y, steps=1, eval_data={"a": (x, y)}, progress=False)
+    torch.testing.assert_close(h.metrics["a_loss"][-1], h.loss[-1], rtol=1e-12, atol=0)

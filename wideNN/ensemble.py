@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -243,7 +243,12 @@ class Ensemble(nn.Module):
         if eval_data is not None:
             if isinstance(eval_data, tuple):
                 eval_data = {"test": eval_data}
-            for name, (xe, ye) in eval_data.items():
+            if not isinstance(eval_data, Mapping):
+                raise TypeError(f"eval_data must be a pair (x, y) or a dict of pairs, got {type(eval_data).__name__}")
+            for name, pair in eval_data.items():
+                if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+                    raise ValueError(f"eval_data[{name!r}] must be a pair (x, y)")
+                xe, ye = pair
                 _check_data(xe, ye, loss, f"eval_data[{name!r}] x", f"eval_data[{name!r}] y")
                 self._check_x(xe, f"eval_data[{name!r}] x", per_member=False)
                 sets[name] = (xe, ye)
