@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from _data import DATA, missing
 from wideNN import _checkpoint, _train_loop
 from wideNN.lab.runner import RunInterrupted, run_experiment
 
@@ -26,7 +27,13 @@ CASES = {
     # a grid cell training a network and its linearization (parts "net" and "lin"); slow (~10 s)
     "width_scaling": (["widths=[16]", "seeds_per_width=1", "train_seeds=1", "train_steps=150",
                        "n_points=8", "n_test=4"], 110),
+    # an ensemble per (dataset, split) row, dropped with the row (needs the UCI data)
+    "uci_regression": ([f"data_dir={DATA}", "datasets=[yacht]", "splits=1", "models=[nngp, mlp]", "max_train=40",
+                        "fit.steps=2", "fit.optimizer=adam", "fit.max_points=40", "mlp.steps=250",
+                        "mlp.ensemble_size=2", "mlp.width=16"], 130),
 }
+MARKS = {"width_scaling": pytest.mark.slow,
+         "uci_regression": pytest.mark.skipif(not (DATA / "uci" / "yacht").is_dir(), reason=missing("uci/yacht"))}
 
 
 @pytest.fixture(autouse=True)
@@ -45,8 +52,7 @@ def _results(out: Path) -> dict:
     return {k: strip(res[k]) for k in ("results", "rows", "figures")}
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "width_scaling" else n
-                                  for n in CASES])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=MARKS.get(n, ())) for n in CASES])
 def test_experiment_killed_inside_training_resumes_inside_it(name: str, tmp_path: Path, monkeypatch):
     sets, every = CASES[name]
     cfg = ROOT / "configs" / f"{name}.yaml"
