@@ -188,8 +188,9 @@ def _dataset(cfg, ctx, spec, name, split, x_tr, x_te) -> dict:
                                                      published_accuracy=acc, published_n_train=n))
     nets = {}
     for ch in nn_cfg["channels"]:
-        nets[ch] = r = ctx.cached(f"nn/{name}/channels={ch}",
-                                  lambda: _networks(cfg, ctx, nn_arch, ch, x_tr, y_tr, x_te, y_te, lab_te, lr))
+        key = f"nn/{name}/channels={ch}"
+        nets[ch] = r = ctx.cached(key, lambda: _networks(cfg, ctx, nn_arch, ch, x_tr, y_tr, x_te, y_te, lab_te,
+                                                         lr, key))
         fam = nn_cfg["family"]
         for i, (acc, mse) in enumerate(zip(r["test_accuracy"], r["test_mse"])):
             ctx.add_row(f"{name}/nn/{ch}/{i}", _row(spec, x_te, model=f"nn/{fam}", channels=ch, seed=ctx.seed + i,
@@ -226,13 +227,13 @@ def _gp(cfg, ctx, family, x_tr, y_tr, x_te, y_te, lab_te, lr) -> dict:
     return out
 
 
-def _networks(cfg, ctx, arch, channels, x_tr, y_tr, x_te, y_te, lab_te, lr) -> dict:
+def _networks(cfg, ctx, arch, channels, x_tr, y_tr, x_te, y_te, lab_te, lr, key) -> dict:
     n = cfg["nn"]
     dt = {"float32": torch.float32, "float64": torch.float64}[cfg["network_dtype"]]
     ens = wn.Ensemble(arch, channels, in_shape=tuple(x_tr.shape[1:]), out_features=y_tr.shape[1], size=n["seeds"],
                       seed=ctx.seed, dtype=dt, device=ctx.device)
     hist = ens.train(x_tr.to(dt), y_tr.to(dt), steps=n["steps"], learning_rate=lr, optimizer="gd", loss="mse",
-                     progress=False)
+                     progress=False, checkpoint=ctx.checkpoint_path(key))  # a killed training resumes
     with torch.no_grad():
         f_te = ens(x_te.to(dt)).to(ctx.dtype)
     ok = torch.isfinite(f_te).all(dim=(1, 2))

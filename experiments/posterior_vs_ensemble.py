@@ -101,10 +101,12 @@ def run(cfg: dict, ctx) -> None:
                           seed=ctx.seed, **opts)
         means, stds, losses = [], [], []
         done = 0
-        # GD keeps no state between calls, so training in segments up to each time is one run
+        # GD keeps no state between calls, so training in segments up to each time is one run;
+        # each segment keeps its own checkpoint, so a rerun replays the finished ones at once
         for t in ctx.progress(times, desc="ensemble"):
             if t > done:
-                h = ens.train(x, y, steps=t - done, learning_rate=eta, progress=False)
+                h = ens.train(x, y, steps=t - done, learning_rate=eta, progress=False,
+                              checkpoint=ctx.checkpoint_path("ensemble", part=f"t={t}"))
                 losses.append(h.loss[:-1].mean(1))
                 done = t
             with torch.no_grad():
@@ -160,10 +162,11 @@ def run(cfg: dict, ctx) -> None:
                 return {"out": model(xs)[:, 0].detach().cpu()}
 
         steps = cfg["dynamics_steps"]
-        h = wn.train(net, x, y, steps=steps, learning_rate=eta, metrics=track,
-                     eval_every=cfg["eval_every"], progress=False)
-        h_lin = wn.train(lin, x, y, steps=steps, learning_rate=eta, metrics=track,
-                         eval_every=cfg["eval_every"], progress=False)
+        key = f"dynamics/width={width}"  # a killed training resumes from its checkpoint
+        h = wn.train(net, x, y, steps=steps, learning_rate=eta, metrics=track, eval_every=cfg["eval_every"],
+                     progress=False, checkpoint=ctx.checkpoint_path(key, part="net"))
+        h_lin = wn.train(lin, x, y, steps=steps, learning_rate=eta, metrics=track, eval_every=cfg["eval_every"],
+                         progress=False, checkpoint=ctx.checkpoint_path(key, part="lin"))
         out, out_lin = torch.stack(h.metrics["out"]), torch.stack(h_lin.metrics["out"])
         return {"steps": h.steps, "loss": h.loss, "loss_lin": h_lin.loss, "eval_steps": h.metric_steps,
                 "outputs": out, "outputs_lin": out_lin, "tracked_angle": grid[tracked],

@@ -144,7 +144,8 @@ def run(cfg: dict, ctx) -> None:
         # member i is arch.build(..., seed=ctx.seed + i): all seeds trained in one vmapped pass
         ens = wn.Ensemble(arch, width, d, o, size=cfg["seeds"], seed=ctx.seed, dtype=net_dtype, device=ctx.device)
         hist = ens.train(x_tr.to(net_dtype), y_tr.to(net_dtype), steps=steps, learning_rate=lr,
-                         optimizer="gd", loss="mse", progress=False)
+                         optimizer="gd", loss="mse", progress=False,
+                         checkpoint=ctx.checkpoint_path(f"nn/width={width}"))  # a killed training resumes
         with torch.no_grad():
             f_tr = ens(x_tr.to(net_dtype)).to(ctx.dtype)
             f_te = ens(x_te.to(net_dtype)).to(ctx.dtype)

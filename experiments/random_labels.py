@@ -112,7 +112,8 @@ def run(cfg: dict, ctx) -> None:
                 return {"acc": wd.accuracy(model(x) - f0, labels[kind].to(ctx.device))}
 
         h = wn.train(net, x, y + f0, steps=steps, learning_rate=eta, metrics=train_accuracy,
-                     eval_every=every, progress=False)
+                     eval_every=every, progress=False,
+                     checkpoint=ctx.checkpoint_path(f"{kind}/net"))  # a killed training resumes
         with torch.no_grad():
             test_acc = wd.accuracy(net(xt) - f0_test, lab_test)
         loss = h.loss.tolist()

@@ -118,36 +118,38 @@ def run(cfg: dict, ctx) -> None:
     f, m = cfg["fit"], cfg["mlp"]
     dev = dict(device=ctx.device)
 
-    def fitted(kernel: str, x: torch.Tensor, y: torch.Tensor, offset: int) -> tuple:
+    def fitted(kernel: str, x: torch.Tensor, y: torch.Tensor, offset: int, key: str) -> tuple:
         if f["steps"] == 0:
             return base, cfg["noise_variance"]
         fpick = _subset(x.shape[0], f["max_points"], ctx.generator(offset + 1, device="cpu"))
         xf, yf = (x, y) if fpick is None else (x[fpick.to(x.device)], y[fpick.to(x.device)])
         res = wn.fit_hyperparameters(base, xf, yf.reshape(-1), kernel=kernel, steps=f["steps"],
                                      lr=f["lr"], optimizer=f["optimizer"], noise_variance=cfg["noise_variance"],
-                                     dtype=ctx.dtype, progress=False)
+                                     dtype=ctx.dtype, progress=False, checkpoint_every=1,
+                                     checkpoint=ctx.checkpoint_path(key, part="fit"))  # a killed fit resumes
         return res.architecture, res.noise_variance
 
-    def gp(model: str, split: data.Split, offset: int, fits: dict) -> dict:
+    def gp(model: str, split: data.Split, offset: int, fits: dict, key: str) -> dict:
         x, y = split.x_train, split.y_train
         pick = _subset(x.shape[0], cfg["max_train"], ctx.generator(offset, device="cpu"))
         if pick is not None:
             x, y = x[pick.to(x.device)], y[pick.to(x.device)]
         kernel = "ntk" if model == "ntk" and f["ntk_own"] else "nngp"
         if kernel not in fits:  # one NNGP fit per split serves both GP models
-            fits[kernel] = fitted(kernel, x, y, offset)
+            fits[kernel] = fitted(kernel, x, y, offset, key)
         arch, noise = fits[kernel]
         post = wn.posterior(arch, x, y, split.x_test, kernel=model, noise_variance=noise, dtype=ctx.dtype)
         return {**_metrics(post.mean, post.variance + noise, split), "n_train": x.shape[0],
                 "weight_variance": float(arch.weight_variance), "bias_variance": float(arch.bias_variance),
                 "noise_variance": noise}
 
-    def mlp(split: data.Split, offset: int) -> dict:
+    def mlp(split: data.Split, offset: int, key: str) -> dict:
         arch = base.replace(parameterization=m["parameterization"])
         ens = wn.Ensemble(arch, m["width"], split.x_train.shape[1], 1, size=m["ensemble_size"],
                           seed=ctx.seed + 1000 * offset, dtype=ctx.dtype, device=ctx.device)
         hist = ens.train(split.x_train, split.y_train, steps=m["steps"], learning_rate=m["learning_rate"],
-                         optimizer=m["optimizer"], progress=False)
+                         optimizer=m["optimizer"], progress=False,
+                         checkpoint=ctx.checkpoint_path(key))  # a killed training resumes
         if hist.diverged:
             ctx.log(f"warning: MLP training diverged ({hist.message})")
         with torch.no_grad():
@@ -178,7 +180,7 @@ def run(cfg: dict, ctx) -> None:
                 if ctx.has_row(key):
                     continue
                 t0 = time.perf_counter()
-                r = mlp(split, offset) if model == "mlp" else gp(model, split, offset, fits)
+                r = mlp(split, offset, key) if model == "mlp" else gp(model, split, offset, fits, key)
                 ctx.add_row(key, {"dataset": name, "split": s, "model": model, "rmse": r.pop("rmse"),
                                   "test_ll": r.pop("test_ll"), "n_test": split.x_test.shape[0], **r,
                                   "seconds": time.perf_counter() - t0})

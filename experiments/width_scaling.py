@@ -132,8 +132,11 @@ def run(cfg: dict, ctx) -> None:
         steps = cfg["train_steps"]
         with torch.no_grad():
             f0 = net(x)
-        h = wn.train(net, x, y, steps=steps, learning_rate=eta, ntk_at=[0, steps], progress=False)
-        h_lin = wn.train(lin, x, y, steps=steps, learning_rate=eta, progress=False)
+        key = f"training/width={width}/seed={s}"  # its cell's key; killed training resumes
+        h = wn.train(net, x, y, steps=steps, learning_rate=eta, ntk_at=[0, steps], progress=False,
+                     checkpoint=ctx.checkpoint_path(key, part="net"))
+        h_lin = wn.train(lin, x, y, steps=steps, learning_rate=eta, progress=False,
+                         checkpoint=ctx.checkpoint_path(key, part="lin"))
         diverged = h.diverged or h_lin.diverged
         with torch.no_grad():
             gap_train, gap_test = net(x) - lin(x), net(x_test) - lin(x_test)

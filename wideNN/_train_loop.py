@@ -4,8 +4,9 @@
 parameter list for a given forward function, records the loss at every step
 (``TrainHistory``), evaluation metrics and NTK snapshots on request, stops at the first
 non-finite loss, and with ``checkpoint`` set saves its state every ``checkpoint_every`` steps
-so that an interrupted call resumes where it was (with bit-identical results).  The validation helpers here are shared by both callers,
-so a network and an ensemble reject the same bad inputs with the same messages.
+so that an interrupted call resumes where it was (with bit-identical results on the same
+device and thread settings).  The validation helpers here are shared by both callers, so a
+network and an ensemble reject the same bad inputs with the same messages.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import dataclasses
 import os
 import sys
 import warnings
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import Tensor
@@ -232,17 +233,25 @@ class LoopOptions:
 @dataclasses.dataclass(frozen=True)
 class LoopHooks:
     """How the loop sees the model: ``forward(x_batch)`` returns outputs with ``lead`` leading
-    model dims; ``evaluate()`` returns metrics; ``snapshot()`` returns an empirical NTK."""
+    model dims; ``evaluate()`` returns metrics; ``snapshot()`` returns an empirical NTK;
+    ``identity`` enters a checkpoint's fingerprint; ``buffers`` are saved and restored with it."""
 
     forward: Callable[[Tensor], Tensor]
     lead: int = 0
     evaluate: Callable[[], Mapping[str, Any]] | None = None
     snapshot: Callable[[], Tensor] | None = None
+    # checkpoints: what else identifies the run (the model's description, its frozen parameters
+    # and buffers at the start), and the buffers a checkpoint saves and restores with ``params``
+    identity: tuple = ()
+    buffers: tuple[Tensor, ...] = ()
 
 
 class _Loop:
-    """One run of the loop; the state a checkpoint holds is ``params``, the optimizer's state,
-    the loss buffer and the history recorded so far."""
+    """One run of the loop; the state a checkpoint holds is ``params`` (and the hooks'
+    ``buffers``), the optimizer's state, the loss buffer and the history recorded so far.  The
+    loop's own randomness, the minibatch order, comes from a generator seeded with ``seed`` and
+    is replayed up to the checkpoint's step on resume, so no RNG state is saved (a model that
+    draws random numbers itself, e.g. dropout in training mode, resumes with other draws)."""
 
     def __init__(self, params: list[Tensor], x: Tensor, y: Tensor, o: LoopOptions, h: LoopHooks) -> None:
         n = x.shape[0]
@@ -271,7 +280,7 @@ class _Loop:
         if self.ckpt is not None:
             self.key = _checkpoint.fingerprint(
                 "train", x, y, params, o.steps, o.optimizer, o.loss, o.batch_size, o.seed,
-                self.eval_every, sorted(self.ntk_set), self.check_every)
+                self.eval_every, sorted(self.ntk_set), self.check_every, h.identity)
             self._restore(_checkpoint.load(self.ckpt, self.key))
 
     # -- checkpoints
@@ -280,6 +289,7 @@ class _Loop:
         _checkpoint.save(self.ckpt, self.key, {
             "step": s, "checked": self.checked,
             "params": [p.detach().cpu() for p in self.params],
+            "buffers": [b.detach().cpu() for b in self.h.buffers],
             "optimizer": self.opt.state_dict(),
             "loss": None if self.buf is None else self.buf[:s + (s == self.o.steps)].cpu(),
             "metric_steps": list(hist.metric_steps), "metrics": dict(hist.metrics),
@@ -289,7 +299,7 @@ class _Loop:
         if state is None:
             return
         with torch.no_grad():
-            for p, v in zip(self.params, state["params"]):
+            for p, v in zip([*self.params, *self.h.buffers], [*state["params"], *state["buffers"]]):
                 p.copy_(v)
         self.opt.load_state_dict(state["optimizer"])
         self.start, self.checked = int(state["step"]), int(state["checked"])
@@ -426,14 +436,3 @@ def run_loop(params: list[Tensor], x: Tensor, y: Tensor, options: LoopOptions, h
         return loop.diverged(done, bad)
     return loop.finish(done)
 
-
-def _fit(params: list[Tensor], forward: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, *,
-         steps: int, learning_rate: float, optimizer: str, loss: str, batch_size: int | None,
-         seed: int | None, momentum: float, betas: tuple[float, float], eps: float,
-         lead: int, evaluate: Callable[[], Mapping[str, Any]] | None, eval_every: int | None,
-         snapshot: Callable[[], Tensor] | None, ntk_at: Sequence[int],
-         progress: bool | None, check_every: int | None) -> TrainHistory:
-    """The keyword form of :func:`run_loop` that ``Ensemble.train`` calls (no logic of its own)."""
-    opt = OptimizerOptions(optimizer, learning_rate, momentum, tuple(betas), eps)
-    options = LoopOptions(steps, opt, loss, batch_size, seed, eval_every, tuple(ntk_at), progress, check_every)
-    return run_loop(params, x, y, options, LoopHooks(forward, lead, evaluate, snapshot))

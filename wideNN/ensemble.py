@@ -12,19 +12,25 @@ Why: the distribution over random initializations of a trained network is the ob
 infinite-width theory predicts.  Trained with full-batch GD to time t, a wide ensemble's
 mean/variance approach ``wn.posterior(arch, ..., kernel="ntk", t=t)``; trained readout-only,
 ``kernel="nngp", t=t`` (sample-then-optimize, Lee et al. 2019).
+
+``Ensemble.train(..., checkpoint=path)`` is resumable like ``wn.train``: killed and called again
+on an ensemble built the same way, it continues from its last checkpoint and ends bitwise where
+an uninterrupted run would.
 """
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Sequence
+import os
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from ._checks import check_inputs, check_int, check_seed
-from ._train_loop import (TrainHistory, _check_data, _check_hyper, _check_positive_int,
-                          _chunked_eval, _fit)
+from ._optim import OptimizerOptions
+from ._train_loop import (LoopHooks, LoopOptions, TrainHistory, _check_data, _check_hyper,
+                          _check_positive_int, _chunked_eval, run_loop)
 from .architecture import Architecture
 from .training import _default_ntk_fn, _readout_parameters
 
@@ -175,7 +181,8 @@ class Ensemble(nn.Module):
               metrics: Callable[["Ensemble"], dict[str, Any]] | None = None,
               eval_every: int | None = None, ntk_at: Sequence[int] | None = None,
               ntk_x: Tensor | None = None, ntk_mode: str = "trace", progress: bool | None = None,
-              check_every: int | None = None) -> TrainHistory | "Ensemble":
+              check_every: int | None = None, checkpoint: str | os.PathLike | None = None,
+              checkpoint_every: int = 100) -> TrainHistory | "Ensemble":
         """Train every member, all at once, exactly as ``wn.train`` would train it alone.
 
         Each member minimizes its own L_i = (1/2N) Σ_n ‖f_i(x_n) − y_n‖² (or cross-entropy);
@@ -188,6 +195,12 @@ class Ensemble(nn.Module):
         ``ntk_at``: steps at which to snapshot every member's empirical NTK on ``ntk_x``
         (default ``x``; ``wn.empirical_ntk(member, ·, mode=ntk_mode)``): ``history.ntk[j]`` is
         (size, N, N, …) and ``history.ntk_drift()`` is (snapshots, size), one drift per member.
+        ``checkpoint``: a file path; as in ``wn.train``, the state (stacked parameters and
+        buffers, optimizer state, step, history) is written there atomically every
+        ``checkpoint_every`` steps and at the end, and a later call on an ensemble built the
+        same way, with the same data and options, resumes from it with a result bitwise equal
+        to an uninterrupted run (same device and thread settings); a file of another run
+        (other architecture, seeds, data or options) is refused with a ``ValueError``.
         Without data, ``ens.train()`` / ``ens.train(False)`` is ``nn.Module.train`` (mode flag).
         """
         if isinstance(x, bool):  # nn.Module.train(mode) compatibility
@@ -211,45 +224,57 @@ class Ensemble(nn.Module):
         else:
             raise ValueError(f"trainable must be 'all' or 'readout', got {trainable!r}")
 
+        def fwd(xb: Tensor) -> Tensor:  # validated above; skip per-step checks (host syncs)
+            return self._call(self.stacked_parameters(), xb)
+
+        opt = OptimizerOptions(optimizer, lr, momentum, tuple(betas), eps)
+        loop = LoopOptions(steps, opt, loss, batch_size, seed, eval_every, tuple(ntk_at or ()), progress,
+                           check_every, checkpoint, checkpoint_every)
+        state = [*self.stacked_parameters().values(), *self._stacked_buffers().values()]
+        hooks = LoopHooks(fwd, 1, self._evaluate_hook(eval_data, metrics, loss),
+                          self._snapshot_hook(x if ntk_x is None else ntk_x, ntk_mode) if ntk_at else None,
+                          identity=(repr(self), state) if checkpoint is not None else (),
+                          buffers=tuple(self._stacked_buffers().values()))
+        return run_loop(params, x, y, loop, hooks)
+
+    def _evaluate_hook(self, eval_data: Any, metrics: Callable | None, loss: str) -> Callable[[], dict] | None:
+        """The loop's ``evaluate``: per-member losses (accuracies) on ``eval_data``, and ``metrics``."""
         sets: dict[str, tuple[Tensor, Tensor]] = {}
         if eval_data is not None:
             if isinstance(eval_data, tuple):
                 eval_data = {"test": eval_data}
-            for name, (xe, ye) in eval_data.items():
+            if not isinstance(eval_data, Mapping):
+                raise TypeError(f"eval_data must be a pair (x, y) or a dict of pairs, got {type(eval_data).__name__}")
+            for name, pair in eval_data.items():
+                if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+                    raise ValueError(f"eval_data[{name!r}] must be a pair (x, y)")
+                xe, ye = pair
                 _check_data(xe, ye, loss, f"eval_data[{name!r}] x", f"eval_data[{name!r}] y")
                 self._check_x(xe, f"eval_data[{name!r}] x", per_member=False)
                 sets[name] = (xe, ye)
-        evaluate = None
-        if sets or metrics is not None:
-            def _evaluate() -> dict[str, Any]:
-                res: dict[str, Any] = {}
-                for name, (xe, ye) in sets.items():
-                    for k, v in _chunked_eval(self, xe, ye, loss).items():
-                        res[f"{name}_{k}"] = v.detach().cpu()
-                if metrics is not None:
-                    res.update(metrics(self))
-                return res
-            evaluate = _evaluate
+        if not sets and metrics is None:
+            return None
 
-        snapshot = None
-        if ntk_at:
-            xs = x if ntk_x is None else ntk_x
-            self._check_x(xs, "ntk_x", per_member=False)
-            ntk = _default_ntk_fn(ntk_mode)
+        def evaluate() -> dict[str, Any]:
+            res: dict[str, Any] = {}
+            for name, (xe, ye) in sets.items():
+                for k, v in _chunked_eval(self, xe, ye, loss).items():
+                    res[f"{name}_{k}"] = v.detach().cpu()
+            if metrics is not None:
+                res.update(metrics(self))
+            return res
+        return evaluate
 
-            def _snapshot() -> Tensor:
-                # one member at a time: an NTK snapshot is rare and its memory is per member
-                with torch.enable_grad():
-                    return torch.stack([ntk(self.member(i), xs).detach() for i in range(self.size)])
-            snapshot = _snapshot
+    def _snapshot_hook(self, xs: Tensor, ntk_mode: str) -> Callable[[], Tensor]:
+        """The loop's ``snapshot``: every member's empirical NTK on ``xs``, stacked."""
+        self._check_x(xs, "ntk_x", per_member=False)
+        ntk = _default_ntk_fn(ntk_mode)
 
-        def fwd(xb: Tensor) -> Tensor:  # validated above; skip per-step checks (host syncs)
-            return self._call(self.stacked_parameters(), xb)
-
-        return _fit(params, fwd, x, y, steps=steps, learning_rate=lr, optimizer=optimizer,
-                    loss=loss, batch_size=batch_size, seed=seed, momentum=momentum, betas=betas,
-                    eps=eps, lead=1, evaluate=evaluate, eval_every=eval_every, snapshot=snapshot,
-                    ntk_at=ntk_at or (), progress=progress, check_every=check_every)
+        def snapshot() -> Tensor:
+            # one member at a time: an NTK snapshot is rare and its memory is per member
+            with torch.enable_grad():
+                return torch.stack([ntk(self.member(i), xs).detach() for i in range(self.size)])
+        return snapshot
 
     def extra_repr(self) -> str:
         return (f"size={self.size}, seed={self.seed}, arch={self.arch!r}, width={self.width}, "

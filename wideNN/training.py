@@ -95,11 +95,11 @@ class TrainOptions:
         ntk_mode: ``mode`` of the default ``ntk_fn``.
         progress: tqdm bar; ``None`` shows it for ≥ 200 steps when stderr is a terminal.
         check_every: how often to test the loss for NaN/inf (1 on CPU, 25 on CUDA).
-        checkpoint: a file path: the loop's state (parameters, optimizer state, history) is
-            saved there every ``checkpoint_every`` steps and at the end, and a later call with
-            the same model, data and options resumes from it (results identical to an
-            uninterrupted run); a file of another run is refused.  Metrics must then be
-            numbers or tensors.
+        checkpoint: a file path: the loop's state (parameters and buffers, optimizer state,
+            history) is saved there atomically every ``checkpoint_every`` steps and at the end,
+            and a later call with the same model (class, parameters and buffers, frozen ones
+            included), data and options resumes from it (results identical to an uninterrupted
+            run); a file of another run is refused.  Metrics must then be numbers or tensors.
         checkpoint_every: steps between checkpoints.
     """
 
@@ -213,8 +213,16 @@ def train(model: nn.Module, x: Tensor, y: Tensor, steps: int = 1000, learning_ra
     loop = LoopOptions(steps, OptimizerOptions(optimizer, lr, o.momentum, o.betas, o.eps), loss,
                        batch_size, o.seed, o.eval_every, tuple(o.ntk_at or ()), o.progress,
                        o.check_every, o.checkpoint, o.checkpoint_every)
-    hooks = LoopHooks(model, 0, _evaluate_hook(model, o, loss), _snapshot_hook(model, x, o))
+    hooks = LoopHooks(model, 0, _evaluate_hook(model, o, loss), _snapshot_hook(model, x, o),
+                      identity=_identity(model) if o.checkpoint is not None else (),
+                      buffers=tuple(model.buffers()))
     return run_loop(params, x, y, loop, hooks)
+
+
+def _identity(model: nn.Module) -> tuple:
+    """What identifies a model's run besides its trained parameters (for a checkpoint's
+    fingerprint): its class and every tensor of its state, frozen parameters and buffers included."""
+    return (type(model).__qualname__, [t for t in model.state_dict().values() if isinstance(t, Tensor)])
 
 
 def max_learning_rate(kernel: Any, x: Tensor | None = None, *,

@@ -3,6 +3,9 @@
 Results live in ``results.json``; each write is atomic, so a killed run keeps every
 finished measurement, and a rerun into the same folder with the same resolved config
 skips them (see :meth:`Context.cached`). Non-finite floats are stored as JSON ``null``.
+A unit too long to redo after every kill (a training loop, a hyperparameter fit) passes
+``checkpoint=ctx.checkpoint_path(key)`` to the library call, so that a rerun continues it from
+its last checkpoint; the unit's checkpoint files are deleted once its result or row is stored.
 """
 from __future__ import annotations
 
@@ -85,7 +88,7 @@ class Context:
         stored = to_jsonable(value)
         self._state["results"][str(key)] = stored
         self.flush()
-        self.checkpoint_path(key, create=False).unlink(missing_ok=True)  # the unit is done
+        self.drop_checkpoints(key)  # the unit is done
         return stored
 
     def cached(self, key: str, fn: Callable[[], T]) -> Any:
@@ -108,18 +111,35 @@ class Context:
 
         return run_cells(self, cells, desc)
 
-    def checkpoint_path(self, key: str, create: bool = True) -> Path:
-        """Where a long unit computing result ``key`` keeps its checkpoint (``checkpoints/`` in
-        the output folder), e.g. ``wn.train(..., checkpoint=ctx.checkpoint_path(key))``: a run
-        killed inside the unit resumes inside it. The file goes when ``key`` is recorded."""
+    def checkpoint_path(self, key: str, create: bool = True, part: str | None = None) -> Path:
+        """Where a long unit computing result (or row) ``key`` keeps its checkpoint
+        (``checkpoints/`` in the output folder), e.g. ``wn.train(...,
+        checkpoint=ctx.checkpoint_path(key))``: a run killed inside the unit resumes inside it.
+        A unit made of several loops (a network and its linearization, training in segments)
+        gives each its own ``part`` name.  The files go when ``key`` is recorded (:meth:`record`,
+        :meth:`add_row`)."""
+        folder, stem = self._checkpoint_stem(key)
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+        if part is None:
+            return folder / f"{stem}.pt"
+        # "+" never occurs in a stem, so one key's parts cannot match another key's files
+        return folder / f"{stem}+{re.sub(r'[^A-Za-z0-9._=-]+', '_', str(part))[:60]}.pt"
+
+    def drop_checkpoints(self, key: str) -> None:
+        """Delete the checkpoints of unit ``key`` (all its parts): its result is stored."""
+        folder, stem = self._checkpoint_stem(key)
+        if folder.is_dir():
+            for path in [folder / f"{stem}.pt", *folder.glob(f"{stem}+*.pt")]:
+                path.unlink(missing_ok=True)
+
+    def _checkpoint_stem(self, key: str) -> tuple[Path, str]:
         safe = re.sub(r"[^A-Za-z0-9._=-]+", "_", str(key))[:120]
         digest = hashlib.sha1(str(key).encode()).hexdigest()[:8]  # distinct keys, distinct files
         folder = self.out_dir / CHECKPOINT_DIR
         if not self.writer:       # a launch's other ranks redo non-grid units: their own files
             folder = folder / f"rank{self.group.rank}"
-        if create:
-            folder.mkdir(parents=True, exist_ok=True)
-        return folder / f"{safe}-{digest}.pt"
+        return folder, f"{safe}-{digest}"
 
     # ---- rows
 
@@ -133,6 +153,7 @@ class Context:
         stored = to_jsonable(dict(row))
         self._state["rows"][str(key)] = stored
         self.flush()
+        self.drop_checkpoints(key)  # a row is a finished unit too
         return stored
 
     def has_row(self, key: str) -> bool:

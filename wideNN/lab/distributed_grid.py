@@ -94,6 +94,7 @@ def run_cells(ctx: "Context", cells: Mapping[str, Callable[[], Any]], desc: str 
         for k in ctx.progress(mine, desc=f"[rank {group.rank}] {desc or 'grid'}"):
             local[k] = to_jsonable(cells[k]())
             atomic_write_bytes(shard, json.dumps(local).encode())
+            ctx.drop_checkpoints(k)                         # the cell is stored in the shard
     except Exception as e:  # noqa: BLE001 - every rank must learn that the grid failed
         error = e
     group.agree(error)
