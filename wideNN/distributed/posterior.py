@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -77,20 +78,22 @@ def posterior(kern: Any, x_train: Tensor, y_train: Tensor, x_test: Tensor, *,
     if component not in ("nngp", "ntk"):
         raise ValueError(f"component must be 'nngp' or 'ntk', got {component!r}")
     comps = ("nngp", "ntk") if vopts is not None and component == "ntk" else (component,)
+    check_kernel_inputs(kern, x_test, x_train, comps)        # before any work
     if len(comps) == 2:
-        check_kernel_inputs(kern, x_train, None, comps)
         _check_gives_both(kern, x_train)
     job = kernel_job(kern, x_train, store=store, components=comps, tile_size=tile_size,
                      dtype=dtype, device=device, description=description)
+    t0 = time.perf_counter()
     group, st, yy, system = prepare(job.store, y_train, component, noise_variance, method, options,
                                     device, None)
     sol = solve_system(system, yy)
+    sol.seconds = time.perf_counter() - t0
     test_store = Path(store) / "test" if keep_test_tiles else None
     if vopts is None:
+        del system                                            # frees a Cholesky factor first
         mean = predict(kern, x_test, x_train, sol.alpha, component=component, store=test_store,
                        tile_size=tile_size, dtype=dtype, device=device, description=description)
         return _result(mean, sol, job, y_train, component, noise_variance)
-    check_kernel_inputs(kern, x_test, x_train, comps)
     group.same_on_all_ranks("posterior variance arguments", (tensor_digest(x_test), repr(vopts)))
     ts = job.store.plan.tile_size
     prior = None

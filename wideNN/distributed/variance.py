@@ -35,7 +35,7 @@ from torch import Tensor
 
 from .._checks import check_int
 from .._kernel_sources import as_source
-from .group import Group
+from .group import Group, progress
 from .job import evaluate_tile
 from .plan import TilePlan
 from .rows import RowBlock
@@ -190,18 +190,20 @@ def stream_posterior(setup: StreamSetup, system: Any, alpha: Tensor, opts: Varia
     bs = _block_size(setup, opts, pcg)
     n_cols = -(-setup.x_train.shape[0] // setup.tile_size)
     means, variances, cov, infos = [], [], None, []
-    for blk, a in enumerate(range(0, n_test, bs)):
-        b = min(a + bs, n_test)
-        cross = _cross(setup, a, b, blk * n_cols)
-        bm = cross[setup.component]
-        means.append(bm.T @ alpha)
-        kxx = _test_prior(setup, a, b, full, blk % setup.group.world_size)
-        sigma, info = _block_covariance(setup, system, cross, full)
-        infos.append(info)
-        if full:
-            cov = kxx - sigma
-        else:
-            variances.append(kxx - sigma)
+    with progress(-(-n_test // bs), "variance blocks", setup.group) as bar:
+        for blk, a in enumerate(range(0, n_test, bs)):
+            b = min(a + bs, n_test)
+            cross = _cross(setup, a, b, blk * n_cols)
+            bm = cross[setup.component]
+            means.append(bm.T @ alpha)
+            kxx = _test_prior(setup, a, b, full, blk % setup.group.world_size)
+            sigma, info = _block_covariance(setup, system, cross, full)
+            infos.append(info)
+            if full:
+                cov = kxx - sigma
+            else:
+                variances.append(kxx - sigma)
+            bar.update()
     var = cov.diagonal().clone() if full else torch.cat(variances)
     report = VarianceReport(
         method=system.method, blocks=len(infos), block_size=bs,
