@@ -60,8 +60,17 @@ def posterior(kern: Any, x_train: Tensor, y_train: Tensor, x_test: Tensor, *,
               variance: bool | VarianceOptions = False, tile_size: int | None = None,
               dtype: torch.dtype = torch.float64, device: torch.device | str | None = None,
               description: str | None = None, keep_test_tiles: bool = False) -> DistributedPosterior:
-    """The GP posterior over the ranks of the current group (module docstring).  Call on every
-    rank with the same arguments; every rank gets the result.
+    """The GP posterior at t → ∞ over the ranks of the current group, as ``wideNN.posterior``.
+    Call on every rank with the same arguments; every rank gets the result.
+
+    With M the trained kernel (K for ``component="nngp"``, Θ for ``"ntk"``) and σ² =
+    ``noise_variance``:  μ(x) = M(x, X) (M + σ²I)⁻¹ Y;  with ``variance``,
+    NNGP:  v(x) = K(x, x) − K(x, X) (K + σ²I)⁻¹ K(X, x);
+    NTK-GP:  v(x) = K(x, x) − 2 K(x, X) z + zᵀ C z,  z = (Θ + σ²I)⁻¹ Θ(X, x),
+    C = K + σ²I (``noise_convention="both"``) or K (``"ntk"``); the covariance likewise with
+    x, x' in place of x, x.  Cholesky: exact (float64, like the single process); PCG: each
+    (M + σ²I)⁻¹ column to relative residual ``options.tol``, which bounds an NNGP variance's
+    error by tol·‖K(X, x)‖²/σ².
 
     The training kernel goes to ``store`` (resumable); test×train tiles are streamed, or kept in
     ``store/test`` with ``keep_test_tiles=True``.  ``variance``: False (mean only, the default:
