@@ -141,7 +141,8 @@ def variance_cost(args) -> None:
                     rep = p.variance_report
                     err = float((p.variance - ref.variance).abs().max() / ref.variance.abs().max())
                     text += (f" ({dt / base:.1f}× the mean alone; "
-                             f"{rep.blocks} blocks of {rep.block_size}, iterations {rep.iterations}; "
+                             f"variance part {rep.seconds:.1f} s, {rep.blocks} blocks of "
+                             f"{rep.block_size}, iterations {rep.iterations}; "
                              f"max variance error {err:.1e} relative)")
                 else:
                     text += f" (α solve {p.solution.seconds:.1f} s, {p.solution.iterations} iterations)"
