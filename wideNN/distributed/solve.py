@@ -12,6 +12,9 @@ Two methods, one answer:
   accumulated in float64 either way).
 * ``"auto"``: Cholesky when 8N² bytes fit in ``max_dense_bytes`` (default: half the memory of
   the device), PCG otherwise.
+
+The factor or the row blocks live in a ``systems`` object; ``solve`` drops it after α, the
+distributed posterior keeps it for the variances' many right-hand sides.
 """
 from __future__ import annotations
 
