@@ -109,7 +109,9 @@ def bad_input_cases(rank: int, store: str, out: str) -> None:
 
 def cuda_worker(rank: int, store: str, out: str) -> None:
     x, y, xt = problem()
-    p = wd.posterior_mean(flat_kernels, x, y, xt, store=store, noise_variance=0.01, method="pcg",
-                          options=wd.SolveOptions(tol=1e-12, rank=5), tile_size=8, device="cuda")
+    p = wd.posterior(flat_kernels, x, y, xt, store=store, noise_variance=0.01, method="pcg",
+                     options=wd.SolveOptions(tol=1e-12, rank=5), tile_size=8, device="cuda",
+                     variance=wd.VarianceOptions(test_block_size=4))
     if rank == 0:
-        torch.save({"mean": p.mean.cpu()}, out)
+        torch.save({"mean": p.mean.cpu(), "variance": p.variance.cpu(),
+                    "residual": p.variance_report.residual}, out)
