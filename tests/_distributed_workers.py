@@ -43,8 +43,10 @@ class DyingKernel:
 
 
 def equality_worker(rank: int, store: str, out: str) -> None:
-    """Kernels, posterior means and variances on every solve path, then the bad-input cases of
-    ``bad_input_cases`` (one spawned run for all, since starting the processes dominates)."""
+    """The restart of a killed kernel job (``job_worker``), kernels, posterior means and
+    variances on every solve path, then the bad-input cases of ``bad_input_cases`` (one spawned
+    run for all, since starting the processes dominates)."""
+    job_worker(rank, store + "/killed", store + "/killed_report.restart", None)   # the restart
     x, y, xt = problem()
     job = wd.kernel(flat_kernels, x, store=store + "/train", tile_size=8)
     var = wd.VarianceOptions

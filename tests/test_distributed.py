@@ -88,22 +88,39 @@ def test_corrupt_tile_is_detected_and_recomputed(tmp_path):
 
 
 # ----------------------------------------------------------------------------- multi-process
+def _tile_mtimes(store: Path, tiles):
+    return {t: [(store / "tiles" / f"{t[0]}_{t[1]}.{c}.npy").stat().st_mtime_ns for c in ("nngp", "ntk")]
+            for t in tiles}
+
+
 @pytest.fixture(scope="module")
 def three_ranks(tmp_path_factory):
-    """One run of 3 gloo ranks for every equality and bad-input check (starting the processes
-    costs more than what they compute): its results on rank 0 and each rank's errors."""
+    """The multi-process runs, shared by the tests below since starting processes costs more
+    than what they compute: a 2-rank kernel job whose rank 1 is killed at its 3rd tile, then one
+    run of 3 gloo ranks that restarts that job and does every equality and bad-input check.
+    Returns the folder, rank 0's results, each rank's errors and the killed job's state."""
     root = tmp_path_factory.mktemp("three_ranks")
+    killed = {"store": root / "killed", "report": root / "killed_report"}
+    try:
+        wd.spawn(workers.job_worker, 2, str(killed["store"]), str(killed["report"]), (1, 2))
+        killed["died"] = False
+    except mp.ProcessExitedException:
+        killed["died"] = True
+    st = wd.TiledStore.open(killed["store"])
+    killed["complete_after_kill"] = st.manifest["complete"]
+    killed["done"] = [t for t in st.plan.tiles() if t not in st.missing()]
+    killed["mtimes"] = _tile_mtimes(killed["store"], killed["done"])
     out = root / "out.pt"
     wd.spawn(workers.equality_worker, 3, str(root), str(out))
     errors = [json.loads(Path(f"{out}.errors.{r}.json").read_text()) for r in range(3)]
-    return root, torch.load(out, weights_only=False), errors
+    return root, torch.load(out, weights_only=False), errors, killed
 
 
 def test_three_ranks_equal_single_process(three_ranks):
     """Kernels (upper-triangle tiles of an image-shaped input through a function kernel) and
     posterior means (NNGP and NTK, Cholesky; NNGP by PCG) from 3 gloo ranks equal the
     single-process results: 1e-12 relative (PCG: to its tolerance)."""
-    _, r, _ = three_ranks
+    _, r, _, _ = three_ranks
     x, y, xt = workers.problem()
     arch = workers.arch()
     nngp, ntk = arch.kernels(x.flatten(1))
@@ -138,7 +155,7 @@ def test_three_ranks_variances_equal_single_process(three_ranks):
     """Posterior variances (and covariances) from 3 ranks against ``wn.posterior``: NNGP and
     NTK-GP by the gathered Cholesky factor to 1e-12 relative; by block PCG (all of a block's
     test points as right-hand sides at once) within the per-point bound its residual implies."""
-    _, r, _ = three_ranks
+    _, r, _, _ = three_ranks
     x, y, xt = workers.problem()
     xf, xtf, arch = x.flatten(1), xt.flatten(1), workers.arch()
 
@@ -162,28 +179,20 @@ def test_three_ranks_variances_equal_single_process(three_ranks):
     assert _rel(r["cov_ntk_pcg"], ntk_cov) < 1e-9
 
 
-def _tile_mtimes(store: Path, tiles):
-    return {t: [(store / "tiles" / f"{t[0]}_{t[1]}.{c}.npy").stat().st_mtime_ns for c in ("nngp", "ntk")]
-            for t in tiles}
-
-
-def test_killed_rank_restart_recomputes_only_unfinished_tiles(tmp_path):
-    store, out = tmp_path / "k", tmp_path / "report"
-    with pytest.raises(mp.ProcessExitedException):
-        wd.spawn(workers.job_worker, 2, str(store), str(out), (1, 2))   # rank 1 dies at its 3rd tile
-    st = wd.TiledStore.open(store)
-    assert not st.manifest["complete"]
-    done = [t for t in st.plan.tiles() if t not in st.missing()]
-    assert 2 <= len(done) < 15
-    before = _tile_mtimes(store, done)
-    wd.spawn(workers.job_worker, 2, str(store), str(out), None)
-    reports = [json.loads(Path(f"{out}.{r}.json").read_text()) for r in range(2)]
+def test_killed_rank_restart_recomputes_only_unfinished_tiles(three_ranks):
+    """A rank killed mid-job (2 ranks) leaves the finished tiles checksummed; the restart (on 3
+    ranks: the store does not depend on the world size) computes exactly the rest and does not
+    rewrite a finished tile; the completed store equals the direct kernels."""
+    _, _, _, killed = three_ranks
+    done = killed["done"]
+    assert killed["died"] and not killed["complete_after_kill"] and 2 <= len(done) < 15
+    reports = [json.loads(Path(f"{killed['report']}.restart.{r}.json").read_text()) for r in range(3)]
     assert all(rep["reused"] == len(done) and rep["computed_total"] == 15 - len(done) for rep in reports)
     assert sum(rep["computed"] for rep in reports) == 15 - len(done)
-    assert _tile_mtimes(store, done) == before                # finished tiles were not rewritten
+    assert _tile_mtimes(killed["store"], done) == killed["mtimes"]   # finished tiles were not rewritten
     x, _, _ = workers.problem()
     nngp, ntk = workers.arch().kernels(x.flatten(1))
-    st = wd.TiledStore.open(store)
+    st = wd.TiledStore.open(killed["store"])
     assert st.manifest["complete"]
     assert _rel(st.dense("nngp"), nngp) < 1e-12 and _rel(st.dense("ntk"), ntk) < 1e-12
 
@@ -191,7 +200,7 @@ def test_killed_rank_restart_recomputes_only_unfinished_tiles(tmp_path):
 def test_bad_inputs_across_ranks_raise_on_every_rank(three_ranks):
     """World size > tiles, ranks with mismatched inputs or variance options, a store of another
     config: the same clear error on every rank, and the existing store is left as it was."""
-    root, _, errs = three_ranks
+    root, _, errs, _ = three_ranks
     for e in errs:
         assert "world size 3 is larger than the number of tiles (1 tiles" in e["few_tiles"]
         assert "ranks have mismatched kernel job arguments" in e["mismatch"]
