@@ -9,7 +9,8 @@ M = (trained kernel) + σ²I, the conventions of ``wideNN.posterior`` at t = ∞
   Σ = K_xx − B_Kᵀ z − zᵀ B_K + zᵀ C z,  C = K + σ²I (``noise_convention="both"``) or K (``"ntk"``).
 
 "variance" is diag Σ (the latent function; add the test noise σ² for a noisy target), K_xx's
-diagonal comes from the kernel's diag=True path.  Per block, the ranks share B's column tiles
+diagonal comes from the kernel's diag=True path (a plain function f(x1, x2): the diagonal of
+f(x, None) on blocks of 512 points).  Per block, the ranks share B's column tiles
 (computed, or read from a test×train store) and one all-reduce of N×b gives every rank all of
 B; the block's mean B_Mᵀα comes from the same tiles.  Then
 
