@@ -4,6 +4,7 @@ noise σ² = 0.01, float64) against the single-process dense path, and PCG again
     python benchmarks/bench_distributed.py e2e --n-train 20000 --n-test 2000 --ranks 2
     python benchmarks/bench_distributed.py pcg --sizes 5000 10000 20000
     python benchmarks/bench_distributed.py tile --device cuda      # per-tile kernel throughput
+    python benchmarks/bench_distributed.py variance --n-train 5000 --n-test 1000
 
 e2e:  the reference is ``wn.posterior(..., compute_variance=False)`` in one process with as
       many threads as there are ranks; the distributed run is ``wn.distributed`` kernel job
@@ -14,6 +15,9 @@ pcg:  one process: time of one in-place Cholesky + two triangular solves against
       1e-8, with α's distance to the Cholesky α.
 tile: seconds per tile of NNGP+NTK (depth 3 ReLU MLP on 784-d inputs, and a Myrtle-style
       convolutional kernel when the composed-layer API is available) on ``--device``.
+variance: one process: ``wd.posterior`` with ``variance=True`` against the mean alone, by Cholesky
+      and by PCG (tol 1e-8, rank 100), the training kernel already in the store: time ratio,
+      PCG iterations per test block, largest variance error against ``wn.posterior`` (dense).
 Falls back to random data when MNIST is not in --root.
 """
 from __future__ import annotations
@@ -115,6 +119,37 @@ def pcg_scaling(args) -> None:
             print("; ".join(row), flush=True)
 
 
+def variance_cost(args) -> None:
+    x, y, xt, _ = _data(args.root, args.n_train, args.n_test)
+    t0 = time.perf_counter()
+    ref = wn.posterior(ARCH, x, y, xt, kernel="nngp", noise_variance=NOISE)
+    t_ref = time.perf_counter() - t0
+    print(f"N={args.n_train}, N_test={args.n_test}: reference wn.posterior (dense, kernels included) "
+          f"{t_ref:.1f} s; below, the training kernel is already in the store", flush=True)
+    with tempfile.TemporaryDirectory() as d:
+        wd.kernel(ARCH, x, store=d, components=("nngp",), tile_size=args.tile)
+        for method in ("cholesky", "pcg"):
+            row, base = [], None
+            for var in (False, True):
+                t0 = time.perf_counter()
+                p = wd.posterior(ARCH, x, y, xt, store=d, noise_variance=NOISE, method=method,
+                                 tile_size=args.tile, variance=var, options=wd.SolveOptions(tol=1e-8))
+                dt = time.perf_counter() - t0
+                base = dt if base is None else base
+                text = f"{'mean+variance' if var else 'mean'} {dt:.1f} s"
+                if var:
+                    rep = p.variance_report
+                    err = float((p.variance - ref.variance).abs().max() / ref.variance.abs().max())
+                    text += (f" ({dt / base:.1f}× the mean alone; "
+                             f"variance part {rep.seconds:.1f} s, {rep.blocks} blocks of "
+                             f"{rep.block_size}, iterations {rep.iterations}; "
+                             f"max variance error {err:.1e} relative)")
+                else:
+                    text += f" (α solve {p.solution.seconds:.1f} s, {p.solution.iterations} iterations)"
+                row.append(text)
+            print(f"  {method}: " + "; ".join(row), flush=True)
+
+
 def tile_throughput(args) -> None:
     dev = torch.device(args.device)
     x = torch.rand(2 * args.tile, 784, dtype=torch.float64, device=dev)
@@ -141,7 +176,7 @@ def tile_throughput(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=["e2e", "pcg", "tile", "dense"])
+    ap.add_argument("part", choices=["e2e", "pcg", "tile", "dense", "variance"])
     ap.add_argument("--root", default="/work/shared/data/mnist")
     ap.add_argument("--n-train", type=int, default=20000)
     ap.add_argument("--n-test", type=int, default=2000)
@@ -159,6 +194,8 @@ def main() -> None:
         e2e(args)
     elif args.part == "pcg":
         pcg_scaling(args)
+    elif args.part == "variance":
+        variance_cost(args)
     else:
         tile_throughput(args)
 

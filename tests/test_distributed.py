@@ -88,63 +88,126 @@ def test_corrupt_tile_is_detected_and_recomputed(tmp_path):
 
 
 # ----------------------------------------------------------------------------- multi-process
-def test_three_ranks_equal_single_process(tmp_path):
+def _tile_mtimes(store: Path, tiles):
+    return {t: [(store / "tiles" / f"{t[0]}_{t[1]}.{c}.npy").stat().st_mtime_ns for c in ("nngp", "ntk")]
+            for t in tiles}
+
+
+@pytest.fixture(scope="module")
+def three_ranks(tmp_path_factory):
+    """The multi-process runs, shared by the tests below since starting processes costs more
+    than what they compute: a 2-rank kernel job whose rank 1 is killed at its 3rd tile, then one
+    run of 3 gloo ranks that restarts that job and does every equality and bad-input check.
+    Returns the folder, rank 0's results, each rank's errors and the killed job's state."""
+    root = tmp_path_factory.mktemp("three_ranks")
+    killed = {"store": root / "killed", "report": root / "killed_report"}
+    try:
+        wd.spawn(workers.job_worker, 2, str(killed["store"]), str(killed["report"]), (1, 2))
+        killed["died"] = False
+    except mp.ProcessExitedException:
+        killed["died"] = True
+    st = wd.TiledStore.open(killed["store"])
+    killed["complete_after_kill"] = st.manifest["complete"]
+    killed["done"] = [t for t in st.plan.tiles() if t not in st.missing()]
+    killed["mtimes"] = _tile_mtimes(killed["store"], killed["done"])
+    out = root / "out.pt"
+    wd.spawn(workers.equality_worker, 3, str(root), str(out))
+    errors = [json.loads(Path(f"{out}.errors.{r}.json").read_text()) for r in range(3)]
+    return root, torch.load(out, weights_only=False), errors, killed
+
+
+def test_three_ranks_equal_single_process(three_ranks):
     """Kernels (upper-triangle tiles of an image-shaped input through a function kernel) and
     posterior means (NNGP and NTK, Cholesky; NNGP by PCG) from 3 gloo ranks equal the
     single-process results: 1e-12 relative (PCG: to its tolerance)."""
-    out = tmp_path / "out.pt"
-    wd.spawn(workers.equality_worker, 3, str(tmp_path), str(out))
-    r = torch.load(out)
+    _, r, _, _ = three_ranks
     x, y, xt = workers.problem()
     arch = workers.arch()
     nngp, ntk = arch.kernels(x.flatten(1))
     assert _rel(r["nngp"], nngp) < 1e-12 and _rel(r["ntk"], ntk) < 1e-12
     for kernel, key, tol in (("nngp", "mean_nngp", 1e-12), ("ntk", "mean_ntk", 1e-12),
-                             ("nngp", "mean_pcg", 1e-10)):
+                             ("ntk", "mean_ntk_var", 1e-12), ("nngp", "mean_pcg", 1e-10),
+                             ("ntk", "mean_ntk_pcg", 1e-10)):
         ref = wn.posterior(arch, x.flatten(1), y, xt.flatten(1), kernel=kernel, noise_variance=0.01,
                            compute_variance=False).mean
         assert _rel(r[key], ref) < tol, key
     assert r["pcg_iterations"] > 1 and r["computed"] == 5        # 15 tiles over 3 ranks
 
 
-def _tile_mtimes(store: Path, tiles):
-    return {t: [(store / "tiles" / f"{t[0]}_{t[1]}.{c}.npy").stat().st_mtime_ns for c in ("nngp", "ntk")]
-            for t in tiles}
+def _pcg_variance_bound(kernel, x, xt, residual, noise=0.01, convention="both"):
+    """Per test point, how far a variance can move when z = M⁻¹b is solved to relative residual
+    ρ: ẑ − z = −M⁻¹r with ‖r‖ ≤ ρ‖b‖.  NNGP: Δv = bᵀΔz = −(M⁻¹b)ᵀr, so |Δv| ≤ ρ‖b‖‖z‖.
+    NTK: v = k_xx − 2b_Kᵀz + zᵀCz and ‖Δz‖ ≤ ρ‖b‖/σ² =: δ (‖M⁻¹‖ ≤ 1/σ², Θ PSD), so
+    |Δv| ≤ 2δ(‖b_K‖ + ‖Cz‖) + ‖C‖δ².  (The store's tiles equal the direct kernels to ~1e-15,
+    far below these.)"""
+    arch, n = workers.arch(), x.shape[0]
+    (k, th), (kx, thx) = arch.kernels(x), arch.kernels(x, xt)
+    eye = torch.eye(n, dtype=torch.float64)
+    if kernel == "nngp":
+        return residual * kx.norm(dim=0) * torch.linalg.solve(k + noise * eye, kx).norm(dim=0)
+    z = torch.linalg.solve(th + noise * eye, thx)
+    c = k + (noise * eye if convention == "both" else 0)
+    delta = residual * thx.norm(dim=0) / noise
+    return 2 * delta * (kx.norm(dim=0) + (c @ z).norm(dim=0)) + torch.linalg.matrix_norm(c, 2) * delta ** 2
 
 
-def test_killed_rank_restart_recomputes_only_unfinished_tiles(tmp_path):
-    store, out = tmp_path / "k", tmp_path / "report"
-    with pytest.raises(mp.ProcessExitedException):
-        wd.spawn(workers.job_worker, 2, str(store), str(out), (1, 2))   # rank 1 dies at its 3rd tile
-    st = wd.TiledStore.open(store)
-    assert not st.manifest["complete"]
-    done = [t for t in st.plan.tiles() if t not in st.missing()]
-    assert 2 <= len(done) < 15
-    before = _tile_mtimes(store, done)
-    wd.spawn(workers.job_worker, 2, str(store), str(out), None)
-    reports = [json.loads(Path(f"{out}.{r}.json").read_text()) for r in range(2)]
+def test_three_ranks_variances_equal_single_process(three_ranks):
+    """Posterior variances (and covariances) from 3 ranks against ``wn.posterior``: NNGP and
+    NTK-GP by the gathered Cholesky factor to 1e-12 relative; by block PCG (all of a block's
+    test points as right-hand sides at once) within the per-point bound its residual implies."""
+    _, r, _, _ = three_ranks
+    x, y, xt = workers.problem()
+    xf, xtf, arch = x.flatten(1), xt.flatten(1), workers.arch()
+
+    def ref(kernel, **kw):
+        return wn.posterior(arch, xf, y, xtf, kernel=kernel, noise_variance=0.01, **kw)
+
+    nngp, ntk = ref("nngp", full_covariance=True), ref("ntk")
+    assert _rel(r["var_nngp"], nngp.variance) < 1e-12 and _rel(r["cov_nngp"], nngp.covariance) < 1e-12
+    assert _rel(r["var_ntk"], ntk.variance) < 1e-12
+    assert r["chol_report"].method == "cholesky" and r["chol_report"].blocks == 3   # 11 = 4 + 4 + 3
+    rep = r["pcg_report"]
+    assert rep.method == "pcg" and rep.blocks == 3 and len(rep.iterations) == 3 and rep.converged
+    assert rep.residual < 1e-11 and min(rep.iterations) > 1
+    err = (r["var_pcg"] - nngp.variance).abs()
+    assert bool((err <= _pcg_variance_bound("nngp", xf, xtf, rep.residual) + 1e-14).all())
+    ntk_cov = ref("ntk", full_covariance=True, noise_convention="ntk").covariance
+    rep = r["ntk_pcg_report"]
+    assert rep.blocks == 1 and rep.converged
+    err = (r["cov_ntk_pcg"].diagonal() - ntk_cov.diagonal()).abs()
+    assert bool((err <= _pcg_variance_bound("ntk", xf, xtf, rep.residual, convention="ntk") + 1e-14).all())
+    assert _rel(r["cov_ntk_pcg"], ntk_cov) < 1e-9
+
+
+def test_killed_rank_restart_recomputes_only_unfinished_tiles(three_ranks):
+    """A rank killed mid-job (2 ranks) leaves the finished tiles checksummed; the restart (on 3
+    ranks: the store does not depend on the world size) computes exactly the rest and does not
+    rewrite a finished tile; the completed store equals the direct kernels."""
+    _, _, _, killed = three_ranks
+    done = killed["done"]
+    assert killed["died"] and not killed["complete_after_kill"] and 2 <= len(done) < 15
+    reports = [json.loads(Path(f"{killed['report']}.restart.{r}.json").read_text()) for r in range(3)]
     assert all(rep["reused"] == len(done) and rep["computed_total"] == 15 - len(done) for rep in reports)
     assert sum(rep["computed"] for rep in reports) == 15 - len(done)
-    assert _tile_mtimes(store, done) == before                # finished tiles were not rewritten
+    assert _tile_mtimes(killed["store"], done) == killed["mtimes"]   # finished tiles were not rewritten
     x, _, _ = workers.problem()
     nngp, ntk = workers.arch().kernels(x.flatten(1))
-    st = wd.TiledStore.open(store)
+    st = wd.TiledStore.open(killed["store"])
     assert st.manifest["complete"]
     assert _rel(st.dense("nngp"), nngp) < 1e-12 and _rel(st.dense("ntk"), ntk) < 1e-12
 
 
-def test_bad_inputs_across_ranks_raise_on_every_rank(tmp_path):
-    """World size > tiles, ranks with mismatched inputs, a store of another config: the same
-    clear error on both ranks, and the existing store is left as it was."""
-    out = tmp_path / "errors"
-    wd.spawn(workers.bad_input_worker, 2, str(tmp_path), str(out))
-    errs = [json.loads(Path(f"{out}.{r}.json").read_text()) for r in range(2)]
+def test_bad_inputs_across_ranks_raise_on_every_rank(three_ranks):
+    """World size > tiles, ranks with mismatched inputs or variance options, a store of another
+    config: the same clear error on every rank, and the existing store is left as it was."""
+    root, _, errs, _ = three_ranks
     for e in errs:
-        assert "world size 2 is larger than the number of tiles (1 tiles" in e["few_tiles"]
+        assert "world size 3 is larger than the number of tiles (1 tiles" in e["few_tiles"]
         assert "ranks have mismatched kernel job arguments" in e["mismatch"]
         assert "StoreMismatchError" in e["other_kernel"] and "x1:" in e["other_kernel"]
-    assert not (tmp_path / "few").exists() and not (tmp_path / "mm").exists()
-    st = wd.TiledStore.open(tmp_path / "done")
+        assert "ranks have mismatched posterior variance arguments" in e["variance_mismatch"]
+    assert not (root / "few").exists() and not (root / "mm").exists()
+    st = wd.TiledStore.open(root / "done")
     x, _, _ = workers.problem()
     assert st.manifest["complete"] and _rel(st.dense("nngp"), workers.arch().nngp(x.flatten(1))) < 1e-12
 
@@ -208,14 +271,17 @@ def test_kernel_argument_errors(tmp_path):
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_nccl_ranks_equal_cpu(tmp_path):
-    """One GPU per rank with NCCL: the PCG posterior mean equals the CPU single-process one."""
+    """One GPU per rank with NCCL: the PCG posterior mean and variances equal the CPU
+    single-process ones (the variances within their residual bound)."""
     out = tmp_path / "out.pt"
     wd.spawn(workers.cuda_worker, min(2, torch.cuda.device_count()), str(tmp_path / "k"), str(out),
              backend="nccl")
     x, y, xt = workers.problem()
-    ref = wn.posterior(workers.arch(), x.flatten(1), y, xt.flatten(1), kernel="nngp",
-                       noise_variance=0.01, compute_variance=False).mean
-    assert _rel(torch.load(out)["mean"], ref) < 1e-10
+    ref = wn.posterior(workers.arch(), x.flatten(1), y, xt.flatten(1), kernel="nngp", noise_variance=0.01)
+    r = torch.load(out)
+    assert _rel(r["mean"], ref.mean) < 1e-10
+    bound = _pcg_variance_bound("nngp", x.flatten(1), xt.flatten(1), r["residual"])
+    assert bool(((r["variance"] - ref.variance).abs() <= bound + 1e-14).all())
 
 
 def test_progress_is_per_rank_and_silenced_by_env(monkeypatch):

@@ -4,6 +4,8 @@ The test×train kernel is never held whole: each rank computes (or reads from a 
 share of the test×train tiles and adds tile @ α[tile's columns] into its rows of the output,
 and one all-reduce of the (N_test, O) output combines the ranks.  With ``store=`` the tiles are
 kept on disk (resumable, reusable for more solutions); without, they are dropped after use.
+The posterior variances need the training system as well: ``wideNN.distributed.posterior(...,
+variance=True)`` (``wideNN.distributed.variance``).
 """
 from __future__ import annotations
 

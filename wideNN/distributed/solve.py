@@ -12,6 +12,9 @@ Two methods, one answer:
   accumulated in float64 either way).
 * ``"auto"``: Cholesky when 8N² bytes fit in ``max_dense_bytes`` (default: half the memory of
   the device), PCG otherwise.
+
+The factor or the row blocks live in a ``systems`` object; ``solve`` drops it after α, the
+distributed posterior keeps it for the variances' many right-hand sides.
 """
 from __future__ import annotations
 
@@ -23,12 +26,11 @@ import torch
 from torch import Tensor
 
 from .._checks import check_float_dtype, check_int, check_positive, check_variance
-from ..linalg import DEFAULT_JITTERS, cholesky
+from ..linalg import DEFAULT_JITTERS
 from .fingerprint import tensor_digest
-from .group import Group, current_group
-from .pcg import pcg
-from .preconditioner import DiagonalPreconditioner, LowRankPlusDiagonal
+from .group import current_group
 from .store import TiledStore
+from .systems import build_system
 
 __all__ = ["solve", "Solution", "SolveOptions"]
 
@@ -89,21 +91,10 @@ def solve(store: TiledStore | str | os.PathLike, y: Tensor, *, component: str = 
     docstring for the methods).  Call on every rank with the same arguments; returns α on every
     rank.  Raises ValueError on every rank for a non-symmetric or incomplete store, targets of
     the wrong shape, or arguments that differ across ranks."""
-    group = current_group(device)
-    st = store if isinstance(store, TiledStore) else TiledStore.open(store)
-    yy = _check_solve_inputs(st, y, component, method)
-    check_variance("noise_variance", noise_variance)
-    group.same_on_all_ranks("solve arguments", (str(st.path), tensor_digest(yy), component,
-                                                float(noise_variance), method, repr(options)))
-    n = st.plan.n_rows
-    if method == "auto":
-        budget = _dense_budget(group.device) if max_dense_bytes is None else max_dense_bytes
-        method = "cholesky" if 8 * n * n <= budget else "pcg"
     t0 = time.perf_counter()
-    if method == "cholesky":
-        sol = _solve_cholesky(group, st, yy, component, float(noise_variance), options)
-    else:
-        sol = _solve_pcg(group, st, yy, component, float(noise_variance), options)
+    _, _, yy, system = prepare(store, y, component, noise_variance, method, options, device,
+                               max_dense_bytes)
+    sol = solve_system(system, yy)
     sol.seconds = time.perf_counter() - t0
     return sol
 
@@ -127,78 +118,30 @@ def _check_solve_inputs(st: TiledStore, y, component: str, method: str) -> Tenso
     return (y if y.dim() == 2 else y.unsqueeze(1)).to(torch.float64)
 
 
-def _solve_cholesky(group: Group, st: TiledStore, y: Tensor, component: str, noise: float,
-                    opts: SolveOptions) -> Solution:
-    alpha = torch.empty(y.shape, dtype=torch.float64, device=group.device)
-    err, jitter = None, 0.0
-    if group.rank == 0:
-        try:
-            def build() -> Tensor:
-                k = st.dense(component).to(device=group.device, dtype=torch.float64)
-                k.diagonal().add_(noise)
-                return k
-            L, jitter = cholesky(build, opts.jitters, overwrite=True,
-                                 name=f"{component.upper()} training kernel")
-            yd = y.to(group.device)
-            alpha = torch.linalg.solve_triangular(L.mT, torch.linalg.solve_triangular(L, yd, upper=False),
-                                                  upper=True)
-            del L
-        except (ValueError, RuntimeError, OSError) as e:
-            err = e
-    group.agree(err)
-    group.broadcast_(alpha, 0)
-    jitter = group.broadcast_object(jitter, 0)
-    return Solution(alpha=alpha, method="cholesky", jitter=jitter)
+def prepare(store: TiledStore | str | os.PathLike, y: Tensor, component: str, noise_variance: float,
+            method: str, options: SolveOptions, device, max_dense_bytes: int | None):
+    """Checks, then the system of ``method`` ("auto" resolved): (group, store, Y as (N, O)
+    float64, system).  ``solve`` and the distributed posterior share it."""
+    group = current_group(device)
+    st = store if isinstance(store, TiledStore) else TiledStore.open(store)
+    yy = _check_solve_inputs(st, y, component, method)
+    check_variance("noise_variance", noise_variance)
+    if not isinstance(options, SolveOptions):
+        raise TypeError(f"options must be a SolveOptions, got {type(options).__name__}")
+    group.same_on_all_ranks("solve arguments", (str(st.path), tensor_digest(yy), component,
+                                                float(noise_variance), method, repr(options)))
+    n = st.plan.n_rows
+    if method == "auto":
+        budget = _dense_budget(group.device) if max_dense_bytes is None else max_dense_bytes
+        method = "cholesky" if 8 * n * n <= budget else "pcg"
+    return group, st, yy, build_system(group, st, component, float(noise_variance), method, options)
 
 
-def _solve_pcg(group: Group, st: TiledStore, y: Tensor, component: str, noise: float,
-               opts: SolveOptions) -> Solution:
-    plan, dev = st.plan, group.device
-    parts = plan.row_partition(group.world_size)
-    a, b = parts[group.rank]
-    r0, r1 = plan.rows(a).start, plan.rows(b - 1).stop
-    bounds = [(plan.rows(p).start, plan.rows(q - 1).stop) for p, q in parts]
-    block, err = None, None
-    try:                                             # rows r0:r1 of K (a corrupt tile: every rank raises)
-        block = st.rows(component, a, b).to(device=dev, dtype=opts.storage_dtype)
-    except (OSError, ValueError, RuntimeError) as e:
-        err = e
-    group.agree(err)
-    n, o = y.shape
-    y = y.to(dev)
-    diag = torch.zeros(n, dtype=torch.float64, device=dev)
-    diag[r0:r1] = block.diagonal(offset=r0).to(torch.float64)
-    group.all_reduce_(diag)
-
-    def matvec(p: Tensor) -> Tensor:
-        out = torch.zeros(n, p.shape[1], dtype=torch.float64, device=dev)
-        out[r0:r1] = _local_product(block, p)
-        out[r0:r1] += noise * p[r0:r1]
-        return group.all_reduce_(out)
-
-    def row(p: int) -> Tensor:
-        owner = next(r for r, (s, e) in enumerate(bounds) if s <= p < e)
-        buf = block[p - r0].to(torch.float64) if owner == group.rank else torch.empty(n, dtype=torch.float64, device=dev)
-        return group.broadcast_(buf.clone(), owner)
-
-    if opts.preconditioner == "pivoted_cholesky":
-        pre = LowRankPlusDiagonal.from_pivoted_cholesky(diag, row, opts.rank, noise)
-    elif opts.preconditioner == "diagonal":
-        pre = DiagonalPreconditioner(diag + noise)
-    else:
-        pre = None
-    x, info = pcg(matvec, y, None if pre is None else pre.apply, opts.tol, opts.max_iterations)
-    return Solution(alpha=x, method="pcg", iterations=info.iterations, residual=info.residual,
-                    converged=info.converged, preconditioner_rank=0 if pre is None else pre.rank,
-                    history=info.history, tol=opts.tol)
-
-
-def _local_product(block: Tensor, p: Tensor) -> Tensor:
-    """block @ p accumulated in float64; a float32 block is upcast ~16M entries at a time."""
-    if block.dtype == torch.float64:
-        return block @ p
-    chunk = max(1, 2 ** 24 // block.shape[1])
-    out = torch.empty(block.shape[0], p.shape[1], dtype=torch.float64, device=p.device)
-    for s in range(0, block.shape[0], chunk):
-        out[s:s + chunk] = block[s:s + chunk].to(torch.float64) @ p
-    return out
+def solve_system(system, y: Tensor) -> Solution:
+    """α = M⁻¹ Y with a prepared system, as a ``Solution``."""
+    alpha, info = system.solve(y)
+    if info is None:
+        return Solution(alpha=alpha, method="cholesky", jitter=system.jitter)
+    return Solution(alpha=alpha, method="pcg", iterations=info.iterations, residual=info.residual,
+                    converged=info.converged, preconditioner_rank=system.preconditioner_rank,
+                    history=info.history, tol=system.opts.tol)
