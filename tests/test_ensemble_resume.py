@@ -198,3 +198,44 @@ def test_bad_eval_data_is_named():
         _ensemble().train(x, y, steps=1, eval_data={"a": (x,)}, progress=False)
     h = _ensemble().train(x, y, steps=1, eval_data={"a": (x, y)}, progress=False)
     torch.testing.assert_close(h.metrics["a_loss"][-1], h.loss[-1], rtol=1e-12, atol=0)
+
+
+def test_a_run_preempted_more_often_than_checkpoint_every_still_finishes(tmp_path: Path, monkeypatch):
+    """Checkpoints also follow the wall clock: with ``checkpoint_every`` far beyond the steps
+    between preemptions, the time trigger (here after every step: the fake clock jumps 3 s per
+    read) still moves each attempt forward, and the result is bitwise the uninterrupted one."""
+    x, y = _data()
+    ref_ens = _ensemble()
+    ref = ref_ens.train(x, y, steps=30, optimizer="adam", learning_rate=0.05, progress=False)
+    clock = [0.0]
+
+    def fake_monotonic():
+        clock[0] += 3.0
+        return clock[0]
+    monkeypatch.setattr(_checkpoint.time, "monotonic", fake_monotonic)
+    monkeypatch.setattr(_train_loop, "apply_step", _killer(_train_loop.apply_step, 4, [0]))
+    ck = tmp_path / "ens.ckpt"
+    ensembles = []
+
+    def attempt():
+        ens = _ensemble()
+        ensembles.append(ens)
+        return ens.train(x, y, steps=30, optimizer="adam", learning_rate=0.05, progress=False,
+                         checkpoint=ck, checkpoint_every=1000)
+
+    hist, attempts = _until_done(attempt)
+    assert attempts >= 8  # 30 steps, a kill every 4th update
+    _same_history(hist, ref)
+    _same_params(ensembles[-1], ref_ens)
+
+
+def test_without_the_time_trigger_the_same_preemption_never_finishes(tmp_path: Path, monkeypatch):
+    """The converse, so the test above can fail: a frozen clock leaves only ``checkpoint_every``."""
+    x, y = _data()
+    monkeypatch.setattr(_checkpoint.time, "monotonic", lambda: 0.0)
+    monkeypatch.setattr(_train_loop, "apply_step", _killer(_train_loop.apply_step, 4, [0]))
+    ck = tmp_path / "ens.ckpt"
+    with pytest.raises(AssertionError, match="never finished"):
+        _until_done(lambda: _ensemble().train(x, y, steps=30, optimizer="adam", learning_rate=0.05,
+                                              progress=False, checkpoint=ck, checkpoint_every=1000),
+                    attempts=12)

@@ -4,7 +4,7 @@
 parameter list for a given forward function, records the loss at every step
 (``TrainHistory``), evaluation metrics and NTK snapshots on request, stops at the first
 non-finite loss, and with ``checkpoint`` set saves its state every ``checkpoint_every`` steps
-so that an interrupted call resumes where it was (with bit-identical results on the same
+(and every few seconds of wall time, ``wideNN._checkpoint.Schedule``) so that an interrupted call resumes where it was (with bit-identical results on the same
 device and thread settings).  The validation helpers here are shared by both callers, so a
 network and an ensemble reject the same bad inputs with the same messages.
 """
@@ -282,11 +282,12 @@ class _Loop:
                 "train", x, y, params, o.steps, o.optimizer, o.loss, o.batch_size, o.seed,
                 self.eval_every, sorted(self.ntk_set), self.check_every, h.identity)
             self._restore(_checkpoint.load(self.ckpt, self.key))
+        self.schedule = _checkpoint.Schedule(self.ckpt_every, self.start)
 
     # -- checkpoints
     def _save(self, s: int) -> None:
         hist = self.hist
-        _checkpoint.save(self.ckpt, self.key, {
+        self.schedule.write(self.ckpt, self.key, {
             "step": s, "checked": self.checked,
             "params": [p.detach().cpu() for p in self.params],
             "buffers": [b.detach().cpu() for b in self.h.buffers],
@@ -354,7 +355,7 @@ class _Loop:
         done = self.start
         try:
             for s in range(self.start, steps):
-                if self.ckpt is not None and s > self.start and s % self.ckpt_every == 0:
+                if self.ckpt is not None and self.schedule.due(s):
                     self._save(s)
                 self.record_ntk(s)
                 if s % self.eval_every == 0:

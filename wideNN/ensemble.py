@@ -197,7 +197,7 @@ class Ensemble(nn.Module):
         (size, N, N, …) and ``history.ntk_drift()`` is (snapshots, size), one drift per member.
         ``checkpoint``: a file path; as in ``wn.train``, the state (stacked parameters and
         buffers, optimizer state, step, history) is written there atomically every
-        ``checkpoint_every`` steps and at the end, and a later call on an ensemble built the
+        ``checkpoint_every`` steps, every few seconds of wall time and at the end, and a later call on an ensemble built the
         same way, with the same data and options, resumes from it with a result bitwise equal
         to an uninterrupted run (same device and thread settings); a file of another run
         (other architecture, seeds, data or options) is refused with a ``ValueError``.

@@ -88,7 +88,7 @@ class FitOptions:
         dtype: dtype of the fit (default float64).
         progress: show a tqdm progress bar with the current log marginal likelihood.
         checkpoint: a file path: the fit's state (parameters, optimizer state, history) is
-            saved there every ``checkpoint_every`` steps and at the end, and a later call with
+            saved there every ``checkpoint_every`` steps, every few seconds of wall time and at the end, and a later call with
             the same architecture, data and options resumes from it (results identical to an
             uninterrupted fit); a file of another fit is refused.
         checkpoint_every: steps between checkpoints.
@@ -294,10 +294,10 @@ def _resume(prob: _Problem, opt: torch.optim.Optimizer, history: list[dict], arc
         prob.model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         history.extend(state["history"])
-    start = len(history)
+    schedule = _checkpoint.Schedule(o.checkpoint_every, len(history))
 
     def save(step: int, final: bool = False) -> None:
-        if final or (step > start and step % o.checkpoint_every == 0):
-            _checkpoint.save(path, key, {"model": prob.model.state_dict(), "optimizer": opt.state_dict(),
-                                         "history": list(history)})
+        if final or schedule.due(step):
+            schedule.write(path, key, {"model": prob.model.state_dict(), "optimizer": opt.state_dict(),
+                                       "history": list(history)})
     return save
