@@ -96,8 +96,9 @@ class TrainOptions:
         progress: tqdm bar; ``None`` shows it for ≥ 200 steps when stderr is a terminal.
         check_every: how often to test the loss for NaN/inf (1 on CPU, 25 on CUDA).
         checkpoint: a file path: the loop's state (parameters and buffers, optimizer state,
-            history) is saved there atomically every ``checkpoint_every`` steps, every few seconds (so that frequent preemption still advances) and at the end,
-            and a later call with the same model (class, parameters and buffers, frozen ones
+            history) is saved there atomically every ``checkpoint_every`` steps, every few
+            seconds of wall time (so frequent preemption still advances) and at the end, and a
+            later call with the same model (class, parameters and buffers, frozen ones
             included), data and options resumes from it (results identical to an uninterrupted
             run); a file of another run is refused.  Metrics must then be numbers or tensors.
         checkpoint_every: steps between checkpoints.
