@@ -70,3 +70,22 @@ def test_posterior_rejects_half_precision(dtype):
         wn.posterior(wn.Architecture(depth=1), x.to(dtype), y.to(dtype), xt.to(dtype))
     with pytest.raises(TypeError, match=f"x_train.*{name}|{name}.*x_train"):
         wn.posterior(wn.Architecture(depth=1), x.to(dtype), y, xt)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_large_cpu_eigendecomposition_through_mrrr_matches_torch(dtype):
+    """From ``SCIPY_EIGH_MIN`` on, ``eigh_psd`` uses LAPACK's MRRR driver (faster on CPU): the
+    same spectrum as torch's, a residual and orthogonality at round-off, clipping unchanged."""
+    from wideNN import linalg
+    n = linalg.SCIPY_EIGH_MIN + 8
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 40, dtype=torch.float64, generator=g)
+    a = (x @ x.T / 40).to(dtype)  # rank 40: n − 40 eigenvalues at round-off, clipped to 0
+    lam, vec = linalg.eigh_psd(a)
+    ref = torch.linalg.eigvalsh(a.double())
+    eps = torch.finfo(dtype).eps
+    assert lam.dtype == dtype and vec.shape == (n, n) and bool((lam >= 0).all())
+    torch.testing.assert_close(lam.double(), ref.clamp_min(0), rtol=0, atol=float(100 * n * eps * ref.max()))
+    res = (vec * lam) @ vec.T - a
+    assert float(res.abs().max() / a.abs().max()) < 10 * n * eps
+    assert float((vec.T @ vec - torch.eye(n, dtype=dtype)).abs().max()) < 10 * n * eps

