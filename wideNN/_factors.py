@@ -145,7 +145,7 @@ class EigenFactor:
 
 def factor_eigh(plan: Plan) -> EigenFactor:
     mat, prior = plan.build()
-    lam, vec = eigh_psd(mat, name=plan.name)
+    lam, vec = eigh_psd(mat, name=plan.name, overwrite=True)  # the plan's own copy
     del mat
     prior_rot = None
     if prior is not None:

@@ -124,18 +124,20 @@ def cholesky_differentiable(a: Tensor, jitters: Sequence[float] = DEFAULT_JITTER
                       f"{tried} (absolute jitter = relative × mean diagonal {float(scale.max()):.3g})")
 
 
-def eigh_psd(a: Tensor, *, name: str = "kernel matrix", rtol: float | None = None) -> tuple[Tensor, Tensor]:
+def eigh_psd(a: Tensor, *, name: str = "kernel matrix", rtol: float | None = None,
+             overwrite: bool = False) -> tuple[Tensor, Tensor]:
     """Eigendecomposition A = V diag(λ) Vᵀ of a symmetric PSD matrix, λ clipped at 0.
 
     Eigenvalues below ``-rtol · max|λ|`` mean A is not PSD and raise ``NotPSDError``
     (default rtol: 100 · N · machine epsilon, the size of round-off in λ); those in between
-    are round-off and are set to 0.
+    are round-off and are set to 0.  ``overwrite=True`` lets a large CPU decomposition use A's
+    memory as its workspace (A is destroyed; peak A + V instead of A + a copy + V).
     """
     if a.dim() < 2 or a.shape[-1] != a.shape[-2]:
         raise ValueError(f"{name} must be square, got shape {tuple(a.shape)}")
     if not bool(torch.isfinite(a).all()):
         raise NotPSDError(f"{name} has NaN or infinite entries")
-    lam, vec = _eigh(a)
+    lam, vec = _eigh(a, overwrite)
     top = lam.abs().amax(-1, keepdim=True)
     if rtol is None:
         rtol = 100 * a.shape[-1] * torch.finfo(a.dtype).eps
@@ -152,13 +154,14 @@ def eigh_psd(a: Tensor, *, name: str = "kernel matrix", rtol: float | None = Non
 SCIPY_EIGH_MIN = 512
 
 
-def _eigh(a: Tensor) -> tuple[Tensor, Tensor]:
+def _eigh(a: Tensor, overwrite: bool = False) -> tuple[Tensor, Tensor]:
     if (a.device.type == "cpu" and a.dim() == 2 and a.shape[-1] >= SCIPY_EIGH_MIN
             and a.dtype in (torch.float32, torch.float64)
             and not (torch.is_grad_enabled() and a.requires_grad)):
         import scipy.linalg
         # the transpose is the same symmetric matrix, and column-major: LAPACK reads it in place
-        lam, vec = scipy.linalg.eigh(a.detach().numpy().T, driver="evr", check_finite=False)
+        lam, vec = scipy.linalg.eigh(a.detach().numpy().T, driver="evr", check_finite=False,
+                                     overwrite_a=overwrite and a.is_contiguous())
         return torch.from_numpy(lam), torch.from_numpy(vec)
     return torch.linalg.eigh(a)
 
