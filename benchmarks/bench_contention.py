@@ -6,7 +6,9 @@ core busy (killed right after).  Printed: best-of-``--repeats`` times, the busy/
 and — when a Python with jax + neural-tangents is available (``--nt-python``, default
 /work/venv-nt/bin/python, or the env var WIDENN_NT_PYTHON) — neural-tangents' `stax` kernel_fn
 (jit) on the same inputs in a subprocess, quiet and busy, with the ratios NT/wideNN and the
-largest relative difference between the two results.  ``--baseline`` also times the previous
+largest relative difference between the two results, and NT/floor: neural-tangents' time over
+half a Gram matrix x·xᵀ on the same BLAS (the least any kernel of these inputs costs), i.e. the
+largest ratio NT/wideNN that any implementation could reach in that cell.  ``--baseline`` also times the previous
 code paths (the ReLU tile path, the generic path for the others) quiet and busy; ``--paths``
 only compares the previous and the fused ReLU paths at several thread counts, interleaved.
 
@@ -221,13 +223,16 @@ def main() -> None:
           f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, load average {load:.1f}, "
           f"neural-tangents: {'yes' if nt.python else 'not available (column skipped)'}")
     print(f"{'act':>10} {'L':>3} {'N':>5} {'dtype':>7} | {'quiet ms':>9} {'busy ms':>9} {'busy/q':>6} | "
-          f"{'NT q ms':>9} {'NT busy':>9} {'NT/ours q':>9} {'NT/ours b':>9} {'max rel':>8}"
+          f"{'NT q ms':>9} {'NT busy':>9} {'NT/ours q':>9} {'NT/ours b':>9} {'max rel':>8} {'NT/floor':>8}"
           + (" | before q ms  before busy" if args.baseline else ""))
     rows = []
     for dtype_name in args.dtypes:
         for n in args.n:
             x_np = np.random.default_rng(0).standard_normal((n, D_IN)).astype(dtype_name)
             x = torch.from_numpy(x_np).to(device)
+            # the floor of any kernel of these inputs: half a Gram matrix x·xᵀ (its upper triangle)
+            # through the same BLAS; NT/floor is the largest speed-up over NT that is possible
+            args.floor_s = 0.5 * quiet_and_busy(lambda: x @ x.T, max(args.repeats, 5), sync)[0]
             for depth in args.depths:
                 for act in args.activations:
                     rows.append(_case(x, x_np, act, depth, n, dtype_name, args, nt, sync))
@@ -250,9 +255,9 @@ def _case(x, x_np, act, depth, n, dtype_name, args, nt, sync) -> dict:
         k, t = arch.kernels(x[:256])
         diff = max(float(np.abs(k.cpu().numpy() - corner[0]).max() / np.abs(corner[0]).max()),
                    float(np.abs(t.cpu().numpy() - corner[1]).max() / np.abs(corner[1]).max()))
-        row.update(nt_quiet_s=nt_q, nt_busy_s=nt_b, max_rel_diff=diff)
+        row.update(nt_quiet_s=nt_q, nt_busy_s=nt_b, max_rel_diff=diff, half_gram_s=args.floor_s)
         line += (f"{nt_q * 1e3:9.1f} {nt_b * 1e3:9.1f} {nt_q / quiet:9.2f} {nt_b / busy:9.2f} "
-                 f"{diff:8.1e}")
+                 f"{diff:8.1e} {nt_q / args.floor_s:8.2f}")
     if args.baseline:
         bq, bb = quiet_and_busy(baseline(x, act, depth), args.repeats, sync)
         row.update(before_quiet_s=bq, before_busy_s=bb)
