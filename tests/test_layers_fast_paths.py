@@ -121,3 +121,20 @@ def test_worker_threads_leave_autograd_to_the_calling_thread(two_workers):
         fd = (total(w + h) - total(w - h)) / (2 * h)
     assert gw.item() == pytest.approx(fd.item(), rel=1e-7)
     assert torch.get_num_threads() == 2  # restored after the worker-thread run
+
+
+def test_one_side_with_autograd():
+    """x2 requiring grad (x1 not): that side has no precomputed factors, the kernel carries
+    autograd, and its gradient matches a central difference."""
+    arch = ARCHS["flatten"]
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(3, 2, 5, 5, generator=g, dtype=torch.float64)
+    y = torch.randn(2, 2, 5, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    k = arch.nngp(x, y)
+    (gy,) = torch.autograd.grad(k.sum(), (y,))
+    with torch.no_grad():
+        torch.testing.assert_close(k, arch.nngp(x, y.detach()), rtol=1e-14, atol=0)
+        e = torch.zeros_like(y)
+        e[1, 0, 2, 3] = 1e-6
+        fd = (arch.nngp(x, y + e).sum() - arch.nngp(x, y - e).sum()) / 2e-6
+    assert gy[1, 0, 2, 3].item() == pytest.approx(fd.item(), rel=1e-6)

@@ -85,16 +85,16 @@ class ActivationStep(Step):
                 return KernelState(t, ntk, state.spatial, state.full)
             v1, v2 = place(var, 1, "self", True, d), place(var, 2, "self", True, d)
             f1 = f2 = self.prepare(var)
-        else:
-            v1 = place(ev.vars1[self.index], 1, ev.pairs, full, d)
-            v2 = place(ev.vars2[self.index], 2, ev.pairs, full, d)
-            if ev.prepared1 is not None:
-                f1, f2 = ev.prepared1[self.index], ev.prepared2[self.index]
+        elif ev.prepared1 is not None and ev.prepared2 is not None:
+            f1, f2 = ev.prepared1[self.index], ev.prepared2[self.index]
         if f1 is not None and f2 is not None and not _needs_grad(k, state.ntk):
             t, td = relu_dual_fused(k, [place(f, 1, ev.pairs, full, d) for f in f1],
                                     [place(f, 2, ev.pairs, full, d) for f in f2])
             ntk = None if (state.ntk is None or not ev.compute_ntk) else td.mul_(state.ntk)
             return KernelState(t, ntk, state.spatial, state.full)
+        if ev.pairs != "self":
+            v1 = place(ev.vars1[self.index], 1, ev.pairs, full, d)
+            v2 = place(ev.vars2[self.index], 2, ev.pairs, full, d)
         if type(act) is _acts.ReLU and not _needs_grad(v1, k, v2, state.ntk):
             t, td = relu_dual_inplace(v1, k, v2)
             ntk = None if (state.ntk is None or not ev.compute_ntk) else td.mul_(state.ntk)
