@@ -32,7 +32,7 @@ from torch import Tensor
 from . import activations as _acts
 from ._fused_layers import plan_for
 
-__all__ = ["fused_kernels", "tile_threads"]
+__all__ = ["fused_kernels", "tile_threads", "run_tasks"]
 
 # elements of one tile buffer: 256×256 float64 = 512 KB, large enough that the Python cost of a
 # pass (a few µs) is small against its work, small enough that the ~6 buffers stay in L2/L3
@@ -116,7 +116,7 @@ def _fused(plan, x1, x2, act, depth, w, b, compute_ntk, compute_nngp, block_size
     make_buffers = lambda: [torch.empty(size, dtype=x1.dtype, device=x1.device)  # noqa: E731
                             for _ in range(buffers)]
     # CUDA: one stream (the tiles are large and the passes asynchronous)
-    _run(tiles, work, make_buffers, 1 if x1.is_cuda else min(tile_threads(threads), len(tiles)))
+    run_tasks(tiles, work, make_buffers, 1 if x1.is_cuda else min(tile_threads(threads), len(tiles)))
     return nngp, ntk
 
 
@@ -241,7 +241,7 @@ def _store(target: Tensor, tile: Tensor, ri: slice, rj: slice, mirror: bool) -> 
         target[rj, ri] = tile.T
 
 
-def _run(tasks: list, work: Callable, make_buffers: Callable, threads: int) -> None:
+def run_tasks(tasks: list, work: Callable, make_buffers: Callable, threads: int) -> None:
     """work(task, buffers) for every task, on ``threads`` workers that each own their buffers
     and take the next task when done (the caller makes torch's ops single-threaded)."""
     if threads <= 1:

@@ -18,6 +18,7 @@ over the tile with one transcendental per entry, no allocation:
     sin/cos         exp (and a reciprocal)                  e^{−k12} = 1/e^{k12}
     gelu            sqrt, atan2                             (the closed form of ``wideNN._gelu``)
     identity        none                                    —
+On the CPU the arccos and square roots of the arc-cosine family run in NumPy (``wideNN._numpy_math``).
 The driver (tiling, threads) is ``wideNN._fused``.
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch
 from torch import Tensor
 
 from . import activations as _acts
+from ._numpy_math import arccos_into, sqrt_
 
 __all__ = ["plan_for"]
 
@@ -108,9 +110,9 @@ class _ArcCosine(_Plan):
     def layer_(self, c, q, rv, cv, out, scratch):
         p, amat = scratch[0], scratch[1]
         m = _snapped_(c)
-        torch.arccos(m, out=p)                                            # π − θ
+        arccos_into(m, p)                                                 # π − θ
         torch.mul(m, m, out=out)
-        out.neg_().add_(1.0).sqrt_().addcmul_(p, m, value=-1.0)           # √(1−c²) + (π−θ)c
+        sqrt_(out.neg_().add_(1.0)).addcmul_(p, m, value=-1.0)            # √(1−c²) + (π−θ)c
         a = self.slope
         if a != 0.0:
             out.mul_(self.kappa).add_(m, alpha=-a)
@@ -135,7 +137,7 @@ class _Step(_ArcCosine):
 
     def layer_(self, c, q, rv, cv, out, scratch):
         p, amat = scratch[0], scratch[1]
-        torch.arccos(_snapped_(c), out=p)
+        arccos_into(_snapped_(c), p)
         torch.outer(rv[0], cv[1], out=amat)
         torch.mul(p, amat, out=out).addr_(rv[2], cv[3])
         return out

@@ -28,10 +28,12 @@ from typing import Sequence
 
 import torch
 from torch import Tensor
+from torch.nn.functional import threshold_
 
 from . import activations as _acts
 from ._checks import check_float_precision, check_inputs, check_int, check_same_place, check_variance
 from ._fused import exact_near_one_ as _exact_near_one_, fused_kernels, openmp_threads
+from ._numpy_math import arccos_into, sqrt_
 from ._gaussian import MAX_NODE_FACTOR
 
 __all__ = ["kernels"]
@@ -487,26 +489,33 @@ def _relu_tiled(spec: _Recursion, x1: Tensor, x2: Tensor | None, block_size: int
     return nngp, ntk
 
 
-def _snap_one_(c: Tensor) -> None:
-    """Correlations within a few ulps of ±1 become exactly ±1 (as ``snap_correlation`` in the
-    generic path): a coincident pair stays coincident through every layer."""
+def _negate_snapped_(c: Tensor) -> Tensor:
+    """c → m = −c in place, clamped to [−1, 1], with correlations within 8 ulps of ±1 set to
+    exactly ±1 (as ``snap_correlation`` in the generic path: a coincident pair stays coincident
+    through every layer).  Three passes without masks: threshold_ sets x ≤ −1 + tol to −1,
+    applied to c and then to −c.  The ReLU dual then takes arccos(m) = π − θ directly."""
     tol = 8 * torch.finfo(c.dtype).eps
-    c.masked_fill_(c >= 1.0 - tol, 1.0).masked_fill_(c <= -1.0 + tol, -1.0)
+    threshold_(c, -1.0 + tol, -1.0)
+    return threshold_(c.neg_(), -1.0 + tol, -1.0)
 
 
 def _relu_layer_(c, q, row, col, brow, bcol, w2pi, b, compute_ntk: bool, out: Tensor, p: Tensor) -> Tensor:
     """One ReLU layer on a tile (see ``_relu_tiled``): returns the new c written into ``out``
-    and updates q in place; ``p`` is scratch.  No allocation of tile-sized arrays."""
-    c.clamp_(-1.0, 1.0)
-    _snap_one_(c)
-    torch.arccos(c, out=p).neg_().add_(math.pi)                                 # π − θ
-    torch.mul(c, c, out=out)
-    out.neg_().add_(1.0).clamp_(min=0.0).sqrt_().addcmul_(p, c)                # √(1−c²) + (π−θ)c
+    and updates q in place; ``p`` is scratch; c is overwritten.  No allocation of tile-sized
+    arrays; on the CPU the arccos and the square root run in NumPy (``arccos_into``)."""
+    m = _negate_snapped_(c)
+    arccos_into(m, p)                                                           # π − θ
+    # |m| ≤ 1 exactly, so 1 − m² ≥ 0
+    sqrt_(torch.addcmul(_one(m), m, m, value=-1.0, out=out)).addcmul_(p, m, value=-1.0)  # √(1−c²) + (π−θ)c
     rs = row * w2pi
     out.mul_(rs[:, None]).mul_(col[None, :]).addr_(brow * b, bcol)
     if compute_ntk:
         q.mul_(p).mul_(rs[:, None]).mul_(col[None, :]).add_(out)
     return out
+
+
+def _one(x: Tensor) -> Tensor:
+    return torch.ones((), dtype=x.dtype, device=x.device)
 
 
 def _relu_layer_pure(c, q, row, col, brow, bcol, w2pi, b, compute_ntk: bool):

@@ -14,17 +14,21 @@ exactly symmetric.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import Tensor
 
 from .._checks import check_inputs
+from .._fused import run_tasks, tile_threads
 from ._state import KernelState, input_state
 from .base import Evaluation
 
-# working-set target of one tile (all of its live arrays together): on the CPU small enough to
-# share the machine; on CUDA a quarter of the free memory, at most this
-_CPU_BUDGET = 256 * 1024 * 1024
+# working-set target of one tile (all of its live arrays together).  CPU: small enough that a
+# layer's dozen elementwise passes over the tile run in cache (the L2/L3 of one core; measured on
+# the flatten-readout CNN-GP, 28×28, tiles of ~100 example pairs ran 2.7× faster than tiles of
+# ~3000); CUDA: a quarter of the free memory, at most this
+_CPU_BUDGET = 8 * 1024 * 1024
 _CUDA_BUDGET = 16 * 1024 * 1024 * 1024
 # live tile-sized arrays of a pass (K, Θ, their transforms and temporaries of a dual)
 _ARRAYS = 12
@@ -72,20 +76,63 @@ def _run(root, xa: Tensor, xb: Tensor | None, pairs: str, ev: Evaluation) -> Ker
     return root.apply(input_state(xa, xb, d, root.in_full, pairs), ev)
 
 
+def _prepared(root, variances: list[Tensor]) -> list | None:
+    """Per activation, the per-example factors of its fused dual (``ActivationStep.prepare``),
+    computed once for all tiles; None when no activation has one."""
+    steps = {s.index: s for s in _activation_steps(root)}
+    out = [steps[i].prepare(v) for i, v in enumerate(variances)]
+    return out if any(f is not None for f in out) else None
+
+
+def _tiles(tasks: list, work: Callable[[object], bool], on_cpu: bool) -> None:
+    """work(task) for every task.  The first runs in this thread; its result says whether the
+    kernels carry autograd.  Without autograd, on the CPU the others are shared out between
+    worker threads that run their tiles single-threaded (``wideNN._fused``: an OpenMP barrier
+    per small pass would wait for descheduled threads on a shared machine), with the caller's
+    inference mode."""
+    if not tasks:
+        return
+    grad = work(tasks[0])
+    rest = tasks[1:]
+    if not on_cpu or grad:
+        for task in rest:
+            work(task)
+        return
+    inference = torch.is_inference_mode_enabled()
+
+    def in_worker(task, _buffers) -> None:
+        with (torch.inference_mode() if inference else torch.no_grad()):
+            work(task)
+
+    before = torch.get_num_threads()
+    try:
+        threads = min(tile_threads(before), max(1, len(rest)))
+        torch.set_num_threads(1)
+        run_tasks(rest, in_worker, lambda: None, threads)
+    finally:
+        torch.set_num_threads(before)
+
+
 def self_pass(root, x: Tensor, block: int, compute_ntk: bool):
     """Per-activation variances (N, *S) of x with itself, and the output kernels (N, …)."""
     n_act = root.n_activations
-    parts: list[list[Tensor]] = [[] for _ in range(n_act)]
-    nngp, ntk = [], []
-    for start in range(0, x.shape[0], block):
+    starts = list(range(0, x.shape[0], block))
+    results: list = [None] * len(starts)
+
+    def work(b: int) -> bool:
         ev = Evaluation("self", compute_ntk, record={})
-        st = _run(root, x[start:start + block], None, "self", ev)
-        for i in range(n_act):
-            parts[i].append(ev.record[i])
-        nngp.append(st.nngp)
-        ntk.append(st.ntk)
-    variances = [torch.cat(p) for p in parts]
-    return variances, _cat(nngp), (_cat(ntk) if compute_ntk else None)
+        st = _run(root, x[starts[b]:starts[b] + block], None, "self", ev)
+        results[b] = ([ev.record[i] for i in range(n_act)], st.nngp, st.ntk)
+        return _requires_grad(st)
+
+    _tiles(list(range(len(starts))), work, not x.is_cuda)
+    variances = [torch.cat([r[0][i] for r in results]) for i in range(n_act)]
+    nngp, ntk = _cat([r[1] for r in results]), _cat([r[2] for r in results])
+    return variances, nngp, (ntk if compute_ntk else None)
+
+
+def _requires_grad(st: KernelState) -> bool:
+    return st.nngp.requires_grad or (st.ntk is not None and st.ntk.requires_grad)
 
 
 def _cat(parts):
@@ -104,10 +151,12 @@ def evaluate(root, x1: Tensor, x2: Tensor | None, diag: bool, block_size: int | 
         if x2 is None:
             return k, _ntk_or_zero(th, k, compute_ntk)
         vars2, _, _ = self_pass(root, x2, block, False)
+        prep1, prep2 = _prepared(root, vars1), _prepared(root, vars2)
         ks, ths = [], []
         for s in range(0, x1.shape[0], block):
             sl = slice(s, s + block)
-            ev = Evaluation("zip", compute_ntk, [v[sl] for v in vars1], [v[sl] for v in vars2])
+            ev = Evaluation("zip", compute_ntk, [v[sl] for v in vars1], [v[sl] for v in vars2],
+                            prepared1=_slice(prep1, sl), prepared2=_slice(prep2, sl))
             st = _run(root, x1[sl], x2[sl], "zip", ev)
             ks.append(st.nngp)
             ths.append(st.ntk)
@@ -117,6 +166,12 @@ def evaluate(root, x1: Tensor, x2: Tensor | None, diag: bool, block_size: int | 
     vars2 = vars1 if x2 is None else (self_pass(root, x2, block, False)[0] if root.n_activations else [])
     rows = block_size or max(1, math.isqrt(per_tile))
     return _matrix(root, x1, x2, vars1, vars2, rows, compute_ntk)
+
+
+def _slice(prepared: list | None, rows: slice) -> list | None:
+    if prepared is None:
+        return None
+    return [None if f is None else tuple(t[rows] for t in f) for f in prepared]
 
 
 def _ntk_or_zero(th, k, compute_ntk):
@@ -129,27 +184,34 @@ def _matrix(root, x1, x2, vars1, vars2, rows, compute_ntk):
     symmetric = x2 is None
     xb = x1 if symmetric else x2
     n, m = x1.shape[0], xb.shape[0]
-    nngp = ntk = None
-    for i in range(0, n, rows):
-        ri = slice(i, i + rows)
-        for j in range(i if symmetric else 0, m, rows):
-            rj = slice(j, j + rows)
-            ev = Evaluation("matrix", compute_ntk, [v[ri] for v in vars1], [v[rj] for v in vars2])
-            st = _run(root, x1[ri], xb[rj], "matrix", ev)
-            th = _ntk_or_zero(st.ntk, st.nngp, compute_ntk)
-            if symmetric and i == j:
-                # the pair (a, b) and (b, a) round differently (k11 and k22 enter the duals in
-                # different orders): average so the kernel is exactly symmetric
-                st.nngp = 0.5 * (st.nngp + st.nngp.transpose(0, 1))
-                th = None if th is None else 0.5 * (th + th.transpose(0, 1))
-            if nngp is None:
-                shape = (n, m, *st.nngp.shape[2:])
-                nngp = st.nngp.new_empty(shape)
-                ntk = st.nngp.new_empty(shape) if compute_ntk else None
-            for out, val in ((nngp, st.nngp), (ntk, th)):
-                if out is None:
-                    continue
-                out[ri, rj] = val
-                if symmetric and j != i:
-                    out[rj, ri] = val.transpose(0, 1)
-    return nngp, ntk
+    prep1 = _prepared(root, vars1) if vars1 else None
+    prep2 = prep1 if symmetric else (_prepared(root, vars2) if vars2 else None)
+    outputs: list = []
+    tiles = [(i, j) for i in range(0, n, rows) for j in range(i if symmetric else 0, m, rows)]
+
+    def work(ij) -> bool:
+        i, j = ij
+        ri, rj = slice(i, i + rows), slice(j, j + rows)
+        ev = Evaluation("matrix", compute_ntk, [v[ri] for v in vars1], [v[rj] for v in vars2],
+                        prepared1=_slice(prep1, ri), prepared2=_slice(prep2, rj))
+        st = _run(root, x1[ri], xb[rj], "matrix", ev)
+        th = _ntk_or_zero(st.ntk, st.nngp, compute_ntk)
+        if symmetric and i == j:
+            # the pair (a, b) and (b, a) round differently (k11 and k22 enter the duals in
+            # different orders): average so the kernel is exactly symmetric
+            st.nngp = 0.5 * (st.nngp + st.nngp.transpose(0, 1))
+            th = None if th is None else 0.5 * (th + th.transpose(0, 1))
+        if not outputs:  # the first tile runs alone (``_tiles``)
+            shape = (n, m, *st.nngp.shape[2:])
+            outputs.append(st.nngp.new_empty(shape))
+            outputs.append(st.nngp.new_empty(shape) if compute_ntk else None)
+        for out, val in zip(outputs, (st.nngp, th)):
+            if out is None:
+                continue
+            out[ri, rj] = val
+            if symmetric and j != i:
+                out[rj, ri] = val.transpose(0, 1)
+        return _requires_grad(st)
+
+    _tiles(tiles, work, not x1.is_cuda)
+    return outputs[0], outputs[1]

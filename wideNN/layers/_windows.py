@@ -13,6 +13,7 @@ needs the (S, S') plane moved to the last dims first.)
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -116,23 +117,31 @@ def _taps(t: Tensor, dims: tuple[int, ...], k: int, s: int, out: int, lo: int) -
     P = t preceded by ``lo`` implicit zeros (and zeros after it): each tap adds the slice of its
     valid range, so zero padding costs no copy.  Tap i = lo covers every output (see
     ``resolve_window``: lo < k), so it initialises the sum."""
-    n = t.shape[dims[0]]
+    first, rest = _tap_slices(t.dim(), dims, t.shape[dims[0]], k, s, out, lo)
+    acc = t[first].clone()
+    for target, source in rest:
+        acc[target].add_(t[source])
+    return acc
 
+
+@functools.lru_cache(maxsize=256)
+def _tap_slices(ndim: int, dims: tuple[int, ...], n: int, k: int, s: int, out: int, lo: int):
+    """The index tuples of ``_taps`` (built once per shape: every tile of a call reuses them)."""
     def sl(i: int, a0: int, a1: int, source: bool) -> tuple:
-        idx = [slice(None)] * t.dim()
+        idx = [slice(None)] * ndim
         for d in dims:
             idx[d] = slice(s * a0 + i - lo, s * (a1 - 1) + i - lo + 1, s) if source else slice(a0, a1)
         return tuple(idx)
 
-    acc = t[sl(lo, 0, out, True)].clone()
+    rest = []
     for i in range(k):
         if i == lo:
             continue
         a0 = max(0, -((i - lo) // s))                 # ⌈(lo − i)/s⌉
         a1 = min(out, (n - 1 + lo - i) // s + 1)
         if a1 > a0:
-            acc[sl(i, a0, a1, False)].add_(t[sl(i, a0, a1, True)])
-    return acc
+            rest.append((sl(i, a0, a1, False), sl(i, a0, a1, True)))
+    return sl(lo, 0, out, True), tuple(rest)
 
 
 def _pads(w: Window, j: int, t: Tensor, dims: tuple[int, ...]) -> tuple[Tensor, int]:

@@ -16,8 +16,10 @@ import math
 
 import torch
 from torch import Tensor, nn
+from torch.nn.functional import threshold_
 
 from .. import activations as _acts
+from .._numpy_math import arccos, sqrt_
 from ._state import KernelState, positions_diagonal
 from .base import Env, Evaluation, Layer, LayerError, Step, shape_str
 
@@ -63,9 +65,17 @@ class ActivationStep(Step):
         self.label, self.in_shape, self.out_shape = label, in_shape, out_shape
         self.activation, self.index = activation, index
 
+    def prepare(self, var: Tensor) -> tuple[Tensor, ...] | None:
+        """Per-example factors of the fused dual, computed once from the recorded variances
+        (``relu_factors``), or None: the dual then runs from the variances themselves."""
+        if type(self.activation) is not _acts.ReLU or _needs_grad(var):
+            return None
+        return relu_factors(var)
+
     def apply(self, state: KernelState, ev: Evaluation) -> KernelState:
         act, d, k = self.activation, len(state.spatial), state.nngp
         full = state.full and d > 0
+        f1 = f2 = None
         if ev.pairs == "self":
             var = positions_diagonal(k, d) if full else k
             ev.record[self.index] = var
@@ -74,7 +84,15 @@ class ActivationStep(Step):
                 ntk = None if (state.ntk is None or not ev.compute_ntk) else td * state.ntk
                 return KernelState(t, ntk, state.spatial, state.full)
             v1, v2 = place(var, 1, "self", True, d), place(var, 2, "self", True, d)
-        else:
+            f1 = f2 = self.prepare(var)
+        elif ev.prepared1 is not None and ev.prepared2 is not None:
+            f1, f2 = ev.prepared1[self.index], ev.prepared2[self.index]
+        if f1 is not None and f2 is not None and not _needs_grad(k, state.ntk):
+            t, td = relu_dual_fused(k, [place(f, 1, ev.pairs, full, d) for f in f1],
+                                    [place(f, 2, ev.pairs, full, d) for f in f2])
+            ntk = None if (state.ntk is None or not ev.compute_ntk) else td.mul_(state.ntk)
+            return KernelState(t, ntk, state.spatial, state.full)
+        if ev.pairs != "self":
             v1 = place(ev.vars1[self.index], 1, ev.pairs, full, d)
             v2 = place(ev.vars2[self.index], 2, ev.pairs, full, d)
         if type(act) is _acts.ReLU and not _needs_grad(v1, k, v2, state.ntk):
@@ -107,3 +125,38 @@ def relu_dual_inplace(k11: Tensor, k12: Tensor, k22: Tensor) -> tuple[Tensor, Te
     t = torch.mul(c, c).neg_().add_(1.0).clamp_(min=0.0).sqrt_().addcmul_(p, c)
     t.mul_(k11.clamp(min=0).sqrt() * (1.0 / (2 * math.pi))).mul_(k22.clamp(min=0).sqrt())
     return t, p.mul_(1.0 / (2 * math.pi))
+
+
+_INV_2PI = 1.0 / (2 * math.pi)
+
+
+def relu_factors(var: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-example, per-position factors of ``relu_dual_fused`` from the variances k = K(x, x)[p, p]:
+    (k^{-1/2} (0 where k = 0), √k, √k / 2π) — computed once per input set instead of once per
+    tile of example pairs."""
+    pos = var > 0
+    r = torch.where(pos, var, torch.ones_like(var)).rsqrt_().mul_(pos)
+    s = var.clamp(min=0).sqrt()
+    return r, s, s * _INV_2PI
+
+
+def relu_dual_fused(k12: Tensor, side1, side2) -> tuple[Tensor, Tensor]:
+    """ReLU's duals as ``relu_dual_inplace`` from precomputed ``relu_factors`` of the two sides
+    (placed to broadcast against k12), in two fresh arrays and ten passes:
+
+        c = k12 r r',   T = s s'/2π (√(1−c²) + (π−θ)c),   Ṫ = (π−θ)/2π,   π − θ = arccos(−c)
+
+    with c snapped to exactly ±1 within 8 ulps (as ``wideNN._gaussian.snap_correlation``).  The
+    array holds m = −c after the snap, so arccos(m) is π − θ directly; |m| ≤ 1 exactly then, so
+    1 − m² ≥ 0 needs no clamp."""
+    r1, _, a1 = side1
+    r2, a2, _ = side2
+    tol = 8 * torch.finfo(k12.dtype).eps
+    m = torch.mul(k12, r1).mul_(r2)
+    threshold_(m, -1.0 + tol, -1.0)                      # c ≤ −1 + tol → −1 (c < −1 too)
+    threshold_(m.neg_(), -1.0 + tol, -1.0)               # m = −c; c ≥ 1 − tol → 1 (c > 1 too)
+    p = arccos(m)                                        # π − θ
+    t = sqrt_(torch.addcmul(m.new_ones(()), m, m, value=-1.0))
+    t.addcmul_(p, m, value=-1.0).mul_(a1).mul_(a2)
+    return t, p.mul_(_INV_2PI)
+

@@ -99,7 +99,9 @@ class Evaluation:
     ``pairs``: ``"matrix"`` (batch (n, m)), ``"self"`` (each example with itself, batch (n,)),
     ``"zip"`` (x1_i with x2_i, batch (n,)).  In ``"self"`` passes each activation reads its
     variances off the state and stores them in ``record``; the other passes read ``vars1`` /
-    ``vars2`` (one (b, *S) tensor per activation, recorded by self passes).
+    ``vars2`` (one (b, *S) tensor per activation, recorded by self passes), and, where an
+    activation has a fused dual, ``prepared1`` / ``prepared2``: its per-example factors computed
+    once from those variances (``ActivationStep.prepare``; None entries for the others).
     """
 
     pairs: str
@@ -107,6 +109,8 @@ class Evaluation:
     vars1: list[Tensor] | None = None
     vars2: list[Tensor] | None = None
     record: dict[int, Tensor] | None = None
+    prepared1: list | None = None
+    prepared2: list | None = None
 
 
 def entries(spatial: tuple[int, ...], full: bool) -> int:
