@@ -107,23 +107,31 @@ def gelu_dual(k11: Tensor, k12: Tensor, k22: Tensor) -> tuple[Tensor, Tensor]:
     Returns:
         ``(T, Td)`` with ``T = E[gelu(u) gelu(v)]`` and
         ``Td = E[gelu'(u) gelu'(v)]``, both of the broadcast shape.  See the
-        module docstring for the formulas and their derivation.
+        module docstring for the formulas, their derivation and the scaled
+        form evaluated here (finite for every representable kernel).
     """
     k11, k12, k22 = _as_float_tensors(k11, k12, k22)
     a1 = torch.clamp_min(1.0 + k11, _FLOOR)  # Var(u - a)
     a2 = torch.clamp_min(1.0 + k22, _FLOOR)  # Var(v - b)
-    s = a1 * a2
-    k12sq = k12 * k12
-    prod = k11 * k22
-    # D = S - k12^2, written to reduce cancellation near coincident points.
-    d = torch.clamp_min((1.0 + k11 + k22) + (prod - k12sq), _FLOOR)
-    sqrt_d = torch.sqrt(d)
-    ang = torch.atan2(k12, sqrt_d)  # = arcsin(k12 / sqrt(S))
-
-    t = k12 * (0.25 + _INV_2PI * ang) + _INV_2PI * (prod * d + k12sq) / (s * sqrt_d)
-    td = (0.25 + _INV_2PI * ang) + _INV_2PI * k12 * ((3.0 + k11 + k22) * d + k12sq) / (
-        s * d * sqrt_d
-    )
+    r = torch.sqrt(a1) * torch.sqrt(a2)  # √S, never S itself (overflows for k ~ 1e154)
+    ia1, ia2 = 1.0 / a1, 1.0 / a2
+    # q = D/S = 1 − ρ²: (1 + k11 + k22)/S plus the Gram determinant (k11 k22 − k12²)/S, both
+    # products formed as (·/a1)(·/a2) (bounded; coincident points k11 = k12 = k22 give exactly 0)
+    # (divisions, not products with 1/a: their backward never forms k·k for large variances)
+    beta = (k11 / a1) * (k22 / a2)  # k11 k22 / S
+    det = beta - (k12 / a1) * (k12 / a2)
+    q0 = ia1 + ia2 - ia1 * ia2  # (1 + k11 + k22)/S ≤ q for every PSD input
+    # guard (see the module docstring): inactive unless the input leaves the PSD cone by more
+    # than half of q0, which rounding does only where q0 ≪ ε (variances of very different size
+    # on one line through 0); D ≥ ½ as before where q0 is not positive (invalid k < 0)
+    q = torch.maximum(q0 + det, 0.5 * torch.maximum(q0, ia1 * ia2))
+    sq = torch.sqrt(q)
+    rho = k12 / r  # k12/√S
+    p = 0.25 + _INV_2PI * torch.atan2(rho, sq)  # ¼ + arcsin(ρ)/2π
+    t = k12 * p + _INV_2PI * (beta * r * sq + rho * (rho / (r * sq)))
+    gamma = ia1 + ia2 + ia1 * ia2  # (3 + k11 + k22)/S
+    u = (rho / r) / sq  # k12/(S √q)
+    td = p + _INV_2PI * (rho * gamma / sq + u * u * (rho / sq))
     return t, td
 
 
@@ -131,13 +139,15 @@ def gelu_dual_diag(k: Tensor) -> tuple[Tensor, Tensor]:
     r"""Diagonal dual kernels ``(E[gelu(u)^2], E[gelu'(u)^2])`` for ``u ~ N(0, k)``.
 
     Equal to ``gelu_dual(k, k, k)`` (``D = 1 + 2k``, ``S = (1+k)^2``), written in
-    simplified form.
+    simplified form: ``k²/((1+k)√(1+2k)) = k·β/√D`` and
+    ``k(3+5k)/((1+k)D^{3/2}) = β (5/2 + 1/(2D))/√D`` with ``β = k/(1+k)``, so that no
+    intermediate overflows before the result does.
     """
     (k,) = _as_float_tensors(k)
     a = torch.clamp_min(1.0 + k, _FLOOR)
-    d = torch.clamp_min(1.0 + 2.0 * k, _FLOOR)
-    sqrt_d = torch.sqrt(d)
-    ang = torch.atan2(k, sqrt_d)  # = arcsin(k / (1 + k))
-    t = k * (0.25 + _INV_2PI * ang) + _INV_PI * k * k / (a * sqrt_d)
-    td = (0.25 + _INV_2PI * ang) + _INV_2PI * k * (3.0 + 5.0 * k) / (a * d * sqrt_d)
+    sqrt_d = math.sqrt(2.0) * torch.sqrt(torch.clamp_min(0.5 + k, 0.5 * _FLOOR))  # √(1 + 2k)
+    beta = k / a
+    ang = torch.atan2(beta, sqrt_d / a)  # = arcsin(k / (1 + k)); O(1) arguments (no overflow in backward)
+    t = k * (0.25 + _INV_2PI * ang) + _INV_PI * k * (beta / sqrt_d)
+    td = (0.25 + _INV_2PI * ang) + _INV_2PI * beta * (2.5 + 0.5 / (sqrt_d * sqrt_d)) / sqrt_d
     return t, td
