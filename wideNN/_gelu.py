@@ -79,6 +79,8 @@ import math
 import torch
 from torch import Tensor
 
+from ._gaussian import shifted_gram
+
 __all__ = ["gelu_dual", "gelu_dual_diag"]
 
 _INV_2PI = 1.0 / (2.0 * math.pi)
@@ -113,18 +115,9 @@ def gelu_dual(k11: Tensor, k12: Tensor, k22: Tensor) -> tuple[Tensor, Tensor]:
     k11, k12, k22 = _as_float_tensors(k11, k12, k22)
     a1 = torch.clamp_min(1.0 + k11, _FLOOR)  # Var(u - a)
     a2 = torch.clamp_min(1.0 + k22, _FLOOR)  # Var(v - b)
-    r = torch.sqrt(a1) * torch.sqrt(a2)  # √S, never S itself (overflows for k ~ 1e154)
     ia1, ia2 = 1.0 / a1, 1.0 / a2
-    # q = D/S = 1 − ρ²: (1 + k11 + k22)/S plus the Gram determinant (k11 k22 − k12²)/S, both
-    # products formed as (·/a1)(·/a2) (bounded; coincident points k11 = k12 = k22 give exactly 0)
-    # (divisions, not products with 1/a: their backward never forms k·k for large variances)
+    r, q = shifted_gram(k11, k12, k22, _FLOOR)  # √S and D/S = 1 − ρ² (never S or D themselves)
     beta = (k11 / a1) * (k22 / a2)  # k11 k22 / S
-    det = beta - (k12 / a1) * (k12 / a2)
-    q0 = ia1 + ia2 - ia1 * ia2  # (1 + k11 + k22)/S ≤ q for every PSD input
-    # guard (see the module docstring): inactive unless the input leaves the PSD cone by more
-    # than half of q0, which rounding does only where q0 ≪ ε (variances of very different size
-    # on one line through 0); D ≥ ½ as before where q0 is not positive (invalid k < 0)
-    q = torch.maximum(q0 + det, 0.5 * torch.maximum(q0, ia1 * ia2))
     sq = torch.sqrt(q)
     rho = k12 / r  # k12/√S
     p = 0.25 + _INV_2PI * torch.atan2(rho, sq)  # ¼ + arcsin(ρ)/2π

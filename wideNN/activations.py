@@ -27,7 +27,8 @@ from torch import Tensor
 from ._activation_base import Activation
 from ._gelu import gelu_dual, gelu_dual_diag
 from ._checks import check_positive
-from ._gaussian import HALF_WIDTH, INV_2PI, correlation, normal_rule, safe_arccos, safe_sqrt, snap_correlation
+from ._gaussian import (HALF_WIDTH, INV_2PI, correlation, normal_rule, safe_arccos, safe_sqrt,
+                        shifted_gram, snap_correlation)
 
 __all__ = [
     "Activation", "ReLU", "LeakyReLU", "Abs", "Erf", "GELU", "Sin", "Cos", "Identity",
@@ -120,8 +121,13 @@ class Abs(LeakyReLU):
 class Erf(Activation):
     """φ(u) = erf(u) (Williams 1997):
 
-        E[φφ]   = (2/π) arcsin(2 k12 / √((1 + 2k11)(1 + 2k22)))
-        E[φ'φ'] = (4/π) / √((1 + 2k11)(1 + 2k22) − 4 k12²)
+        E[φφ]   = (2/π) arcsin(2 k12 / √((1 + 2k11)(1 + 2k22))) = (2/π) atan2(2 k12, √D)
+        E[φ'φ'] = (4/π) / √D,   D = (1 + 2k11)(1 + 2k22) − 4 k12²
+
+    Evaluated through ``wideNN._gaussian.shifted_gram`` (D/((1+2k11)(1+2k22)) from bounded
+    ratios: no overflow before the result, and no cancellation between (1+2k)² and 4k12², which
+    left nothing of D ≈ 1 + 4k at coincident points once k ≳ 1/ε); the atan2 form keeps T
+    accurate where the arcsin argument rounds to 1.
     """
 
     name = "erf"
@@ -134,29 +140,15 @@ class Erf(Activation):
         return (2.0 / math.sqrt(math.pi)) * torch.exp(-x * x)
 
     def dual(self, k11, k12, k22):
-        a = 1.0 + 2.0 * k11
-        b = 1.0 + 2.0 * k22
-        ra, rb = torch.sqrt(a), torch.sqrt(b)  # √a·√b, not √(a·b): no overflow for huge variances
-        t = (2.0 / math.pi) * torch.arcsin((2.0 * k12 / ra / rb).clamp(-1.0, 1.0))
-        # a·b − 4k12² ≥ 1 + 2(k11 + k22) > 0 by Cauchy–Schwarz, so no clamp is needed for PSD input.
-        # Where a·b overflows, the same quantity is formed as p² + q² with p² = 1 + 2k11 + 2k22 and
-        # q² = 4 k11 k22 (1 − c²), by hypot (no intermediate exceeds the result).
-        ab = a * b - 4.0 * k12 * k12
-        ok = torch.isfinite(ab)
-        direct = torch.sqrt(torch.where(ok, ab, torch.ones_like(ab)))
-        if bool(ok.all()):
-            return t, (4.0 / math.pi) / direct
-        s, c = correlation(k11, k12, k22)
-        p = torch.hypot(torch.hypot(torch.ones_like(k11), safe_sqrt(2.0 * k11)), safe_sqrt(2.0 * k22))
-        q = 2.0 * s * safe_sqrt((1.0 - c) * (1.0 + c))
-        td = (4.0 / math.pi) / torch.where(ok, direct, torch.hypot(p, q))
-        return t, td
+        r, q = shifted_gram(2.0 * k11, 2.0 * k12, 2.0 * k22)  # √((1+2k11)(1+2k22)) and D/that²
+        root_q = torch.sqrt(q)
+        t = (2.0 / math.pi) * torch.atan2(2.0 * k12 / r, root_q)
+        return t, (4.0 / math.pi) / (r * root_q)
 
     def dual_diag(self, k):
-        a = 1.0 + 2.0 * k
-        t = (2.0 / math.pi) * torch.arcsin(2.0 * k / a)
-        td = (4.0 / math.pi) / torch.sqrt(1.0 + 4.0 * k)
-        return t, td
+        root_d = torch.sqrt(1.0 + 4.0 * k)  # D = (1 + 2k)² − 4k²
+        t = (2.0 / math.pi) * torch.atan2(2.0 * k, root_d)
+        return t, (4.0 / math.pi) / root_d
 
 
 class GELU(Activation):
