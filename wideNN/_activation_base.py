@@ -66,6 +66,11 @@ class Activation(nn.Module):
     name: str = "activation"
     #: whether ``dual`` is a closed form (False: quadrature)
     closed_form: bool = False
+    #: p with T(λk) = λ^p T(k) and Ṫ(λk) = Ṫ(k) for every λ > 0 (k = (k11, k12, k22)), when the
+    #: duals are positively homogeneous (ReLU family and identity: 1, step: 0), else None.  The
+    #: kernel recursion then carries a power-of-two scale, so that inputs and layers of any
+    #: magnitude give the exact kernel wherever it is representable (``wideNN.analytic``)
+    dual_degree: int | None = None
     #: φ is infinitely differentiable, so the quadrature gradients may use φ'' and φ'''
     #: directly (False: they are taken one derivative lower by Gaussian integration by parts)
     smooth: bool = False

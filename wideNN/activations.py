@@ -47,6 +47,7 @@ class ReLU(Activation):
 
     name = "relu"
     closed_form = True
+    dual_degree = 1
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.relu(x)
@@ -73,6 +74,7 @@ class LeakyReLU(Activation):
 
     name = "leaky_relu"
     closed_form = True
+    dual_degree = 1
 
     def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
@@ -224,6 +226,7 @@ class Identity(Activation):
 
     name = "identity"
     closed_form = True
+    dual_degree = 1
 
     def forward(self, x: Tensor) -> Tensor:
         return x
@@ -250,6 +253,7 @@ class Step(Activation):
 
     name = "step"
     closed_form = True
+    dual_degree = 0
 
     def forward(self, x: Tensor) -> Tensor:
         return (x > 0).to(x.dtype)

@@ -218,16 +218,20 @@ class _Recursion:
         return dataclasses.replace(self, w=_shaped(self.w, x, extra), b=_shaped(self.b, x, extra))
 
 
-def _recursion(spec: _Recursion, g, n1, n2, d: int, same: bool):
-    """The layer recursion on any broadcastable (g, n1, n2) = (x·x'/d, |x|²/d, |x'|²/d).
+def _recursion(spec: _Recursion, g, n1, n2, d: int, same: bool, log2_scale: int = 0):
+    """The layer recursion on any broadcastable (g, n1, n2) = (x·x'/d, |x|²/d, |x'|²/d) · 2^-log2_scale.
 
     ``same``: x and x' coincide (diagonal), so the 1-D ``dual_diag`` is used throughout.
+    ``log2_scale`` ≠ 0 only for positively homogeneous duals (``_scaled_inputs``): the kernels
+    are then carried as K = 2^E·K̃ with K̃ renormalised after every layer (``_Scaled``).
     """
     act, depth, w, b, param, widths, compute_ntk = (spec.act, spec.depth, spec.w, spec.b, spec.param,
                                                    spec.widths, spec.compute_ntk)
-    k = b + w * g
-    k1 = b + w * n1
-    k2 = k1 if same else b + w * n2
+    sc = _Scaled.start(act, b, w, g, log2_scale) if _homogeneous(spec) else None
+    bs, ws = (sc.b, sc.w) if sc is not None else (b, w)
+    k = bs + ws * g
+    k1 = bs + ws * n1
+    k2 = k1 if same else bs + ws * n2
     th = None
     if compute_ntk:
         th = k if param == "ntk" else d * g + 1.0
@@ -237,14 +241,103 @@ def _recursion(spec: _Recursion, g, n1, n2, d: int, same: bool):
         else:
             kappa = None if act.closed_form else _common_variance(k1, k2)
             t, td = act.dual(k1, k, k2) if kappa is None else act.dual_equal_variance(kappa, k)
-        k = b + w * t
+        back = 0  # T is scale-free for degree 0: the recursion returns to scale 1
+        if sc is not None and act.dual_degree == 0 and sc.e != 0:
+            back, sc = sc.e, sc.reset(b)
+        bs = sc.b if sc is not None else b
+        k = bs + w * t
         if compute_ntk:
-            grad_term = w * td * th
+            grad_term = _ldexp(w * td * th, back)
             th = (k if param == "ntk" else widths[layer] * t + 1.0) + grad_term
         if not same:
-            k1 = b + w * act.dual_diag(k1)[0]
-            k2 = b + w * act.dual_diag(k2)[0]
+            k1 = bs + w * act.dual_diag(k1)[0]
+            k2 = bs + w * act.dual_diag(k2)[0]
+        else:
+            k1 = k2 = k
+        if sc is not None:
+            sc, (k, k1, k2, th) = sc.renormalised(b, k1, k2, (k, k1, k2, th))
+    if sc is not None and sc.e != 0:
+        k, th = _ldexp(k, sc.e), (None if th is None else _ldexp(th, sc.e))
     return k, th
+
+
+def _homogeneous(spec: _Recursion) -> bool:
+    """Whether the recursion may carry a power-of-two scale: positively homogeneous duals, and an
+    NTK that scales with K (the standard parameterization's Θ adds 1 at every layer)."""
+    return spec.act.dual_degree is not None and (spec.param == "ntk" or not spec.compute_ntk)
+
+
+#: a layer's variances are rescaled when their largest leaves [2^-RANGE, 2^RANGE]
+_RENORMALISE_RANGE = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class _Scaled:
+    """The power of two E of a recursion carried as K = 2^E·K̃, and σ_b² 2^-E, σ_w² 2^(s−E) of
+    its first layer (s the inputs' own scale).  For duals homogeneous of degree 1 (ReLU family,
+    identity) K̃ and Θ̃ satisfy the same recursion with σ_b² → σ_b² 2^-E; degree 0 (step) drops
+    back to E = 0 after the first dual.  E changes by powers of two only: every rescaling is
+    exact, and intermediate layers that would over- or underflow (depth 1000 at σ_w² = 5, inputs
+    of 1e-310) no longer decide the result; the output is 2^E·K̃, finite wherever representable."""
+
+    e: int
+    b: float | Tensor
+    w: float | Tensor
+
+    @staticmethod
+    def start(act, b, w, g: Tensor, s: int) -> "_Scaled":
+        if s == 0:
+            return _Scaled(0, b, w)
+        bmax = _as_float(b)
+        e = s
+        if bmax > 0 and math.isfinite(bmax):
+            e = max(s, math.frexp(bmax)[1])  # σ_b² 2^-E ≤ 1: never overflows
+        return _Scaled(e, _ldexp(b, -e), _ldexp(w, s - e))
+
+    def reset(self, b) -> "_Scaled":
+        return _Scaled(0, b, self.w)
+
+    def renormalised(self, b, k1: Tensor, k2: Tensor, arrays):
+        top = float(torch.maximum(k1.detach().abs().max(), k2.detach().abs().max()))
+        if not (math.isfinite(top) and top > 0) or abs(math.frexp(top)[1]) <= _RENORMALISE_RANGE:
+            return self, arrays
+        j = math.frexp(top)[1]
+        e = self.e + j
+        arrays = tuple(None if a is None else _ldexp(a, -j) for a in arrays)
+        return _Scaled(e, _ldexp(b, -e), self.w), arrays
+
+
+def _ldexp(x, e: int):
+    """x·2^e for a number or tensor, exact (powers of two) unless the result over/underflows;
+    in steps the dtype can represent, so 0 stays 0 (no 0·∞)."""
+    if e == 0:
+        return x
+    if not isinstance(x, Tensor):
+        try:
+            return math.ldexp(float(x), e)
+        except OverflowError:
+            return math.inf
+    step = 100 if x.dtype in (torch.float32, torch.float16, torch.bfloat16) else 1000
+    while e != 0:
+        part = max(-step, min(step, e))
+        x = x * (2.0 ** part)
+        e -= part
+    return x
+
+
+def _scaled_inputs(spec: _Recursion, *xs: Tensor | None) -> tuple[list, int]:
+    """The inputs times 2^-e (exact), with e the exponent of their largest entry, and 2e (the
+    scale of x·x'), when the recursion can carry a scale and the inputs are far from 1 (else
+    unchanged and 0): |x| ~ 1e-310 (subnormal) or 1e-160 left nothing or a few bits of x·x'."""
+    if not _homogeneous(spec):
+        return list(xs), 0
+    top = max(float(x.detach().abs().max()) for x in xs if x is not None and x.numel())
+    if not (math.isfinite(top) and top > 0):
+        return list(xs), 0
+    e = math.frexp(top)[1]
+    if abs(e) <= _RENORMALISE_RANGE // 2:
+        return list(xs), 0
+    return [None if x is None else _ldexp(x, -e) for x in xs], 2 * e
 
 
 def _common_variance(k1: Tensor, k2: Tensor) -> float | None:
@@ -263,12 +356,13 @@ def _common_variance(k1: Tensor, k2: Tensor) -> float | None:
 def _diag(spec: _Recursion, x1: Tensor, x2: Tensor | None):
     d = x1.shape[-1]
     shaped = spec.shaped(x1, 1)
+    (x1, x2), scale = _scaled_inputs(spec, x1, x2)
     n1 = (x1 * x1).sum(-1) / d
     if x2 is None:
-        return _recursion(shaped, n1, n1, n1, d, True)
+        return _recursion(shaped, n1, n1, n1, d, True, scale)
     n2 = (x2 * x2).sum(-1) / d
     g = (x1 * x2).sum(-1) / d
-    return _recursion(shaped, g, n1, n2, d, False)
+    return _recursion(shaped, g, n1, n2, d, False, scale)
 
 
 def _auto_rows(m: int, x: Tensor, arrays: int) -> int:
@@ -301,6 +395,7 @@ def _generic_tiled(spec: _Recursion, x1: Tensor, x2: Tensor | None, block_size: 
                    compute_nngp: bool = True):
     act, w, b, compute_ntk = spec.act, spec.w, spec.b, spec.compute_ntk
     d = x1.shape[-1]
+    (x1, x2), scale = _scaled_inputs(spec, x1, x2)
     xb = x1 if x2 is None else x2
     shaped = spec.shaped(x1, 2)
     n2 = ((xb * xb).sum(-1) / d).unsqueeze(-2)
@@ -322,7 +417,7 @@ def _generic_tiled(spec: _Recursion, x1: Tensor, x2: Tensor | None, block_size: 
             # so their correlation is exactly 1 at every layer
             diag = torch.diagonal(g, offset=start, dim1=-2, dim2=-1)
             diag.copy_(n1.squeeze(-1)[..., :diag.shape[-1]])
-        k, th = _recursion(shaped, g, n1, n2, d, False)
+        k, th = _recursion(shaped, g, n1, n2, d, False, scale)
         if needs_grad:  # keep the graph: concatenate at the end
             nngp_parts.append(k)
             ntk_parts.append(th)
