@@ -95,8 +95,9 @@ def kernels(
     if not compute_nngp and not compute_ntk:
         raise ValueError("compute_nngp=False needs compute_ntk=True: nothing would be computed")
 
-    _check_first_layer(x1, x2, weight_variance, bias_variance)
     spec = _Recursion(act, depth, weight_variance, bias_variance, parameterization, widths, compute_ntk)
+    if not _homogeneous(spec):  # (homogeneous duals carry a scale: only the output must be representable)
+        _check_first_layer(x1, x2, weight_variance, bias_variance)
     if diag:
         if x2 is not None and x2.shape != x1.shape:
             raise ValueError(f"diag=True needs x1 and x2 of the same shape, got "
@@ -161,7 +162,8 @@ def _check_finite_output(out, depth: int):
             raise ValueError(
                 f"the kernel overflowed {k.dtype} in the depth-{depth} recursion (its values exceed "
                 f"{torch.finfo(k.dtype).max:.3g}, or an intermediate layer's did): reduce "
-                f"weight_variance or depth, rescale the inputs, or use float64")
+                f"weight_variance or depth, or rescale the inputs"
+                + (", or use float64" if k.dtype != torch.float64 else ""))
     return out
 
 
@@ -331,9 +333,28 @@ def _scaled_inputs(spec: _Recursion, *xs: Tensor | None) -> tuple[list, int]:
     unchanged and 0): |x| ~ 1e-310 (subnormal) or 1e-160 left nothing or a few bits of x·x'."""
     if not _homogeneous(spec):
         return list(xs), 0
-    top = max(float(x.detach().abs().max()) for x in xs if x is not None and x.numel())
+    present = [(name, x) for name, x in zip(("x1", "x2"), xs) if x is not None and x.numel()]
+    row_tops = [(name, x.detach().abs().amax(-1)) for name, x in present]
+    top = max((float(r.max()) for _, r in row_tops), default=0.0)
     if not (math.isfinite(top) and top > 0):
         return list(xs), 0
+    # one scale serves every input only while the squared norms of all of them stay normal
+    # numbers after it: rows far smaller than the largest would lose their correlations
+    info = torch.finfo(present[0][1].dtype)
+    span = 2.0 ** -int(0.4 * math.log2(info.max))
+    b = spec.b
+    bmin = float(b.detach().min()) if isinstance(b, Tensor) else float(b)
+    # (a bias variance that stays a normal number at the scale of the largest input keeps the
+    # small rows' variances normal too: their kernels are then exact as they are)
+    held = bmin > 0 and math.log2(bmin) - 2 * math.frexp(top)[1] >= math.log2(info.tiny) + 64
+    for name, r in row_tops:
+        small = r[(r > 0) & (r < span * top)]
+        if small.numel() and not held:
+            raise ValueError(
+                f"{name} has rows of size {float(small.min()):.3g} next to inputs of size {top:.3g}: "
+                f"their kernel cannot be formed with one scale in {present[0][1].dtype} (the "
+                f"ratio exceeds {1 / span:.3g}); compute the kernels of the two groups separately "
+                f"or rescale them")
     e = math.frexp(top)[1]
     if abs(e) <= _RENORMALISE_RANGE // 2:
         return list(xs), 0
@@ -481,7 +502,10 @@ def _relu_tiled(spec: _Recursion, x1: Tensor, x2: Tensor | None, block_size: int
     d = x1.shape[-1]
     k1 = b + w * (x1 * x1).sum(-1) / d
     k2 = k1 if symmetric else b + w * (xb * xb).sum(-1) / d
-    if bool((k1 <= 0).any()) or bool((k2 <= 0).any()):
+    # zero, subnormal or overflowing variances: the generic path, which carries a power-of-two
+    # scale (``_Scaled``), takes them
+    tiny = torch.finfo(x1.dtype).tiny * 2.0 ** 64
+    if not all(bool(torch.isfinite(k).all()) and bool((k >= tiny).all()) for k in (k1, k2)):
         return None
 
     def augment(x, k):
@@ -502,10 +526,13 @@ def _relu_tiled(spec: _Recursion, x1: Tensor, x2: Tensor | None, block_size: int
             k = k_next
         return rows, bias, k.sqrt()
 
-    a1 = augment(x1, k1)
-    a2 = a1 if symmetric else augment(xb, k2)
     rows1, bias1, back1 = factors(k1)
     rows2, bias2, back2 = (rows1, bias1, back1) if symmetric else factors(k2)
+    for v in (*rows1, *bias1, back1, *rows2, *bias2, back2):
+        if not (bool(torch.isfinite(v).all()) and bool((v > 0).all())):
+            return None  # a layer's variance over- or underflowed: the generic path decides
+    a1 = augment(x1, k1)
+    a2 = a1 if symmetric else augment(xb, k2)
     n, m = x1.shape[0], xb.shape[0]
     nngp = torch.empty(n, m, dtype=x1.dtype, device=x1.device) if compute_nngp else None
     ntk = torch.empty(n, m, dtype=x1.dtype, device=x1.device) if compute_ntk else None
