@@ -62,14 +62,36 @@ k_{11}k_{22}`, :math:`|\rho_{uv}| = 1`): the GELU kernels are real-analytic in
 :math:`k \to 0` (no :math:`\sqrt{k}` appears).  Inputs slightly outside the
 cone because of rounding are therefore handled by the smooth analytic
 continuation (a hard clamp of :math:`k_{12}` would put a kink into the
-gradient exactly at coincident points).  :math:`D` is formed as
-:math:`1 + k_{11} + k_{22} + (k_{11}k_{22} - k_{12}^2)` to limit cancellation,
-:math:`\arcsin` is evaluated as ``atan2(k12, sqrt(D))`` (exact identity,
-well-conditioned as :math:`|\rho| \to 1`, and :math:`\sqrt{1-\rho^2} = \sqrt{D/S}`
-is never formed through a trig call).  As a guard against invalid input only,
-:math:`D` and :math:`1+k_{ii}` are floored at 1/2 — inactive on the valid domain
-(:math:`k_{ii} \ge 0`, :math:`k_{12}^2 \le k_{11}k_{22}` up to rounding), so
-autograd gradients there are the exact analytic ones.
+gradient exactly at coincident points).
+
+:math:`S` and :math:`D` themselves overflow for variances ~1e154 (float64; ~1e19
+in float32), and :math:`D = S - k_{12}^2` loses everything to cancellation at
+coincident points once :math:`k \gtrsim 1/\varepsilon`.  So the formulas are
+evaluated in bounded, scale-free quantities: with :math:`a_i = 1 + k_{ii}`,
+:math:`r = \sqrt{a_1}\sqrt{a_2} = \sqrt S`, :math:`\rho = k_{12}/r`,
+:math:`\beta = (k_{11}/a_1)(k_{22}/a_2)` and :math:`q = D/S = 1 - \rho^2` formed as
+:math:`1/a_1 + 1/a_2 - 1/(a_1a_2) + [(k_{11}/a_1)(k_{22}/a_2) - (k_{12}/a_1)(k_{12}/a_2)]`
+(``wideNN._gaussian.shifted_gram``; exactly :math:`1/a_1 + 1/a_2 - 1/(a_1 a_2)`
+at coincident points),
+
+.. math::
+
+    P = \tfrac14 + \tfrac{1}{2\pi}\operatorname{atan2}(\rho, \sqrt q),\quad
+    T = k_{12} P + \tfrac{1}{2\pi}\Big(\beta\, r \sqrt q + \frac{\rho^2}{r\sqrt q}\Big),\quad
+    \dot T = P + \tfrac{1}{2\pi}\Big(\frac{\rho\,\gamma}{\sqrt q}
+              + \frac{\rho^3}{r^2 q^{3/2}}\Big),
+
+:math:`\gamma = (3 + k_{11} + k_{22})/S = 1/a_1 + 1/a_2 + 1/(a_1a_2)`.  No
+intermediate overflows before the result does (T ≈ k/2 up to the float range: the
+ReLU limit, GELU − ReLU being bounded), and divisions instead of products with
+:math:`1/a` keep the backward free of :math:`k \cdot k`.  Known limit: at coincident
+points with :math:`k \gtrsim 1/\varepsilon^2` the partial derivatives in
+:math:`k_{11}, k_{22}` (true size :math:`O(k^{-1/2})`) carry absolute errors of
+:math:`O(\sqrt{k}\,\varepsilon)` from cancelling :math:`O(\sqrt k)` terms, and beyond
+:math:`k \sim 10^{150}` they can overflow to NaN; the values stay exact.
+As a guard against invalid input only, :math:`1+k_{ii}` is floored at 1/2 and
+:math:`q` at half its PSD lower bound — inactive on the valid domain up to
+rounding, so autograd gradients there are the exact analytic ones.
 """
 
 from __future__ import annotations

@@ -18,6 +18,13 @@ variances, every closed-form activation runs a fused in-place recursion on in-ca
 (``wideNN._fused``: one GEMM per tile and a few passes with one transcendental per layer,
 tiles shared between single-threaded workers); with ``compile=True`` ReLU uses the
 ``torch.compile`` tile path below.  Both compute the same numbers as the generic path.
+
+Extreme scales: activations with positively homogeneous duals (ReLU family, identity, step:
+``Activation.dual_degree``) run the recursion on K̃ = 2^-E K with E a power of two renormalised
+after every layer, so inputs from subnormal to 1e300 and deep layers that grow or shrink give
+the exact kernel wherever it is representable and a clear error where it overflows.  The other
+closed forms are written in bounded quantities (``wideNN._gaussian.correlation`` and
+``shifted_gram``); their first-layer kernel σ_b² + σ_w²|x|²/d must be representable.
 """
 from __future__ import annotations
 
