@@ -85,10 +85,12 @@ at coincident points),
 intermediate overflows before the result does (T ≈ k/2 up to the float range: the
 ReLU limit, GELU − ReLU being bounded), and divisions instead of products with
 :math:`1/a` keep the backward free of :math:`k \cdot k`.  Known limit: at coincident
-points with :math:`k \gtrsim 1/\varepsilon^2` the partial derivatives in
-:math:`k_{11}, k_{22}` (true size :math:`O(k^{-1/2})`) carry absolute errors of
-:math:`O(\sqrt{k}\,\varepsilon)` from cancelling :math:`O(\sqrt k)` terms, and beyond
-:math:`k \sim 10^{150}` they can overflow to NaN; the values stay exact.
+points the partial derivatives in :math:`k_{11}, k_{22}` (true size :math:`O(k^{-1/2})`)
+come from cancelling :math:`O(\sqrt k)` terms, so their absolute error is
+:math:`O(\sqrt k\,\varepsilon)` (relative to a kernel gradient of size :math:`k`, negligible
+until :math:`k \sim 10^{16}`), and near the top of the float range (:math:`k \gtrsim
+10^{150}` in float64, :math:`10^{18}` in float32) the backward can overflow to NaN; the
+values stay exact.
 As a guard against invalid input only, :math:`1+k_{ii}` is floored at 1/2 and
 :math:`q` at half its PSD lower bound — inactive on the valid domain up to
 rounding, so autograd gradients there are the exact analytic ones.
