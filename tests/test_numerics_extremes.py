@@ -288,3 +288,23 @@ def test_inputs_no_common_scale_can_hold_get_a_clear_error():
     k, _ = wn.analytic.kernels(torch.cat([x, x * 1e-200]), depth=2, activation="relu", weight_variance=W,
                                bias_variance=0.1)
     assert bool(torch.isfinite(k).all())
+
+
+def test_convolutional_descriptions_exact_or_clear_error():
+    """The layer-by-layer evaluation (Conv, Flatten): exact at 1e±150 (ReLU homogeneity, step
+    scale-free), a clear error for subnormal inputs and for an overflowing kernel (it returned
+    NaN before, and a step kernel 33 % off at 1e-310)."""
+    x = torch.randn(3, 1, 6, 6, generator=torch.Generator().manual_seed(0), dtype=F64)
+    for act in ("relu", "step"):
+        net = wn.Serial(wn.Conv(4), act, wn.Conv(4), act, wn.Flatten(), wn.Dense(),
+                        weight_variance=W, bias_variance=0.0)
+        k, t = net.kernels(x)
+        for scale in (1e-150, 1e150):
+            ks, ts = net.kernels(x * scale)
+            factor = scale ** 2 if act == "relu" else 1.0
+            torch.testing.assert_close(ks / factor, k, rtol=1e-13, atol=1e-13 * float(k.abs().max()))
+            torch.testing.assert_close(ts / factor, t, rtol=1e-13, atol=1e-13 * float(t.abs().max()))
+        with pytest.raises(ValueError, match="normal range"):
+            net.kernels(x * 1e-310)
+        with pytest.raises(ValueError, match="overflowed"):
+            net.kernels(x * 1e300)
