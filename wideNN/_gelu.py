@@ -85,8 +85,8 @@ at coincident points),
 intermediate overflows before the result does (T ≈ k/2 up to the float range: the
 ReLU limit, GELU − ReLU being bounded), and divisions instead of products with
 :math:`1/a` keep the backward free of :math:`k \cdot k`.  Known limit: at coincident
-points the partial derivatives in :math:`k_{11}, k_{22}` (true size :math:`O(k^{-1/2})`)
-come from cancelling :math:`O(\sqrt k)` terms, so their absolute error is
+points the partial derivatives (true size :math:`O(1)` and below) come from cancelling
+:math:`O(\sqrt k)` terms, so their absolute error is
 :math:`O(\sqrt k\,\varepsilon)` (relative to a kernel gradient of size :math:`k`, negligible
 until :math:`k \sim 10^{16}`), and near the top of the float range (:math:`k \gtrsim
 10^{150}` in float64, :math:`10^{18}` in float32) the backward can overflow to NaN; the
