@@ -342,3 +342,16 @@ def test_price_theorem_holds_for_the_rewritten_duals(act, k):
         args = [v.detach().clone().requires_grad_() for v in (k11[1:2], 0.6 * (k11 * k22)[1:2].sqrt(), k22[1:2])]
         if k < 1e10:
             assert torch.autograd.gradcheck(lambda a, b, c: phi.dual(a, b, c), args)
+
+
+@pytest.mark.parametrize("k", [1e-3, 1.0, 1e4, 1e30])
+def test_gelu_direct_and_scaled_forms_agree(k):
+    """The direct closed form (moderate variances, faster) and the scaled one (any variance)."""
+    from wideNN._gelu import _gelu_dual_direct, _gelu_dual_scaled
+    k11 = torch.tensor([k, k, k, k], dtype=F64)
+    k22 = torch.tensor([k, 3 * k, 0.01 * k, k], dtype=F64)
+    k12 = torch.tensor([1.0, 0.6, -0.9, -1.0], dtype=F64) * (k11 * k22).sqrt()
+    k12[0], k12[3] = k, -k
+    scale = _gelu_dual_direct(k11, k11, k11)[0]  # Cauchy–Schwarz scale of T; Ṫ ≤ ~0.6
+    for a, b, sc in zip(_gelu_dual_direct(k11, k12, k22), _gelu_dual_scaled(k11, k12, k22), (scale, 1.0)):
+        assert bool(((a - b).abs() <= 1e-15 * sc).all()), (a, b)
