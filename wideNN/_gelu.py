@@ -66,8 +66,11 @@ gradient exactly at coincident points).
 
 :math:`S` and :math:`D` themselves overflow for variances ~1e154 (float64; ~1e19
 in float32), and :math:`D = S - k_{12}^2` loses everything to cancellation at
-coincident points once :math:`k \gtrsim 1/\varepsilon`.  So the formulas are
-evaluated in bounded, scale-free quantities: with :math:`a_i = 1 + k_{ii}`,
+coincident points once :math:`k \gtrsim 1/\varepsilon`.  So where products of
+four variances could overflow (:math:`k > 2^{255} \approx 6\cdot 10^{76}` in float64,
+:math:`2^{31}` in float32; below that the direct form above is used, faster under
+autograd and equal to round-off) the formulas are evaluated in bounded, scale-free
+quantities: with :math:`a_i = 1 + k_{ii}`,
 :math:`r = \sqrt{a_1}\sqrt{a_2} = \sqrt S`, :math:`\rho = k_{12}/r`,
 :math:`\beta = (k_{11}/a_1)(k_{22}/a_2)` and :math:`q = D/S = 1 - \rho^2` formed as
 :math:`1/a_1 + 1/a_2 - 1/(a_1a_2) + [(k_{11}/a_1)(k_{22}/a_2) - (k_{12}/a_1)(k_{12}/a_2)]`
