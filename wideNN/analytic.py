@@ -256,7 +256,10 @@ def _recursion(spec: _Recursion, g, n1, n2, d: int, same: bool, log2_scale: int 
         bs = sc.b if sc is not None else b
         k = bs + w * t
         if compute_ntk:
-            grad_term = _ldexp(w * td * th, back)
+            if back and not bool(td.detach().any()):
+                grad_term = torch.zeros_like(k)  # (step: Ṫ = 0; no 0·2^E in the backward)
+            else:
+                grad_term = _ldexp(w * td * th, back)
             th = (k if param == "ntk" else widths[layer] * t + 1.0) + grad_term
         if not same:
             k1 = bs + w * act.dual_diag(k1)[0]
