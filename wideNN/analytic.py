@@ -40,6 +40,7 @@ from . import activations as _acts
 from ._checks import check_float_precision, check_inputs, check_int, check_same_place, check_variance
 from ._fused import exact_near_one_ as _exact_near_one_, fused_kernels, openmp_threads
 from ._gaussian import MAX_NODE_FACTOR
+from ._scaling import Scaled, homogeneous, ldexp, scaled_inputs
 
 __all__ = ["kernels"]
 
@@ -103,7 +104,7 @@ def kernels(
         raise ValueError("compute_nngp=False needs compute_ntk=True: nothing would be computed")
 
     spec = _Recursion(act, depth, weight_variance, bias_variance, parameterization, widths, compute_ntk)
-    if not _homogeneous(spec):  # (homogeneous duals carry a scale: only the output must be representable)
+    if not homogeneous(spec):  # (homogeneous duals carry a scale: only the output must be representable)
         _check_first_layer(x1, x2, weight_variance, bias_variance)
     if diag:
         if x2 is not None and x2.shape != x1.shape:
@@ -231,12 +232,12 @@ def _recursion(spec: _Recursion, g, n1, n2, d: int, same: bool, log2_scale: int 
     """The layer recursion on any broadcastable (g, n1, n2) = (x·x'/d, |x|²/d, |x'|²/d) · 2^-log2_scale.
 
     ``same``: x and x' coincide (diagonal), so the 1-D ``dual_diag`` is used throughout.
-    ``log2_scale`` ≠ 0 only for positively homogeneous duals (``_scaled_inputs``): the kernels
-    are then carried as K = 2^E·K̃ with K̃ renormalised after every layer (``_Scaled``).
+    ``log2_scale`` ≠ 0 only for positively homogeneous duals (``wideNN._scaling.scaled_inputs``): the kernels
+    are then carried as K = 2^E·K̃ with K̃ renormalised after every layer (``wideNN._scaling``).
     """
     act, depth, w, b, param, widths, compute_ntk = (spec.act, spec.depth, spec.w, spec.b, spec.param,
                                                    spec.widths, spec.compute_ntk)
-    sc = _Scaled.start(act, b, w, g, log2_scale) if _homogeneous(spec) else None
+    sc = Scaled.start(act, b, w, g, log2_scale) if homogeneous(spec) else None
     bs, ws = (sc.b, sc.w) if sc is not None else (b, w)
     k = bs + ws * g
     k1 = bs + ws * n1
@@ -259,7 +260,7 @@ def _recursion(spec: _Recursion, g, n1, n2, d: int, same: bool, log2_scale: int 
             if back and not bool(td.detach().any()):
                 grad_term = torch.zeros_like(k)  # (step: Ṫ = 0; no 0·2^E in the backward)
             else:
-                grad_term = _ldexp(w * td * th, back)
+                grad_term = ldexp(w * td * th, back)
             th = (k if param == "ntk" else widths[layer] * t + 1.0) + grad_term
         if not same:
             k1 = bs + w * act.dual_diag(k1)[0]
@@ -269,106 +270,8 @@ def _recursion(spec: _Recursion, g, n1, n2, d: int, same: bool, log2_scale: int 
         if sc is not None:
             sc, (k, k1, k2, th) = sc.renormalised(b, k1, k2, (k, k1, k2, th))
     if sc is not None and sc.e != 0:
-        k, th = _ldexp(k, sc.e), (None if th is None else _ldexp(th, sc.e))
+        k, th = ldexp(k, sc.e), (None if th is None else ldexp(th, sc.e))
     return k, th
-
-
-def _homogeneous(spec: _Recursion) -> bool:
-    """Whether the recursion may carry a power-of-two scale: positively homogeneous duals, and an
-    NTK that scales with K (the standard parameterization's Θ adds 1 at every layer)."""
-    return spec.act.dual_degree is not None and (spec.param == "ntk" or not spec.compute_ntk)
-
-
-#: a layer's variances are rescaled when their largest leaves [2^-RANGE, 2^RANGE]
-_RENORMALISE_RANGE = 64
-
-
-@dataclasses.dataclass(frozen=True)
-class _Scaled:
-    """The power of two E of a recursion carried as K = 2^E·K̃, and σ_b² 2^-E, σ_w² 2^(s−E) of
-    its first layer (s the inputs' own scale).  For duals homogeneous of degree 1 (ReLU family,
-    identity) K̃ and Θ̃ satisfy the same recursion with σ_b² → σ_b² 2^-E; degree 0 (step) drops
-    back to E = 0 after the first dual.  E changes by powers of two only: every rescaling is
-    exact, and intermediate layers that would over- or underflow (depth 1000 at σ_w² = 5, inputs
-    of 1e-310) no longer decide the result; the output is 2^E·K̃, finite wherever representable."""
-
-    e: int
-    b: float | Tensor
-    w: float | Tensor
-
-    @staticmethod
-    def start(act, b, w, g: Tensor, s: int) -> "_Scaled":
-        if s == 0:
-            return _Scaled(0, b, w)
-        bmax = _as_float(b)
-        e = s
-        if bmax > 0 and math.isfinite(bmax):
-            e = max(s, math.frexp(bmax)[1])  # σ_b² 2^-E ≤ 1: never overflows
-        return _Scaled(e, _ldexp(b, -e), _ldexp(w, s - e))
-
-    def reset(self, b) -> "_Scaled":
-        return _Scaled(0, b, self.w)
-
-    def renormalised(self, b, k1: Tensor, k2: Tensor, arrays):
-        top = float(torch.maximum(k1.detach().abs().max(), k2.detach().abs().max()))
-        if not (math.isfinite(top) and top > 0) or abs(math.frexp(top)[1]) <= _RENORMALISE_RANGE:
-            return self, arrays
-        j = math.frexp(top)[1]
-        e = self.e + j
-        arrays = tuple(None if a is None else _ldexp(a, -j) for a in arrays)
-        return _Scaled(e, _ldexp(b, -e), self.w), arrays
-
-
-def _ldexp(x, e: int):
-    """x·2^e for a number or tensor, exact (powers of two) unless the result over/underflows;
-    in steps the dtype can represent, so 0 stays 0 (no 0·∞)."""
-    if e == 0:
-        return x
-    if not isinstance(x, Tensor):
-        try:
-            return math.ldexp(float(x), e)
-        except OverflowError:
-            return math.inf
-    step = 100 if x.dtype in (torch.float32, torch.float16, torch.bfloat16) else 1000
-    while e != 0:
-        part = max(-step, min(step, e))
-        x = x * (2.0 ** part)
-        e -= part
-    return x
-
-
-def _scaled_inputs(spec: _Recursion, *xs: Tensor | None) -> tuple[list, int]:
-    """The inputs times 2^-e (exact), with e the exponent of their largest entry, and 2e (the
-    scale of x·x'), when the recursion can carry a scale and the inputs are far from 1 (else
-    unchanged and 0): |x| ~ 1e-310 (subnormal) or 1e-160 left nothing or a few bits of x·x'."""
-    if not _homogeneous(spec):
-        return list(xs), 0
-    present = [(name, x) for name, x in zip(("x1", "x2"), xs) if x is not None and x.numel()]
-    row_tops = [(name, x.detach().abs().amax(-1)) for name, x in present]
-    top = max((float(r.max()) for _, r in row_tops), default=0.0)
-    if not (math.isfinite(top) and top > 0):
-        return list(xs), 0
-    # one scale serves every input only while the squared norms of all of them stay normal
-    # numbers after it: rows far smaller than the largest would lose their correlations
-    info = torch.finfo(present[0][1].dtype)
-    span = 2.0 ** -int(0.4 * math.log2(info.max))
-    b = spec.b
-    bmin = float(b.detach().min()) if isinstance(b, Tensor) else float(b)
-    # (a bias variance that stays a normal number at the scale of the largest input keeps the
-    # small rows' variances normal too: their kernels are then exact as they are)
-    held = bmin > 0 and math.log2(bmin) - 2 * math.frexp(top)[1] >= math.log2(info.tiny) + 64
-    for name, r in row_tops:
-        small = r[(r > 0) & (r < span * top)]
-        if small.numel() and not held:
-            raise ValueError(
-                f"{name} has rows of size {float(small.min()):.3g} next to inputs of size {top:.3g}: "
-                f"their kernel cannot be formed with one scale in {present[0][1].dtype} (the "
-                f"ratio exceeds {1 / span:.3g}); compute the kernels of the two groups separately "
-                f"or rescale them")
-    e = math.frexp(top)[1]
-    if abs(e) <= _RENORMALISE_RANGE // 2:
-        return list(xs), 0
-    return [None if x is None else _ldexp(x, -e) for x in xs], 2 * e
 
 
 def _common_variance(k1: Tensor, k2: Tensor) -> float | None:
@@ -387,7 +290,7 @@ def _common_variance(k1: Tensor, k2: Tensor) -> float | None:
 def _diag(spec: _Recursion, x1: Tensor, x2: Tensor | None):
     d = x1.shape[-1]
     shaped = spec.shaped(x1, 1)
-    (x1, x2), scale = _scaled_inputs(spec, x1, x2)
+    (x1, x2), scale = scaled_inputs(spec, x1, x2)
     n1 = (x1 * x1).sum(-1) / d
     if x2 is None:
         return _recursion(shaped, n1, n1, n1, d, True, scale)
@@ -426,7 +329,7 @@ def _generic_tiled(spec: _Recursion, x1: Tensor, x2: Tensor | None, block_size: 
                    compute_nngp: bool = True):
     act, w, b, compute_ntk = spec.act, spec.w, spec.b, spec.compute_ntk
     d = x1.shape[-1]
-    (x1, x2), scale = _scaled_inputs(spec, x1, x2)
+    (x1, x2), scale = scaled_inputs(spec, x1, x2)
     xb = x1 if x2 is None else x2
     shaped = spec.shaped(x1, 2)
     n2 = ((xb * xb).sum(-1) / d).unsqueeze(-2)
@@ -513,7 +416,7 @@ def _relu_tiled(spec: _Recursion, x1: Tensor, x2: Tensor | None, block_size: int
     k1 = b + w * (x1 * x1).sum(-1) / d
     k2 = k1 if symmetric else b + w * (xb * xb).sum(-1) / d
     # zero, subnormal or overflowing variances: the generic path, which carries a power-of-two
-    # scale (``_Scaled``), takes them
+    # scale (``wideNN._scaling``), takes them
     tiny = torch.finfo(x1.dtype).tiny * 2.0 ** 64
     if not all(bool(torch.isfinite(k).all()) and bool((k >= tiny).all()) for k in (k1, k2)):
         return None
