@@ -37,8 +37,8 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import check_int
-from ._gaussian import MAX_NODE_FACTOR, normal_rule, safe_sqrt
 from . import _angle_table
+from ._gaussian import HALF_WIDTH, MAX_NODE_FACTOR, normal_rule, safe_sqrt
 from ._quadrature import QuadratureDual, gaussian_sums
 
 __all__ = ["Activation"]
@@ -67,6 +67,11 @@ class Activation(nn.Module):
     name: str = "activation"
     #: whether ``dual`` is a closed form (False: quadrature)
     closed_form: bool = False
+    #: p with T(λk) = λ^p T(k) and Ṫ(λk) = Ṫ(k) for every λ > 0 (k = (k11, k12, k22)), when the
+    #: duals are positively homogeneous (ReLU family and identity: 1, step: 0), else None.  The
+    #: kernel recursion then carries a power-of-two scale, so that inputs and layers of any
+    #: magnitude give the exact kernel wherever it is representable (``wideNN.analytic``)
+    dual_degree: int | None = None
     #: φ is infinitely differentiable, so the quadrature gradients may use φ'' and φ'''
     #: directly (False: they are taken one derivative lower by Gaussian integration by parts)
     smooth: bool = False
@@ -75,7 +80,7 @@ class Activation(nn.Module):
         super().__init__()
         self.quadrature_degree = check_int("quadrature_degree", quadrature_degree, minimum=2)
 
-    def _rule(self, k: Tensor, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    def _plain_rule(self, k: Tensor, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
         """The quadrature rule for variances up to max(k): ``quadrature_degree`` nodes per
         unit standard deviation of the pre-activation, i.e. degree·max(1, √k) nodes (odd, so
         z = 0 is a node), at most ``MAX_NODE_FACTOR``·degree.  Scaling with √k keeps the
@@ -87,6 +92,76 @@ class Activation(nn.Module):
         scale = math.sqrt(kmax) if math.isfinite(kmax) and kmax > 1.0 else 1.0
         nodes = min(math.ceil(self.quadrature_degree * scale), MAX_NODE_FACTOR * self.quadrature_degree)
         return normal_rule(nodes | 1, dtype, device)
+
+    #: largest relative error of the duals accepted beyond the node cap (estimated, see below)
+    tolerance: float = 1e-6
+    #: variances up to this are accurate by construction (the node count is not capped there)
+    _checked_up_to: float = float(MAX_NODE_FACTOR ** 2)
+    #: the estimate is made on the grid probe_start·probe_factor^j (the first point ≥ the variance)
+    probe_start: float = float(MAX_NODE_FACTOR ** 2)
+    probe_factor: float = 2.0 ** 0.25
+
+    def _rule(self, k: Tensor, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+        """``_plain_rule``, after checking its accuracy at the largest variance in ``k``.
+
+        Beyond MAX_NODE_FACTOR² the node count stops growing with √k, and a function that
+        changes on the scale of u ~ 1 (tanh's transition) is no longer resolved: tanh's
+        E[φ'²] was 0.2 % off at variance 256, 19 % at 1000 and 3500× at 1e10, silently.  So the
+        error there is estimated once per grid point (``_check_accuracy``), and a variance whose
+        estimate exceeds ``tolerance`` raises ValueError instead.
+        """
+        kmax = float(k.detach().amax()) if k.numel() else 0.0
+        if math.isfinite(kmax) and kmax > self._checked_up_to:
+            self._check_accuracy(kmax)
+        return self._plain_rule(k, dtype, device)
+
+    def _check_accuracy(self, kmax: float) -> None:
+        """Raise ValueError if the estimated quadrature error at variances up to ``kmax``
+        (probed on the grid ``probe_start``·``probe_factor``^j up to the first point ≥ kmax)
+        exceeds ``tolerance``; remembers the range that passed."""
+        v = self.probe_start
+        while True:
+            if v > self._checked_up_to:
+                err = self._probe_error(v)
+                if not err <= self.tolerance:
+                    raise ValueError(self._accuracy_message(err, v))
+                self._checked_up_to = v
+            if v >= kmax:
+                return
+            v *= self.probe_factor
+
+    def _accuracy_message(self, err: float, v: float) -> str:
+        return (f"{self.name}: the degree-{self.quadrature_degree} quadrature of its dual kernels has an "
+                f"estimated relative error of {err:.2g} at variance {v:g} (tolerance {self.tolerance:g}): "
+                f"at pre-activation variances this large φ changes on a scale the rule does not resolve. "
+                f"Rescale the inputs (or lower weight_variance), raise quadrature_degree (the accurate "
+                f"range grows with its square), or use a closed-form activation (erf, gelu, relu, …)")
+
+    def _probe_error(self, v: float) -> float:
+        """max relative difference of (E[φ(u)²], E[φ'(u)²]) at variance v (coincident points:
+        the hardest case for the rule, see the table above; 1-D, so a probe costs milliseconds)
+        between the rule a kernel call uses and (a) twice the nodes on the same range (a
+        transition the rule does not resolve), (b) the same spacing on a range 4 wider (mass
+        beyond the range)."""
+        f64 = torch.float64
+        k = torch.tensor([v], dtype=f64)
+        z, _ = self._plain_rule(k, f64, k.device)
+        n = z.numel()
+        wide = HALF_WIDTH + 4.0
+        rules = [(n, HALF_WIDTH), (2 * n - 1, HALF_WIDTH), (int(n * wide / HALF_WIDTH) | 1, wide)]
+        sums = []
+        with torch.no_grad():
+            for m, h in rules:
+                zz, ww = normal_rule(m, f64, k.device, h)
+                u = math.sqrt(v) * zz
+                sums.append([float((self.forward(u) ** 2 * ww).sum()), float((self.derivative(u) ** 2 * ww).sum())])
+        got, *refs = sums
+        err = 0.0
+        for ref in refs:
+            for g, r in zip(got, ref):
+                e = abs(g - r) / max(abs(r), 1e-300)
+                err = max(err, e if math.isfinite(e) else math.inf)
+        return err
 
     def derivative(self, x: Tensor) -> Tensor:
         """φ'(x), by autograd unless a subclass knows it."""

@@ -50,6 +50,29 @@ def correlation(k11: Tensor, k12: Tensor, k22: Tensor) -> tuple[Tensor, Tensor]:
     return s, snap_correlation(c.clamp(-1.0, 1.0))
 
 
+def shifted_gram(x11: Tensor, x12: Tensor, x22: Tensor, floor: float = 0.5) -> tuple[Tensor, Tensor]:
+    """(r, q) with r = √a1·√a2 and q = D/S, for a_i = 1 + x_ii, S = a1 a2, D = S − x12².
+
+    The Gaussian duals of GELU (x = k) and erf (x = 2k) are functions of S and D; both overflow
+    (x ~ 1e154 in float64) and D loses everything to cancellation at coincident points once
+    x ≳ 1/ε.  Here q = (1 + x11 + x22)/S + (x11 x22 − x12²)/S with the Gram determinant formed
+    as (x11/a1)(x22/a2) − (x12/a1)(x12/a2): bounded terms, exactly 0 at coincident points
+    (x11 = x12 = x22), differentiable (no clamp or square root of it), and divisions rather
+    than products with 1/a so that the backward never forms x·x.  A guard keeps q ≥ ½ of its
+    PSD lower bound (1 + x11 + x22)/S: inactive unless the input leaves the PSD cone by more
+    than that (rounding does so only for variances of very different size whose correlation
+    is ±1), and q ≥ ``floor``/S where that bound is not positive (x < 0, invalid input; the
+    a_i are floored at ``floor`` too).
+    """
+    a1 = torch.clamp_min(1.0 + x11, floor)
+    a2 = torch.clamp_min(1.0 + x22, floor)
+    ia1, ia2 = 1.0 / a1, 1.0 / a2
+    det = (x11 / a1) * (x22 / a2) - (x12 / a1) * (x12 / a2)
+    q0 = ia1 + ia2 - ia1 * ia2
+    q = torch.maximum(q0 + det, 0.5 * torch.maximum(q0, (2.0 * floor) * ia1 * ia2))
+    return torch.sqrt(a1) * torch.sqrt(a2), q
+
+
 def snap_correlation(c: Tensor) -> Tensor:
     """Round correlations within a few ulps of ±1 to exactly ±1.
 

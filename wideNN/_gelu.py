@@ -62,14 +62,41 @@ k_{11}k_{22}`, :math:`|\rho_{uv}| = 1`): the GELU kernels are real-analytic in
 :math:`k \to 0` (no :math:`\sqrt{k}` appears).  Inputs slightly outside the
 cone because of rounding are therefore handled by the smooth analytic
 continuation (a hard clamp of :math:`k_{12}` would put a kink into the
-gradient exactly at coincident points).  :math:`D` is formed as
-:math:`1 + k_{11} + k_{22} + (k_{11}k_{22} - k_{12}^2)` to limit cancellation,
-:math:`\arcsin` is evaluated as ``atan2(k12, sqrt(D))`` (exact identity,
-well-conditioned as :math:`|\rho| \to 1`, and :math:`\sqrt{1-\rho^2} = \sqrt{D/S}`
-is never formed through a trig call).  As a guard against invalid input only,
-:math:`D` and :math:`1+k_{ii}` are floored at 1/2 — inactive on the valid domain
-(:math:`k_{ii} \ge 0`, :math:`k_{12}^2 \le k_{11}k_{22}` up to rounding), so
-autograd gradients there are the exact analytic ones.
+gradient exactly at coincident points).
+
+:math:`S` and :math:`D` themselves overflow for variances ~1e154 (float64; ~1e19
+in float32), and :math:`D = S - k_{12}^2` loses everything to cancellation at
+coincident points once :math:`k \gtrsim 1/\varepsilon`.  So where products of
+four variances could overflow (:math:`k > 2^{255} \approx 6\cdot 10^{76}` in float64,
+:math:`2^{31}` in float32; below that the direct form above is used, faster under
+autograd and equal to round-off) the formulas are evaluated in bounded, scale-free
+quantities: with :math:`a_i = 1 + k_{ii}`,
+:math:`r = \sqrt{a_1}\sqrt{a_2} = \sqrt S`, :math:`\rho = k_{12}/r`,
+:math:`\beta = (k_{11}/a_1)(k_{22}/a_2)` and :math:`q = D/S = 1 - \rho^2` formed as
+:math:`1/a_1 + 1/a_2 - 1/(a_1a_2) + [(k_{11}/a_1)(k_{22}/a_2) - (k_{12}/a_1)(k_{12}/a_2)]`
+(``wideNN._gaussian.shifted_gram``; exactly :math:`1/a_1 + 1/a_2 - 1/(a_1 a_2)`
+at coincident points),
+
+.. math::
+
+    P = \tfrac14 + \tfrac{1}{2\pi}\operatorname{atan2}(\rho, \sqrt q),\quad
+    T = k_{12} P + \tfrac{1}{2\pi}\Big(\beta\, r \sqrt q + \frac{\rho^2}{r\sqrt q}\Big),\quad
+    \dot T = P + \tfrac{1}{2\pi}\Big(\frac{\rho\,\gamma}{\sqrt q}
+              + \frac{\rho^3}{r^2 q^{3/2}}\Big),
+
+:math:`\gamma = (3 + k_{11} + k_{22})/S = 1/a_1 + 1/a_2 + 1/(a_1a_2)`.  No
+intermediate overflows before the result does (T ≈ k/2 up to the float range: the
+ReLU limit, GELU − ReLU being bounded), and divisions instead of products with
+:math:`1/a` keep the backward free of :math:`k \cdot k`.  Known limit: at coincident
+points the partial derivatives (true size :math:`O(1)` and below) come from cancelling
+:math:`O(\sqrt k)` terms, so their absolute error is
+:math:`O(\sqrt k\,\varepsilon)` (relative to a kernel gradient of size :math:`k`, negligible
+until :math:`k \sim 10^{16}`), and near the top of the float range (:math:`k \gtrsim
+10^{150}` in float64, :math:`10^{18}` in float32) the backward can overflow to NaN; the
+values stay exact.
+As a guard against invalid input only, :math:`1+k_{ii}` is floored at 1/2 and
+:math:`q` at half its PSD lower bound — inactive on the valid domain up to
+rounding, so autograd gradients there are the exact analytic ones.
 """
 
 from __future__ import annotations
@@ -78,6 +105,8 @@ import math
 
 import torch
 from torch import Tensor
+
+from ._gaussian import shifted_gram
 
 __all__ = ["gelu_dual", "gelu_dual_diag"]
 
@@ -107,11 +136,22 @@ def gelu_dual(k11: Tensor, k12: Tensor, k22: Tensor) -> tuple[Tensor, Tensor]:
     Returns:
         ``(T, Td)`` with ``T = E[gelu(u) gelu(v)]`` and
         ``Td = E[gelu'(u) gelu'(v)]``, both of the broadcast shape.  See the
-        module docstring for the formulas and their derivation.
+        module docstring for the formulas, their derivation and the scaled
+        form used for large variances (finite for every representable kernel).
     """
     k11, k12, k22 = _as_float_tensors(k11, k12, k22)
-    a1 = torch.clamp_min(1.0 + k11, _FLOOR)  # Var(u - a)
-    a2 = torch.clamp_min(1.0 + k22, _FLOOR)  # Var(v - b)
+    top = float(torch.maximum(k11.detach().amax(), k22.detach().amax())) if k11.numel() else 0.0
+    # the direct form (products of up to four variances, in its backward) where they cannot
+    # overflow: 1.2–1.5× faster under autograd than the scaled form, and the same numbers
+    if top <= 2.0 ** int(0.25 * math.log2(torch.finfo(k11.dtype).max)):
+        return _gelu_dual_direct(k11, k12, k22)
+    return _gelu_dual_scaled(k11, k12, k22)
+
+
+def _gelu_dual_direct(k11: Tensor, k12: Tensor, k22: Tensor) -> tuple[Tensor, Tensor]:
+    """The closed form as written in the module docstring (S, D formed directly)."""
+    a1 = torch.clamp_min(1.0 + k11, _FLOOR)
+    a2 = torch.clamp_min(1.0 + k22, _FLOOR)
     s = a1 * a2
     k12sq = k12 * k12
     prod = k11 * k22
@@ -119,7 +159,6 @@ def gelu_dual(k11: Tensor, k12: Tensor, k22: Tensor) -> tuple[Tensor, Tensor]:
     d = torch.clamp_min((1.0 + k11 + k22) + (prod - k12sq), _FLOOR)
     sqrt_d = torch.sqrt(d)
     ang = torch.atan2(k12, sqrt_d)  # = arcsin(k12 / sqrt(S))
-
     t = k12 * (0.25 + _INV_2PI * ang) + _INV_2PI * (prod * d + k12sq) / (s * sqrt_d)
     td = (0.25 + _INV_2PI * ang) + _INV_2PI * k12 * ((3.0 + k11 + k22) * d + k12sq) / (
         s * d * sqrt_d
@@ -127,17 +166,36 @@ def gelu_dual(k11: Tensor, k12: Tensor, k22: Tensor) -> tuple[Tensor, Tensor]:
     return t, td
 
 
+def _gelu_dual_scaled(k11: Tensor, k12: Tensor, k22: Tensor) -> tuple[Tensor, Tensor]:
+    """The closed form in bounded, scale-free quantities (module docstring, Numerics)."""
+    a1 = torch.clamp_min(1.0 + k11, _FLOOR)  # Var(u - a)
+    a2 = torch.clamp_min(1.0 + k22, _FLOOR)  # Var(v - b)
+    ia1, ia2 = 1.0 / a1, 1.0 / a2
+    r, q = shifted_gram(k11, k12, k22, _FLOOR)  # √S and D/S = 1 − ρ² (never S or D themselves)
+    beta = (k11 / a1) * (k22 / a2)  # k11 k22 / S
+    sq = torch.sqrt(q)
+    rho = k12 / r  # k12/√S
+    p = 0.25 + _INV_2PI * torch.atan2(rho, sq)  # ¼ + arcsin(ρ)/2π
+    t = k12 * p + _INV_2PI * (beta * r * sq + rho * (rho / (r * sq)))
+    gamma = ia1 + ia2 + ia1 * ia2  # (3 + k11 + k22)/S
+    u = (rho / r) / sq  # k12/(S √q)
+    td = p + _INV_2PI * (rho * gamma / sq + u * u * (rho / sq))
+    return t, td
+
+
 def gelu_dual_diag(k: Tensor) -> tuple[Tensor, Tensor]:
     r"""Diagonal dual kernels ``(E[gelu(u)^2], E[gelu'(u)^2])`` for ``u ~ N(0, k)``.
 
     Equal to ``gelu_dual(k, k, k)`` (``D = 1 + 2k``, ``S = (1+k)^2``), written in
-    simplified form.
+    simplified form: ``k²/((1+k)√(1+2k)) = k·β/√D`` and
+    ``k(3+5k)/((1+k)D^{3/2}) = β (5/2 + 1/(2D))/√D`` with ``β = k/(1+k)``, so that no
+    intermediate overflows before the result does.
     """
     (k,) = _as_float_tensors(k)
     a = torch.clamp_min(1.0 + k, _FLOOR)
-    d = torch.clamp_min(1.0 + 2.0 * k, _FLOOR)
-    sqrt_d = torch.sqrt(d)
-    ang = torch.atan2(k, sqrt_d)  # = arcsin(k / (1 + k))
-    t = k * (0.25 + _INV_2PI * ang) + _INV_PI * k * k / (a * sqrt_d)
-    td = (0.25 + _INV_2PI * ang) + _INV_2PI * k * (3.0 + 5.0 * k) / (a * d * sqrt_d)
+    sqrt_d = math.sqrt(2.0) * torch.sqrt(torch.clamp_min(0.5 + k, 0.5 * _FLOOR))  # √(1 + 2k)
+    beta = k / a
+    ang = torch.atan2(beta, sqrt_d / a)  # = arcsin(k / (1 + k)); O(1) arguments (no overflow in backward)
+    t = k * (0.25 + _INV_2PI * ang) + _INV_PI * k * (beta / sqrt_d)
+    td = (0.25 + _INV_2PI * ang) + _INV_2PI * beta * (2.5 + 0.5 / (sqrt_d * sqrt_d)) / sqrt_d
     return t, td

@@ -18,6 +18,13 @@ variances, every closed-form activation runs a fused in-place recursion on in-ca
 (``wideNN._fused``: one GEMM per tile and a few passes with one transcendental per layer,
 tiles shared between single-threaded workers); with ``compile=True`` ReLU uses the
 ``torch.compile`` tile path below.  Both compute the same numbers as the generic path.
+
+Extreme scales: activations with positively homogeneous duals (ReLU family, identity, step:
+``Activation.dual_degree``) run the recursion on K̃ = 2^-E K with E a power of two renormalised
+after every layer, so inputs from subnormal to 1e300 and deep layers that grow or shrink give
+the exact kernel wherever it is representable and a clear error where it overflows.  The other
+closed forms are written in bounded quantities (``wideNN._gaussian.correlation`` and
+``shifted_gram``); their first-layer kernel σ_b² + σ_w²|x|²/d must be representable.
 """
 from __future__ import annotations
 
@@ -35,6 +42,7 @@ from ._checks import check_float_precision, check_inputs, check_int, check_same_
 from ._fused import exact_near_one_ as _exact_near_one_, fused_kernels, openmp_threads
 from ._numpy_math import arccos_into, sqrt_
 from ._gaussian import MAX_NODE_FACTOR
+from ._scaling import Scaled, homogeneous, ldexp, scaled_inputs
 
 __all__ = ["kernels"]
 
@@ -97,8 +105,9 @@ def kernels(
     if not compute_nngp and not compute_ntk:
         raise ValueError("compute_nngp=False needs compute_ntk=True: nothing would be computed")
 
-    _check_first_layer(x1, x2, weight_variance, bias_variance)
     spec = _Recursion(act, depth, weight_variance, bias_variance, parameterization, widths, compute_ntk)
+    if not homogeneous(spec):  # (homogeneous duals carry a scale: only the output must be representable)
+        _check_first_layer(x1, x2, weight_variance, bias_variance)
     if diag:
         if x2 is not None and x2.shape != x1.shape:
             raise ValueError(f"diag=True needs x1 and x2 of the same shape, got "
@@ -163,7 +172,8 @@ def _check_finite_output(out, depth: int):
             raise ValueError(
                 f"the kernel overflowed {k.dtype} in the depth-{depth} recursion (its values exceed "
                 f"{torch.finfo(k.dtype).max:.3g}, or an intermediate layer's did): reduce "
-                f"weight_variance or depth, rescale the inputs, or use float64")
+                f"weight_variance or depth, or rescale the inputs"
+                + (", or use float64" if k.dtype != torch.float64 else ""))
     return out
 
 
@@ -220,16 +230,20 @@ class _Recursion:
         return dataclasses.replace(self, w=_shaped(self.w, x, extra), b=_shaped(self.b, x, extra))
 
 
-def _recursion(spec: _Recursion, g, n1, n2, d: int, same: bool):
-    """The layer recursion on any broadcastable (g, n1, n2) = (x·x'/d, |x|²/d, |x'|²/d).
+def _recursion(spec: _Recursion, g, n1, n2, d: int, same: bool, log2_scale: int = 0):
+    """The layer recursion on any broadcastable (g, n1, n2) = (x·x'/d, |x|²/d, |x'|²/d) · 2^-log2_scale.
 
     ``same``: x and x' coincide (diagonal), so the 1-D ``dual_diag`` is used throughout.
+    ``log2_scale`` ≠ 0 only for positively homogeneous duals (``wideNN._scaling.scaled_inputs``): the kernels
+    are then carried as K = 2^E·K̃ with K̃ renormalised after every layer (``wideNN._scaling``).
     """
     act, depth, w, b, param, widths, compute_ntk = (spec.act, spec.depth, spec.w, spec.b, spec.param,
                                                    spec.widths, spec.compute_ntk)
-    k = b + w * g
-    k1 = b + w * n1
-    k2 = k1 if same else b + w * n2
+    sc = Scaled.start(act, b, w, g, log2_scale) if homogeneous(spec) else None
+    bs, ws = (sc.b, sc.w) if sc is not None else (b, w)
+    k = bs + ws * g
+    k1 = bs + ws * n1
+    k2 = k1 if same else bs + ws * n2
     th = None
     if compute_ntk:
         th = k if param == "ntk" else d * g + 1.0
@@ -241,13 +255,26 @@ def _recursion(spec: _Recursion, g, n1, n2, d: int, same: bool):
         else:
             kappa = None if act.closed_form else _common_variance(k1, k2, inputs_need_grad)
             t, td = act.dual(k1, k, k2) if kappa is None else act.dual_equal_variance(kappa, k)
-        k = b + w * t
+        back = 0  # T is scale-free for degree 0: the recursion returns to scale 1
+        if sc is not None and act.dual_degree == 0 and sc.e != 0:
+            back, sc = sc.e, sc.reset(b)
+        bs = sc.b if sc is not None else b
+        k = bs + w * t
         if compute_ntk:
-            grad_term = w * td * th
+            if back and not bool(td.detach().any()):
+                grad_term = torch.zeros_like(k)  # (step: Ṫ = 0; no 0·2^E in the backward)
+            else:
+                grad_term = ldexp(w * td * th, back)
             th = (k if param == "ntk" else widths[layer] * t + 1.0) + grad_term
         if not same:
-            k1 = b + w * act.dual_diag(k1)[0]
-            k2 = b + w * act.dual_diag(k2)[0]
+            k1 = bs + w * act.dual_diag(k1)[0]
+            k2 = bs + w * act.dual_diag(k2)[0]
+        else:
+            k1 = k2 = k
+        if sc is not None:
+            sc, (k, k1, k2, th) = sc.renormalised(b, k1, k2, (k, k1, k2, th))
+    if sc is not None and sc.e != 0:
+        k, th = ldexp(k, sc.e), (None if th is None else ldexp(th, sc.e))
     return k, th
 
 
@@ -274,12 +301,13 @@ def _common_variance(k1: Tensor, k2: Tensor, inputs_need_grad: bool = False) -> 
 def _diag(spec: _Recursion, x1: Tensor, x2: Tensor | None):
     d = x1.shape[-1]
     shaped = spec.shaped(x1, 1)
+    (x1, x2), scale = scaled_inputs(spec, x1, x2)
     n1 = (x1 * x1).sum(-1) / d
     if x2 is None:
-        return _recursion(shaped, n1, n1, n1, d, True)
+        return _recursion(shaped, n1, n1, n1, d, True, scale)
     n2 = (x2 * x2).sum(-1) / d
     g = (x1 * x2).sum(-1) / d
-    return _recursion(shaped, g, n1, n2, d, False)
+    return _recursion(shaped, g, n1, n2, d, False, scale)
 
 
 def _auto_rows(m: int, x: Tensor, arrays: int) -> int:
@@ -312,6 +340,7 @@ def _generic_tiled(spec: _Recursion, x1: Tensor, x2: Tensor | None, block_size: 
                    compute_nngp: bool = True):
     act, w, b, compute_ntk = spec.act, spec.w, spec.b, spec.compute_ntk
     d = x1.shape[-1]
+    (x1, x2), scale = scaled_inputs(spec, x1, x2)
     xb = x1 if x2 is None else x2
     shaped = spec.shaped(x1, 2)
     n2 = ((xb * xb).sum(-1) / d).unsqueeze(-2)
@@ -335,7 +364,7 @@ def _generic_tiled(spec: _Recursion, x1: Tensor, x2: Tensor | None, block_size: 
             # so their correlation is exactly 1 at every layer
             diag = torch.diagonal(g, offset=start, dim1=-2, dim2=-1)
             diag.copy_(n1.squeeze(-1)[..., :diag.shape[-1]])
-        return _recursion(shaped, g, n1, n2, d, False)
+        return _recursion(shaped, g, n1, n2, d, False, scale)
 
     for start in range(0, x1.shape[-2], rows):
         xa = x1[..., start:start + rows, :]
@@ -409,7 +438,10 @@ def _relu_tiled(spec: _Recursion, x1: Tensor, x2: Tensor | None, block_size: int
     d = x1.shape[-1]
     k1 = b + w * (x1 * x1).sum(-1) / d
     k2 = k1 if symmetric else b + w * (xb * xb).sum(-1) / d
-    if bool((k1 <= 0).any()) or bool((k2 <= 0).any()):
+    # zero, subnormal or overflowing variances: the generic path, which carries a power-of-two
+    # scale (``wideNN._scaling``), takes them
+    tiny = torch.finfo(x1.dtype).tiny * 2.0 ** 64
+    if not all(bool(torch.isfinite(k).all()) and bool((k >= tiny).all()) for k in (k1, k2)):
         return None
 
     def augment(x, k):
@@ -430,10 +462,13 @@ def _relu_tiled(spec: _Recursion, x1: Tensor, x2: Tensor | None, block_size: int
             k = k_next
         return rows, bias, k.sqrt()
 
-    a1 = augment(x1, k1)
-    a2 = a1 if symmetric else augment(xb, k2)
     rows1, bias1, back1 = factors(k1)
     rows2, bias2, back2 = (rows1, bias1, back1) if symmetric else factors(k2)
+    for v in (*rows1, *bias1, back1, *rows2, *bias2, back2):
+        if not (bool(torch.isfinite(v).all()) and bool((v > 0).all())):
+            return None  # a layer's variance over- or underflowed: the generic path decides
+    a1 = augment(x1, k1)
+    a2 = a1 if symmetric else augment(xb, k2)
     n, m = x1.shape[0], xb.shape[0]
     nngp = torch.empty(n, m, dtype=x1.dtype, device=x1.device) if compute_nngp else None
     ntk = torch.empty(n, m, dtype=x1.dtype, device=x1.device) if compute_ntk else None
