@@ -80,7 +80,7 @@ def test_gradient_in_the_inputs_takes_each_rows_own_variance(monkeypatch):
     assert not calls and torch.isfinite(gx).all() and gx.abs().max() > 0
 
 
-@pytest.mark.parametrize("kappa, tol", [(0.05, 1e-12), (1.0, 1e-12), (10.0, 1e-10), (100.0, 1e-7)])
+@pytest.mark.parametrize("kappa, tol", [(0.05, 1e-12), (1.0, 1e-12), (10.0, 1e-10), (50.0, 1e-9)])
 def test_cosine_filled_table_equals_direct_integration_at_every_angle(kappa, tol):
     """The table is integrated at 128–1024 angles and filled in by the cosine series; against
     integration at all 1025 angles (tanh, the activation with the sharpest features: it tends
