@@ -66,6 +66,14 @@ class Activation(nn.Module):
     name: str = "activation"
     #: whether ``dual`` is a closed form (False: quadrature)
     closed_form: bool = False
+    #: whether analytic kernels of inputs with one common variance interpolate a table of the
+    #: duals in the angle (``dual_equal_variance``) instead of evaluating ``dual`` per entry;
+    #: None: for the quadrature activations only (the cheap closed forms evaluate directly)
+    angle_table: bool | None = None
+
+    def uses_angle_table(self) -> bool:
+        """Whether ``dual_equal_variance`` interpolates a table (see ``angle_table``)."""
+        return (not self.closed_form) if self.angle_table is None else bool(self.angle_table)
     #: φ is infinitely differentiable, so the quadrature gradients may use φ'' and φ'''
     #: directly (False: they are taken one derivative lower by Gaussian integration by parts)
     smooth: bool = False
@@ -122,14 +130,15 @@ class Activation(nn.Module):
     def dual_equal_variance(self, k: float, k12: Tensor) -> tuple[Tensor, Tensor]:
         """``dual(k, k12, k)`` when both variances equal ``k`` (e.g. inputs of equal norm).
 
-        Closed forms are evaluated directly.  Quadrature activations tabulate T and Ṫ on a
+        Closed forms are evaluated directly (unless ``angle_table``).  Quadrature activations
+        (and closed forms with ``angle_table``, whose ``dual`` is expensive) tabulate T and Ṫ on a
         uniform grid of ``table_size + 1`` angles θ ∈ [0, π] (c = cos θ; both are smooth even
         functions of θ) and interpolate with 4-point cubic Lagrange polynomials: one arccos and
         a dozen products per entry instead of degree² evaluations of φ and φ'.  Interpolation
         error ≲ 1e-10 relative at the default size (far below the quadrature's own error at
         degree 48); not differentiable in k (callers use it only without autograd).
         """
-        if self.closed_form:
+        if not self.uses_angle_table():
             kk = torch.full_like(k12, k)
             return self.dual(kk, k12, kk)
         n = self.table_size
@@ -158,14 +167,26 @@ class Activation(nn.Module):
             n = self.table_size
             theta = torch.linspace(0.0, math.pi, n + 1, dtype=dtype, device=device)
             kk = torch.full_like(theta, k)
-            tab_t, tab_td = self._quadrature_dual(kk, k * torch.cos(theta), kk)
-            # pad one node beyond each end using evenness in θ (and in 2π − θ at θ = π)
-            tab_t = torch.cat([tab_t[1:2], tab_t, tab_t[-2:-1]])
-            tab_td = torch.cat([tab_td[1:2], tab_td, tab_td[-2:-1]])
+            with torch.no_grad():
+                tab_t, tab_td = self.dual(kk, k * torch.cos(theta), kk)
+            tab_t, tab_td = self._pad_table(tab_t), self._pad_table(tab_td)
             if len(cache) >= 64:  # a deep network has one table per layer; keep the memory bounded
                 cache.pop(next(iter(cache)))
             cache[key] = (tab_t, tab_td)
         return cache[key]
+
+    #: T and Ṫ are even functions of θ at 0 and π (φ' continuous); False when φ' jumps (Ṫ then
+    #: has a term linear in θ, as ReLU's (π − θ)/2π)
+    even_in_angle: bool = True
+
+    def _pad_table(self, tab: Tensor) -> Tensor:
+        """One node beyond each end of an angle table: by evenness in θ (and in 2π − θ at
+        θ = π), or by cubic extrapolation when ``even_in_angle`` is False."""
+        if self.even_in_angle:
+            return torch.cat([tab[1:2], tab, tab[-2:-1]])
+        first = 4 * tab[0:1] - 6 * tab[1:2] + 4 * tab[2:3] - tab[3:4]
+        last = 4 * tab[-1:] - 6 * tab[-2:-1] + 4 * tab[-3:-2] - tab[-4:-3]
+        return torch.cat([first, tab, last])
 
     def _quadrature_dual(self, k11: Tensor, k12: Tensor, k22: Tensor,
                          rule: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:

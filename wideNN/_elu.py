@@ -50,7 +50,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["elu_dual", "elu_dual_diag", "radial_g", "radial_j0", "radial_j1"]
+from ._gaussian import correlation, safe_arccos, safe_sqrt
+
+__all__ = ["EluDual", "elu_dual", "elu_dual_diag", "radial_g", "radial_j0", "radial_j1"]
 
 _SQRT_HALF_PI = math.sqrt(0.5 * math.pi)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -196,56 +198,211 @@ def _wedge_rule(width: Tensor, scale0: Tensor, scale1: Tensor, n: int) -> tuple[
     return torch.cat([d0, width.unsqueeze(-1) - d1], -1), torch.cat([w0, w1], -1)
 
 
-def _geometry(k11: Tensor, k12: Tensor, k22: Tensor):
-    """σ1, σ2, c, θ and sin θ (from 1 − c² written as (1 − c)(1 + c))."""
-    from ._gaussian import correlation, safe_arccos, safe_sqrt
-    _, c = correlation(k11, k12, k22)
-    s1, s2 = safe_sqrt(k11), safe_sqrt(k22)
-    theta = safe_arccos(c)
-    sin_theta = safe_sqrt((1.0 - c) * (1.0 + c))
-    return s1, s2, c, theta, sin_theta
+class _Geometry:
+    """σ1, σ2, s = σ1σ2, c, θ and sin θ of (k11, k12, k22), expanded to the broadcast shape."""
+
+    def __init__(self, k11: Tensor, k12: Tensor, k22: Tensor) -> None:
+        shape = torch.broadcast_shapes(k11.shape, k12.shape, k22.shape)
+        _, c = correlation(k11, k12, k22)
+        self.c = c.expand(shape)
+        self.s1 = safe_sqrt(k11).expand(shape)
+        self.s2 = safe_sqrt(k22).expand(shape)
+        self.s = self.s1 * self.s2
+        self.theta = safe_arccos(self.c)
+        self.sin_theta = safe_sqrt((1.0 - self.c) * (1.0 + self.c))
 
 
 def elu_dual(k11: Tensor, k12: Tensor, k22: Tensor, alpha: float, n: int = NODES) -> tuple[Tensor, Tensor]:
-    """(E[φ(u)φ(v)], E[φ'(u)φ'(v)]) of ELU with parameter ``alpha`` (module docstring)."""
+    """(T, Ṫ) = (E[φ(u)φ(v)], E[φ'(u)φ'(v)]) of ELU with parameter ``alpha`` (module docstring).
+
+    Shapes broadcast; differentiable in (k11, k12, k22) through the closed-form backward of
+    ``EluDual``.  Symmetric in (k11, k22) to the last bit (the pair is ordered before use)."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (k11, k12, k22)):
+        return EluDual.apply(k11, k12, k22, float(alpha), int(n))
+    return _forward(k11, k12, k22, float(alpha), int(n))
+
+
+#: entries per chunk: the wedge rules hold ~20 arrays of (entries, 2·NODES) values
+_CHUNK = 1 << 13
+_CHUNK_CUDA = 1 << 17
+
+
+def _chunked(fn, k11: Tensor, k12: Tensor, k22: Tensor, *args) -> list[Tensor]:
+    """fn on the broadcast (k11, k12, k22) in chunks of entries, bounding the temporaries."""
     shape = torch.broadcast_shapes(k11.shape, k12.shape, k22.shape)
-    s1, s2, c, theta, sin_theta = (t.expand(shape) for t in _geometry(k11, k12, k22))
-    s = s1 * s2
-    t_pp = s * _INV_2PI * (sin_theta + (math.pi - theta) * c)
-    td_pp = (math.pi - theta) * _INV_2PI
-    t_x, td_x = _mixed_wedges(s1, s2, theta, n)
-    t_mm, td_mm = _negative_wedge(s1, s2, theta, n)
-    t = t_pp - alpha * t_x + alpha * alpha * t_mm
-    td = td_pp + alpha * td_x + alpha * alpha * td_mm
+    size = math.prod(shape)
+    chunk = _CHUNK_CUDA if k12.is_cuda else _CHUNK
+    if size <= chunk:
+        return fn(k11, k12, k22, *args)
+    flat = [t.expand(shape).reshape(-1) for t in (k11, k12, k22)]
+    parts = [fn(*(t[i:i + chunk] for t in flat), *args) for i in range(0, size, chunk)]
+    return [torch.cat(column).reshape(shape) for column in zip(*parts)]
+
+
+def _ordered(k11: Tensor, k22: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(min, max) of the two variances and where they were swapped: T and Ṫ are symmetric
+    in (k11, k22), and evaluating them on the ordered pair makes them so in floating point."""
+    swap = k11 > k22
+    return torch.where(swap, k22, k11), torch.where(swap, k11, k22), swap
+
+
+def _forward(k11: Tensor, k12: Tensor, k22: Tensor, alpha: float, n: int) -> tuple[Tensor, Tensor]:
+    lo, hi, _ = _ordered(k11, k22)
+    t, td = _chunked(_forward_ordered, lo, k12, hi, alpha, n)
     return t, td
 
 
-def _mixed_wedges(s1: Tensor, s2: Tensor, theta: Tensor, n: int) -> tuple[Tensor, Tensor]:
-    """⟨a N1(b)⟩₊₋ + ⟨b N1(a)⟩₋₊ and ⟨J0(b)⟩₊₋ + ⟨J0(a)⟩₋₊ (the two wedges of width θ)."""
-    t_sum = torch.zeros_like(theta)
-    td_sum = torch.zeros_like(theta)
-    for pos, neg in ((s1, s2), (s2, s1)):  # (+,−): u > 0 > v;  (−,+): the mirror image
-        delta, w = _wedge_rule(theta, neg, neg, n)
-        b = -neg.unsqueeze(-1) * torch.sin(delta)                       # the negative factor
-        a = pos.unsqueeze(-1) * torch.sin(theta.unsqueeze(-1) - delta)  # the positive one
-        g = radial_g(b)
-        j0 = radial_j0(b, g)
-        t_sum = t_sum + (w * a * _n1(b, g, j0)).sum(-1)
-        td_sum = td_sum + (w * j0).sum(-1)
-    return _INV_2PI * t_sum, _INV_2PI * td_sum
+def _forward_ordered(k11: Tensor, k12: Tensor, k22: Tensor, alpha: float, n: int) -> list[Tensor]:
+    geo = _Geometry(k11, k12, k22)
+    t_pp = geo.s * _INV_2PI * (geo.sin_theta + (math.pi - geo.theta) * geo.c)
+    td_pp = (math.pi - geo.theta) * _INV_2PI
+    mixed = [_mixed_wedge(pos, neg, geo.theta, n) for pos, neg in ((geo.s1, geo.s2), (geo.s2, geo.s1))]
+    t_mm, td_mm = _negative_wedge(geo.s1, geo.s2, geo.theta, n)
+    t = t_pp - alpha * (mixed[0][0] + mixed[1][0]) + alpha * alpha * t_mm
+    td = td_pp + alpha * (mixed[0][1] + mixed[1][1]) + alpha * alpha * td_mm
+    return [t, td]
 
 
-def _negative_wedge(s1: Tensor, s2: Tensor, theta: Tensor, n: int) -> tuple[Tensor, Tensor]:
-    """⟨K(a, b)⟩₋₋ and ⟨J0(a + b)⟩₋₋ over the wedge of width π − θ."""
+def _mixed_wedge(pos: Tensor, neg: Tensor, theta: Tensor, n: int, grad: bool = False) -> list[Tensor]:
+    """Averages (1/2π)∫ over the wedge of width θ where one variable is positive (direction
+    factor p = pos·sin(θ − δ)) and the other negative (m = −neg·sin δ): ⟨p N1(m)⟩ and
+    ⟨J0(m)⟩; with ``grad`` also ⟨p J1(m)⟩ (for the derivative in the negative one's variance)."""
+    delta, w = _wedge_rule(theta, neg, neg, n)
+    m = -neg.unsqueeze(-1) * torch.sin(delta)
+    p = pos.unsqueeze(-1) * torch.sin(theta.unsqueeze(-1) - delta)
+    g = radial_g(m)
+    j0 = radial_j0(m, g)
+    w = w * _INV_2PI
+    out = [(w * p * _n1(m, g, j0)).sum(-1), (w * j0).sum(-1)]
+    if grad:
+        out.append((w * p * radial_j1(m, g)).sum(-1))
+    return out
+
+
+def _negative_wedge(s1: Tensor, s2: Tensor, theta: Tensor, n: int, grad: bool = False) -> list[Tensor]:
+    """Averages over the wedge of width π − θ where both are negative (factors a, b):
+    ⟨K(a, b)⟩ and ⟨J0(a + b)⟩; with ``grad`` also ⟨D(a, b)⟩ and ⟨D(b, a)⟩, where
+    D(a, b) = J0(a) − J0(a + b) = ∫₀^∞ R e^{aR}(1 − e^{bR}) e^{−R²/2} dR."""
     width = math.pi - theta
+    # near c = ±1 both factors can vanish at either edge: grade both towards the larger scale
     top = torch.maximum(s1, s2)
     delta, w = _wedge_rule(width, top, top, n)
     b = -s2.unsqueeze(-1) * torch.sin(delta)
     a = -s1.unsqueeze(-1) * torch.sin(width.unsqueeze(-1) - delta)
     ga, gb, gab = radial_g(a), radial_g(b), radial_g(a + b)
-    t = (w * _k(a, b, ga, gb, gab)).sum(-1)
-    td = (w * radial_j0(a + b, gab)).sum(-1)
-    return _INV_2PI * t, _INV_2PI * td
+    j0ab = radial_j0(a + b, gab)
+    w = w * _INV_2PI
+    out = [(w * _k(a, b, ga, gb, gab)).sum(-1), (w * j0ab).sum(-1)]
+    if grad:
+        out.append((w * _d(a, b, ga, j0ab)).sum(-1))
+        out.append((w * _d(b, a, gb, j0ab)).sum(-1))
+    return out
+
+
+def _d(a: Tensor, b: Tensor, ga: Tensor, j0ab: Tensor) -> Tensor:
+    """D(a, b) = J0(a) − J0(a + b) ≥ 0; where |b| is small against max(1, |a|) the difference
+    cancels, and D = −b ∫₀¹ J1(a + sb) ds (J0' = J1) by four-point Gauss–Legendre instead."""
+    direct = radial_j0(a, ga) - j0ab
+    near = b.abs() < 0.25 * torch.clamp_min(a.abs(), 1.0)
+    if not bool(near.any()):
+        return direct
+    bb = torch.where(near, b, torch.zeros_like(b))
+    x, w = _gauss_legendre(4, a.dtype, a.device)
+    acc = torch.zeros_like(a)
+    for xi, wi in zip(x.tolist(), w.tolist()):
+        acc = acc + wi * radial_j1(a + xi * bb)
+    return torch.where(near, -bb * acc, direct)
+
+
+def _erfcx_minus_one(y: Tensor) -> Tensor:
+    """erfcx(y) − 1 for y ≥ 0 without cancellation: expm1(y²) erfc(y) − erf(y) below 1."""
+    small = y < 1.0
+    ys = torch.where(small, y, torch.zeros_like(y))
+    return torch.where(small, torch.expm1(ys * ys) * torch.erfc(ys) - torch.erf(ys),
+                       torch.special.erfcx(y) - 1.0)
+
+
+class EluDual(torch.autograd.Function):
+    r"""(T, Ṫ) of ELU, with the gradient in (k11, k12, k22) from Price's theorem in closed form.
+
+    With φ'' = αeᵘ1{u<0} + (1 − α)δ(u), φ''' = αeᵘ1{u<0} − αδ(u) + (1 − α)δ'(u), p₁ = 1/(σ1√(2π))
+    the density of u at 0, τ = σ2 sin θ the standard deviation of v given u = 0, and
+    e(τ) = E[e^w 1{w<0}] = ½ erfcx(τ/√2) for w ~ N(0, τ²):
+
+        ∂T/∂k12 = Ṫ
+        ∂Ṫ/∂k12 = E[φ''φ''] = α²⟨J0(a+b)⟩₋₋ + α(1−α)(p₁ e(τ) + p₂ e(τ₂)) + (1−α)²/(2π s sin θ)
+        ∂T/∂k11 = ½E[φ''(u)φ(v)] = ½(α⟨b J1(a)⟩₋₊ − α²⟨D(a,b)⟩₋₋ + (1−α) p₁ E[φ(τZ)])
+        ∂Ṫ/∂k11 = ½E[φ'''(u)φ'(v)] = ½(α⟨J0(a)⟩₋₊ + α²⟨J0(a+b)⟩₋₋ − α p₁ E[φ'(τZ)]
+                                         − (1−α) p₁ (c σ2/σ1) E[φ''(τZ)])
+
+    with E[φ''(τZ)] = α e(τ) + (1 − α)/(τ√(2π)) (k22 by symmetry).  The terms in 1/sin θ sum to
+    −((1−α)²/2π) ∂θ/∂k: at |c| = 1 they are dropped, as ``safe_arccos`` drops ∂θ there (θ is
+    constant along every path that keeps the inputs coincident); where k11 = 0 the k11
+    derivatives (∝ 1/√k11) are returned as 0.  Only the inputs and Ṫ are saved; the backward
+    recomputes the wedge integrals once.
+    """
+
+    @staticmethod
+    def forward(k11, k12, k22, alpha, n):
+        return _forward(k11, k12, k22, alpha, n)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        k11, k12, k22, alpha, n = inputs
+        ctx.alpha, ctx.n = alpha, n
+        ctx.save_for_backward(k11, k12, k22, output[1])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_t, g_td):
+        k11, k12, k22, td = ctx.saved_tensors
+        lo, hi, swap = _ordered(k11, k22)
+        keys = ("t11", "td11", "td12", "t22", "td22")
+        d = dict(zip(keys, _chunked(_partials, lo, k12, hi, ctx.alpha, ctx.n)))
+        for a, b in (("t11", "t22"), ("td11", "td22")):  # back to the caller's order
+            d[a], d[b] = torch.where(swap, d[b], d[a]), torch.where(swap, d[a], d[b])
+        zero = torch.zeros((), dtype=td.dtype, device=td.device)
+        g_t = zero if g_t is None else g_t
+        g_td = zero if g_td is None else g_td
+
+        def total(dt: Tensor, dtd: Tensor, like: Tensor) -> Tensor:
+            return torch.broadcast_to(g_t * dt + g_td * dtd, td.shape).sum_to_size(like.shape)
+
+        need = ctx.needs_input_grad
+        return (total(d["t11"], d["td11"], k11) if need[0] else None,
+                total(td, d["td12"], k12) if need[1] else None,
+                total(d["t22"], d["td22"], k22) if need[2] else None, None, None)
+
+
+def _partials(k11: Tensor, k12: Tensor, k22: Tensor, alpha: float, n: int) -> list[Tensor]:
+    """∂Ṫ/∂k12 and ∂(T, Ṫ)/∂(k11, k22) as in ``EluDual``'s docstring."""
+    geo = _Geometry(k11, k12, k22)
+    zero = torch.zeros_like(geo.c)
+    one = torch.ones_like(geo.c)
+    inside = (geo.sin_theta > 0) & (geo.s > 0)
+    _, j0_mm, d_ab, d_ba = _negative_wedge(geo.s1, geo.s2, geo.theta, n, grad=True)
+    td12 = alpha * alpha * j0_mm + torch.where(
+        inside, (1 - alpha) ** 2 * _INV_2PI / torch.where(inside, geo.s * geo.sin_theta, one), zero)
+    out = {}
+    for me, other, key, d_mine in ((geo.s1, geo.s2, "11", d_ab), (geo.s2, geo.s1, "22", d_ba)):
+        _, j0_mine, pj1_mine = _mixed_wedge(other, me, geo.theta, n, grad=True)
+        ok = me > 0
+        p0 = torch.where(ok, _INV_SQRT_2PI / torch.where(ok, me, one), zero)
+        tau = other * geo.sin_theta
+        e_tau = 0.5 * torch.special.erfcx(tau * math.sqrt(0.5))
+        td12 = td12 + alpha * (1 - alpha) * p0 * e_tau
+        mean_phi = tau * _INV_SQRT_2PI + 0.5 * alpha * _erfcx_minus_one(tau * math.sqrt(0.5))
+        mean_dphi = 0.5 + alpha * e_tau
+        jump = inside & (tau > 0)
+        mean_ddphi = alpha * e_tau + torch.where(jump, (1 - alpha) * _INV_SQRT_2PI / torch.where(jump, tau, one), zero)
+        ratio = torch.where(ok, geo.c * other / torch.where(ok, me, one), zero)
+        dt = 0.5 * (alpha * pj1_mine - alpha * alpha * d_mine + (1 - alpha) * p0 * mean_phi)
+        dtd = 0.5 * (alpha * j0_mine + alpha * alpha * j0_mm - alpha * p0 * mean_dphi
+                     - (1 - alpha) * p0 * ratio * mean_ddphi)
+        out["t" + key] = torch.where(ok, dt, zero)
+        out["td" + key] = torch.where(ok, dtd, zero)
+    out["td12"] = torch.where(geo.s > 0, td12, zero)
+    return [out[key] for key in ("t11", "td11", "td12", "t22", "td22")]
 
 
 def elu_dual_diag(k: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
@@ -254,7 +411,6 @@ def elu_dual_diag(k: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
         E[φ'²] = ½ + α² e^{2k} Φ(−2√k) = ½ + (α²/2) erfcx(√(2k))
         E[φ²]  = k/2 + α² E[(1 − eᵘ)² 1{u < 0}],  the latter ½ − erfcx(√(k/2)) + ½ erfcx(√(2k))
                  (its power series Σ_{n≥2} (2ⁿ − 2)(−σ)ⁿ M_n/(n! √(2π)) for σ = √k < ½)."""
-    from ._gaussian import safe_sqrt
     sigma = safe_sqrt(k)
     td = 0.5 + 0.5 * alpha * alpha * torch.special.erfcx(math.sqrt(2.0) * sigma)
     direct = 0.5 - torch.special.erfcx(sigma * math.sqrt(0.5)) + 0.5 * torch.special.erfcx(math.sqrt(2.0) * sigma)

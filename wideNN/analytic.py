@@ -235,7 +235,7 @@ def _recursion(spec: _Recursion, g, n1, n2, d: int, same: bool):
         if same:
             t, td = act.dual_diag(k)
         else:
-            kappa = None if act.closed_form else _common_variance(k1, k2)
+            kappa = _common_variance(k1, k2) if act.uses_angle_table() else None
             t, td = act.dual(k1, k, k2) if kappa is None else act.dual_equal_variance(kappa, k)
         k = b + w * t
         if compute_ntk:
