@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import check_int
-from ._gaussian import MAX_NODE_FACTOR, normal_rule, safe_arccos, safe_sqrt
+from ._gaussian import MAX_NODE_FACTOR, normal_rule, safe_arccos, safe_sqrt, snap_correlation
 from ._quadrature import QuadratureDual, gaussian_sums
 
 __all__ = ["Activation"]
@@ -143,7 +143,9 @@ class Activation(nn.Module):
             return self.dual(kk, k12, kk)
         n = self.table_size
         tab_t, tab_td = self._angle_table(float(k), k12.dtype, k12.device)
-        u = safe_arccos(k12 / k) * (n / math.pi)
+        # snapped like ``correlation``: a diagonal entry's c = 1 − 2 ulps would become θ ≈ 2e-8,
+        # which matters where Ṫ is linear in θ (φ' with a jump)
+        u = safe_arccos(snap_correlation((k12 / k).clamp(-1.0, 1.0))) * (n / math.pi)
         i = u.floor().clamp_(0, n - 1)
         f = u - i
         idx = i.long() + 1  # position of node i in the padded tables
