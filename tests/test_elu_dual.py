@@ -14,7 +14,7 @@ import torch
 from scipy import integrate, special, stats
 
 import wideNN.activations as A
-from wideNN import _elu, analytic
+from wideNN import _elu, _elu_radial, analytic
 
 F64 = torch.float64
 
@@ -166,7 +166,7 @@ def test_gradients_finite_at_coincident_points_and_zero_variance():
 
 def test_radial_functions_against_scipy():
     m = torch.tensor([0.0, -0.3, -2.0, -11.9, -12.1, -40.0, -1e3], dtype=F64)
-    got = [_elu.radial_g(m), _elu.radial_j0(m), _elu.radial_j1(m)]
+    got = [_elu_radial.radial_g(m), _elu_radial.radial_j0(m), _elu_radial.radial_j1(m)]
     for n, vals in enumerate(got):
         for mv, v in zip(m.tolist(), vals.tolist()):
             ref = integrate.quad(lambda r: r ** n * math.exp(mv * r - 0.5 * r * r), 0, np.inf,

@@ -4,13 +4,18 @@ Accuracy of the quadrature fallback: relative error of (E[φφ], E[φ'φ']) in f
 nested adaptive quadrature (scipy.integrate.quad), measured 2026-11-22; ``tests/test_activations.py``
 checks the tanh rows at variances 1, 4 and 16:
 
-    (k11, k12, k22)     degree   erf             tanh            sigmoid/softplus/silu   elu (kink in φ')
-    (1, 0.6, 1.4)       16       2e-3 / 6e-3     2e-3 / 1e-2     ≤ 1e-5 / 5e-5            3e-3 / 6e-2
-                        32       5e-13 / 3e-12   5e-8 / 4e-7     ≤ 1e-14 / 5e-14          1e-4 / 1e-2
-                        48       2e-16 / 1e-15   2e-12 / 3e-11   ≤ 5e-16                  2e-5 / 5e-3
-                        64       —               1e-16 / 1e-15   —                        7e-6 / 2e-3
-    (4, 2.4, 5.6)       32       1e-16 / 1e-15   4e-9 / 1e-7     2e-16 / 1e-15            —
-    (16, 9.6, 22.4)     32       3e-16 / 1e-15   7e-10 / 8e-8    3e-16 / 7e-16            —
+    (k11, k12, k22)     degree   erf             tanh            sigmoid/softplus/silu
+    (1, 0.6, 1.4)       16       2e-3 / 6e-3     2e-3 / 1e-2     ≤ 1e-5 / 5e-5
+                        32       5e-13 / 3e-12   5e-8 / 4e-7     ≤ 1e-14 / 5e-14
+                        48       2e-16 / 1e-15   2e-12 / 3e-11   ≤ 5e-16
+                        64       —               1e-16 / 1e-15   —
+    (4, 2.4, 5.6)       32       1e-16 / 1e-15   4e-9 / 1e-7     2e-16 / 1e-15
+    (16, 9.6, 22.4)     32       3e-16 / 1e-15   7e-10 / 8e-8    3e-16 / 7e-16
+
+A kink defeats the quadrature: for ELU (φ' jumps at 0) it was 2e-5 / 5e-3 at degree 48 and
+7e-6 / 2e-3 at 64, and ∂Ṫ/∂k12 (a Dirac delta in φ'') ~30 % off.  ELU therefore has its own
+dual (``wideNN._elu``: the sign quadrants in polar coordinates with closed-form radial
+integrals), ≲ 1e-13 relative for every α, correlation and variance, with exact gradients.
 
 The node count is degree·max(1, √k_max) (k_max the largest variance in the call, capped at 8×
 degree), so the accuracy holds as the variances grow: a fixed Gauss–Hermite rule of degree 32
@@ -20,14 +25,15 @@ points (c = 1, the diagonal) are the hardest case: for tanh at k = 1 the error o
 everywhere for smooth activations; pass 64 for round-off level (cost
 grows as nodes² per kernel entry of inputs with unequal norms; equal-norm inputs use a 1-D
 table whose cost does not depend on N, see ``dual_equal_variance``).  Kinks converge only
-algebraically, which is why every piecewise-linear activation in ``wideNN.activations`` has a closed form
-(and why ``Elementwise`` checks its accuracy and refuses functions with kinks or jumps).
+algebraically, which is why every piecewise-linear activation in ``wideNN.activations`` (and
+ELU) has a closed form, and why ``Elementwise`` checks its accuracy and refuses functions with
+kinks or jumps.
 
 Gradients with respect to (k11, k12, k22) — how GPyTorch fits the variances — come from an
 explicit backward computed by the same quadrature (Price's theorem, ``wideNN._quadrature``):
 memory a few arrays per kernel entry and layer instead of every node's graph (measured 313 KB
 → < 1 KB saved per entry for a depth-3 tanh NNGPKernel), accuracy that of the forward
-quadrature for smooth φ; ELU's ∂Ṫ/∂k12 (a jump in φ'') converges like 1/degree.
+quadrature for smooth φ.
 """
 from __future__ import annotations
 

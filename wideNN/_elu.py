@@ -38,141 +38,33 @@ of Tsuchida et al., "Avoiding kernel fixed points: computing with ELU and GELU i
 networks", AAAI 2021), evaluated without the e^{q/2} overflow and the cancellation a
 generic Φ₂ has in the far tail.
 
-Accuracy (float64, against 50-digit mpmath integration; ``tests/test_elu_dual.py``): relative
-≲ 1e-13 for variances from 0 to 1e6 and every correlation, including c = ±1.
+The radial functions and their cancellation-free forms are in ``wideNN._elu_radial``.
+
+Accuracy (float64, measured 2026-12-02): T and Ṫ within 4e-14 of 40-digit mpmath integration,
+relative to the scale √(T(x,x)T(x',x')), for α ∈ {1, ½, 2}, variances 1e-10 – 1e6 and
+correlations up to ±1; the rule's self-convergence (24 against 64 nodes per half-wedge) ≤ 1e-13
+for variances 1e-12 – 1e14, ratios k22/k11 up to 1e3 and 1 − |c| down to 1e-16.  Gradients
+agree with mpmath derivatives of the same integrals to ≲ 2e-11.  Cost ~25 µs per entry on one
+loaded CPU core (the degree-48 quadrature it replaces: ~60 µs).  ``tests/test_elu_dual.py``
+checks 1e-10 against scipy's adaptive quadrature.
 """
 from __future__ import annotations
 
-import functools
 import math
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from ._elu_radial import (MOMENTS, SMALL, erfcx_minus_one, gauss_legendre, radial_d, radial_g,
+                          radial_j0, radial_j1, radial_k, radial_n1)
 from ._gaussian import correlation, safe_arccos, safe_sqrt
 
-__all__ = ["EluDual", "elu_dual", "elu_dual_diag", "radial_g", "radial_j0", "radial_j1"]
+__all__ = ["EluDual", "elu_dual", "elu_dual_diag"]
 
-_SQRT_HALF_PI = math.sqrt(0.5 * math.pi)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _INV_2PI = 0.5 / math.pi
 #: Gauss–Legendre nodes per half-wedge
 NODES = 24
-#: above this |m| the radial moments use their asymptotic series (the closed forms cancel)
-_ASYMPTOTIC = 12.0
-#: below this |m| the divided differences of G use their Taylor series at 0
-_SMALL = 0.5
-#: below this |a| (or |b|) K uses a series in the small factor
-_TINY = 1e-3
-
-
-def _moments(count: int) -> list[float]:
-    """M_k = ∫₀^∞ R^k e^{−R²/2} dR for k = 0 … count − 1 (M_k = (k − 1) M_{k−2})."""
-    m = [_SQRT_HALF_PI, 1.0]
-    while len(m) < count:
-        m.append((len(m) - 1) * m[-2])
-    return m[:count]
-
-
-_M = _moments(48)
-
-
-def radial_g(m: Tensor) -> Tensor:
-    """G(m) = ∫₀^∞ e^{mR − R²/2} dR for m ≤ 0 (relative accuracy of erfcx)."""
-    return _SQRT_HALF_PI * torch.special.erfcx(-m * math.sqrt(0.5))
-
-
-def _asymptotic(x: Tensor, n: int, terms: int = 16) -> Tensor:
-    """J_n(−x) = Σ_k (−1)^k (n + 1 + 2k)! / (2^k k! x^{n+2+2k}) for large x (Horner in 1/x²)."""
-    y = 1.0 / (x * x)
-    acc = torch.zeros_like(x)
-    for k in range(terms - 1, -1, -1):
-        coef = math.factorial(n + 1 + 2 * k) / (2.0 ** k * math.factorial(k))
-        acc = coef * (-1) ** k + acc * y
-    return acc * x.pow(-(n + 2))
-
-
-def radial_j0(m: Tensor, g: Tensor | None = None) -> Tensor:
-    """J0(m) = ∫₀^∞ R e^{mR − R²/2} dR = 1 + m G(m) for m ≤ 0; the asymptotic series beyond
-    |m| = 12, where 1 + mG loses |m|² ulps."""
-    g = radial_g(m) if g is None else g
-    x = -m
-    far = x > _ASYMPTOTIC
-    direct = 1.0 + m * g
-    if not bool(far.any()):
-        return direct
-    return torch.where(far, _asymptotic(torch.where(far, x, torch.full_like(x, 2 * _ASYMPTOTIC)), 0), direct)
-
-
-def radial_j1(m: Tensor, g: Tensor | None = None) -> Tensor:
-    """J1(m) = ∫₀^∞ R² e^{mR − R²/2} dR = m + (1 + m²) G(m) for m ≤ 0 (asymptotic series
-    beyond |m| = 12)."""
-    g = radial_g(m) if g is None else g
-    x = -m
-    far = x > _ASYMPTOTIC
-    direct = m + (1.0 + m * m) * g
-    if not bool(far.any()):
-        return direct
-    return torch.where(far, _asymptotic(torch.where(far, x, torch.full_like(x, 2 * _ASYMPTOTIC)), 1), direct)
-
-
-def _g_div0(b: Tensor, g: Tensor) -> Tensor:
-    """G[0, b] = (G(b) − G(0))/b: the Taylor series Σ M_k b^{k−1}/k! for |b| < ½ (the
-    difference cancels there), the difference otherwise."""
-    small = b.abs() < _SMALL
-    bs = torch.where(small, b, torch.zeros_like(b))
-    acc = torch.zeros_like(b)
-    for k in range(26, 0, -1):
-        acc = _M[k] / math.factorial(k) + acc * bs
-    safe = torch.where(small, -torch.ones_like(b), b)
-    return torch.where(small, acc, (g - _SQRT_HALF_PI) / safe)
-
-
-def _n1(b: Tensor, g: Tensor, j0: Tensor) -> Tensor:
-    """N1(b) = ∫₀^∞ R² (1 − e^{bR}) e^{−R²/2} dR = −b (G[0, b] + J0(b)), b ≤ 0."""
-    return -b * (_g_div0(b, g) + j0)
-
-
-def _k(a: Tensor, b: Tensor, ga: Tensor, gb: Tensor, gab: Tensor) -> Tensor:
-    """K(a, b) = ∫₀^∞ R (1 − e^{aR})(1 − e^{bR}) e^{−R²/2} dR for a, b ≤ 0 (G values given).
-
-    ``1 − J0(a) − J0(b) + J0(a+b) = −aG(a) − bG(b) + (a+b)G(a+b)`` loses ~ε/min(|a|, |b|)
-    relative; below ``_TINY`` the small factor is expanded instead: both small, the double
-    series ab Σ M_{i+j+3} aⁱbʲ/((i+1)!(j+1)!); one small, K = −a ∫₀¹ (J1(sa) − J1(sa + b)) ds
-    (three-point Gauss–Legendre: J1 hardly varies over [a, 0])."""
-    direct = -a * ga - b * gb + (a + b) * gab
-    lo = torch.minimum(a.abs(), b.abs())
-    if not bool((lo < _TINY).any()):
-        return direct
-    hi_small = torch.maximum(a.abs(), b.abs()) < _TINY
-    zero = torch.zeros_like(a)
-    # both tiny: the double series to total order 5 (next term ~ (2e-3)⁶ relative)
-    sa, sb = torch.where(hi_small, a, zero), torch.where(hi_small, b, zero)
-    series = zero
-    for i in range(6):
-        for j in range(6 - i):
-            series = series + _M[i + j + 3] / (math.factorial(i + 1) * math.factorial(j + 1)) * sa ** i * sb ** j
-    series = sa * sb * series
-    # one tiny: integrate over the small factor
-    a_small = a.abs() <= b.abs()
-    small = torch.where(a_small, a, b)
-    large = torch.where(a_small, b, a)
-    one = torch.where(lo < _TINY, small, zero)
-    x, w = _gauss_legendre(3, a.dtype, a.device)
-    acc = zero
-    for xi, wi in zip(x.tolist(), w.tolist()):
-        acc = acc + wi * (radial_j1(xi * one) - radial_j1(xi * one + large))
-    single = -one * acc
-    return torch.where(lo < _TINY, torch.where(hi_small, series, single), direct)
-
-
-@functools.lru_cache(maxsize=16)
-def _gauss_legendre(n: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Gauss–Legendre nodes and weights on [0, 1]."""
-    x, w = np.polynomial.legendre.leggauss(n)
-    return (torch.as_tensor(0.5 * (x + 1.0), dtype=dtype, device=device),
-            torch.as_tensor(0.5 * w, dtype=dtype, device=device))
 
 
 def _half_wedge(width: Tensor, scale: Tensor, n: int) -> tuple[Tensor, Tensor]:
@@ -183,7 +75,7 @@ def _half_wedge(width: Tensor, scale: Tensor, n: int) -> tuple[Tensor, Tensor]:
     eps = torch.where(scale * half > 1.0, 1.0 / torch.where(scale > 0, scale, torch.ones_like(scale)), half)
     top = torch.asinh(torch.where(eps > 0, half / torch.where(eps > 0, eps, torch.ones_like(eps)),
                                   torch.ones_like(eps)))
-    x, w = _gauss_legendre(n, width.dtype, width.device)
+    x, w = gauss_legendre(n, width.dtype, width.device)
     t = top.unsqueeze(-1) * x
     delta = eps.unsqueeze(-1) * torch.sinh(t)
     weight = (eps * top).unsqueeze(-1) * torch.cosh(t) * w
@@ -273,7 +165,7 @@ def _mixed_wedge(pos: Tensor, neg: Tensor, theta: Tensor, n: int, grad: bool = F
     g = radial_g(m)
     j0 = radial_j0(m, g)
     w = w * _INV_2PI
-    out = [(w * p * _n1(m, g, j0)).sum(-1), (w * j0).sum(-1)]
+    out = [(w * p * radial_n1(m, g, j0)).sum(-1), (w * j0).sum(-1)]
     if grad:
         out.append((w * p * radial_j1(m, g)).sum(-1))
     return out
@@ -292,34 +184,11 @@ def _negative_wedge(s1: Tensor, s2: Tensor, theta: Tensor, n: int, grad: bool = 
     ga, gb, gab = radial_g(a), radial_g(b), radial_g(a + b)
     j0ab = radial_j0(a + b, gab)
     w = w * _INV_2PI
-    out = [(w * _k(a, b, ga, gb, gab)).sum(-1), (w * j0ab).sum(-1)]
+    out = [(w * radial_k(a, b, ga, gb, gab)).sum(-1), (w * j0ab).sum(-1)]
     if grad:
-        out.append((w * _d(a, b, ga, j0ab)).sum(-1))
-        out.append((w * _d(b, a, gb, j0ab)).sum(-1))
+        out.append((w * radial_d(a, b, ga, j0ab)).sum(-1))
+        out.append((w * radial_d(b, a, gb, j0ab)).sum(-1))
     return out
-
-
-def _d(a: Tensor, b: Tensor, ga: Tensor, j0ab: Tensor) -> Tensor:
-    """D(a, b) = J0(a) − J0(a + b) ≥ 0; where |b| is small against max(1, |a|) the difference
-    cancels, and D = −b ∫₀¹ J1(a + sb) ds (J0' = J1) by four-point Gauss–Legendre instead."""
-    direct = radial_j0(a, ga) - j0ab
-    near = b.abs() < 0.25 * torch.clamp_min(a.abs(), 1.0)
-    if not bool(near.any()):
-        return direct
-    bb = torch.where(near, b, torch.zeros_like(b))
-    x, w = _gauss_legendre(4, a.dtype, a.device)
-    acc = torch.zeros_like(a)
-    for xi, wi in zip(x.tolist(), w.tolist()):
-        acc = acc + wi * radial_j1(a + xi * bb)
-    return torch.where(near, -bb * acc, direct)
-
-
-def _erfcx_minus_one(y: Tensor) -> Tensor:
-    """erfcx(y) − 1 for y ≥ 0 without cancellation: expm1(y²) erfc(y) − erf(y) below 1."""
-    small = y < 1.0
-    ys = torch.where(small, y, torch.zeros_like(y))
-    return torch.where(small, torch.expm1(ys * ys) * torch.erfc(ys) - torch.erf(ys),
-                       torch.special.erfcx(y) - 1.0)
 
 
 class EluDual(torch.autograd.Function):
@@ -391,7 +260,7 @@ def _partials(k11: Tensor, k12: Tensor, k22: Tensor, alpha: float, n: int) -> li
         tau = other * geo.sin_theta
         e_tau = 0.5 * torch.special.erfcx(tau * math.sqrt(0.5))
         td12 = td12 + alpha * (1 - alpha) * p0 * e_tau
-        mean_phi = tau * _INV_SQRT_2PI + 0.5 * alpha * _erfcx_minus_one(tau * math.sqrt(0.5))
+        mean_phi = tau * _INV_SQRT_2PI + 0.5 * alpha * erfcx_minus_one(tau * math.sqrt(0.5))
         mean_dphi = 0.5 + alpha * e_tau
         jump = inside & (tau > 0)
         mean_ddphi = alpha * e_tau + torch.where(jump, (1 - alpha) * _INV_SQRT_2PI / torch.where(jump, tau, one), zero)
@@ -414,11 +283,11 @@ def elu_dual_diag(k: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
     sigma = safe_sqrt(k)
     td = 0.5 + 0.5 * alpha * alpha * torch.special.erfcx(math.sqrt(2.0) * sigma)
     direct = 0.5 - torch.special.erfcx(sigma * math.sqrt(0.5)) + 0.5 * torch.special.erfcx(math.sqrt(2.0) * sigma)
-    small = sigma < _SMALL
+    small = sigma < SMALL
     x = torch.where(small, sigma, torch.zeros_like(sigma))
     acc = torch.zeros_like(sigma)
     for order in range(30, 1, -1):
-        acc = (2.0 ** order - 2.0) * (-1) ** order * _M[order] / math.factorial(order) + acc * x
+        acc = (2.0 ** order - 2.0) * (-1) ** order * MOMENTS[order] / math.factorial(order) + acc * x
     series = acc * x * x * _INV_SQRT_2PI
     neg = torch.where(small, series, direct)
     return 0.5 * k + alpha * alpha * neg, td
