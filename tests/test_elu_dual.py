@@ -158,6 +158,9 @@ def test_gradients_finite_at_coincident_points_and_zero_variance():
         dt, _ = A.ELU(alpha).dual_diag(k2)
         gd, = torch.autograd.grad(dt, k2)
         assert abs(gt.item() - gd.item()) <= 1e-10 * abs(gd.item())
+        k0 = torch.zeros((), dtype=F64, requires_grad=True)  # E[φ(u)²] = (1 + α²) k/2 + O(k^{3/2})
+        g0, = torch.autograd.grad(A.ELU(alpha).dual_diag(k0)[0], k0)
+        assert abs(g0.item() - 0.5 * (1 + alpha * alpha)) < 1e-15
         zero = torch.zeros(3, dtype=F64, requires_grad=True)
         out = A.ELU(alpha).dual(zero[0], zero[1], zero[2])
         for g in torch.autograd.grad(out[0] + out[1], zero):
@@ -193,3 +196,15 @@ def test_mlp_kernels_follow_the_reference_recursion():
             th = [[k[i][j] + w * td[i][j] * th[i][j] for j in range(3)] for i in range(3)]
         torch.testing.assert_close(nngp, torch.tensor(k, dtype=F64), rtol=tol, atol=tol)
         torch.testing.assert_close(ntk, torch.tensor(th, dtype=F64), rtol=tol, atol=tol)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    g = torch.Generator().manual_seed(2)
+    k11 = torch.rand(300, 1, generator=g, dtype=F64) * 4 + 1e-3
+    k22 = torch.rand(1, 400, generator=g, dtype=F64) * 4 + 1e-3
+    k12 = (torch.rand(300, 400, generator=g, dtype=F64) * 2 - 1) * (k11 * k22).sqrt()
+    act = A.ELU(0.6)
+    for cpu, gpu in zip(act.dual(k11, k12, k22), act.dual(k11.cuda(), k12.cuda(), k22.cuda())):
+        torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-12, atol=1e-14)

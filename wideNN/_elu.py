@@ -116,7 +116,7 @@ def elu_dual(k11: Tensor, k12: Tensor, k22: Tensor, alpha: float, n: int = NODES
 
 #: entries per chunk: the wedge rules hold ~20 arrays of (entries, 2·NODES) values
 _CHUNK = 1 << 13
-_CHUNK_CUDA = 1 << 17
+_CHUNK_CUDA = 1 << 16
 
 
 def _chunked(fn, k11: Tensor, k12: Tensor, k22: Tensor, *args) -> list[Tensor]:
@@ -288,6 +288,6 @@ def elu_dual_diag(k: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
     acc = torch.zeros_like(sigma)
     for order in range(30, 1, -1):
         acc = (2.0 ** order - 2.0) * (-1) ** order * MOMENTS[order] / math.factorial(order) + acc * x
-    series = acc * x * x * _INV_SQRT_2PI
+    series = acc * torch.where(small, k, torch.zeros_like(k)) * _INV_SQRT_2PI  # k, not σ², for the gradient at 0
     neg = torch.where(small, series, direct)
     return 0.5 * k + alpha * alpha * neg, td
