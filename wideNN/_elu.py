@@ -44,9 +44,11 @@ Accuracy (float64, measured 2026-12-02): T and Ṫ within 4e-14 of 40-digit mpma
 relative to the scale √(T(x,x)T(x',x')), for α ∈ {1, ½, 2}, variances 1e-10 – 1e6 and
 correlations up to ±1; the rule's self-convergence (24 against 64 nodes per half-wedge) ≤ 1e-13
 for variances 1e-12 – 1e14, ratios k22/k11 up to 1e3 and 1 − |c| down to 1e-16.  Gradients
-agree with mpmath derivatives of the same integrals to ≲ 2e-11.  Cost ~25 µs per entry on one
-loaded CPU core (the degree-48 quadrature it replaces: ~60 µs).  ``tests/test_elu_dual.py``
-checks 1e-10 against scipy's adaptive quadrature.
+agree with mpmath derivatives of the same integrals to ≲ 2e-11.  Cost per entry on one loaded
+CPU core: 25–140 µs (the degree-48 quadrature it replaced: 60–146 µs in the same runs; with the
+backward 131 vs 387 µs), and a depth-3 MLP kernel of inputs with unequal norms ran 73× faster
+(``benchmarks/RESULTS.md``).  ``tests/test_elu_dual.py`` checks 1e-10 against scipy's adaptive
+quadrature.
 """
 from __future__ import annotations
 
