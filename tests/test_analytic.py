@@ -35,7 +35,7 @@ def _penultimate_nngp_samples(arch, x, width, nets, seed):
     return b + w * torch.bmm(h, h.transpose(1, 2)) / fan_in  # (nets, N, N)
 
 
-@pytest.mark.parametrize("activation", ["relu", "erf", "tanh", "sin", "gelu", "abs"])
+@pytest.mark.parametrize("activation", ["relu", "erf", "tanh", "sin", "gelu", "abs", "elu"])
 def test_nngp_recursion_equals_monte_carlo_over_wide_networks(activation):
     arch = wn.Architecture(depth=3, activation=activation, weight_variance=1.7, bias_variance=0.2)
     x = _inputs(4, 6)

@@ -4,13 +4,18 @@ Accuracy of the quadrature fallback: relative error of (E[φφ], E[φ'φ']) in f
 nested adaptive quadrature (scipy.integrate.quad), measured 2026-11-22; ``tests/test_activations.py``
 checks the tanh rows at variances 1, 4 and 16:
 
-    (k11, k12, k22)     degree   erf             tanh            sigmoid/softplus/silu   elu (kink in φ')
-    (1, 0.6, 1.4)       16       2e-3 / 6e-3     2e-3 / 1e-2     ≤ 1e-5 / 5e-5            3e-3 / 6e-2
-                        32       5e-13 / 3e-12   5e-8 / 4e-7     ≤ 1e-14 / 5e-14          1e-4 / 1e-2
-                        48       2e-16 / 1e-15   2e-12 / 3e-11   ≤ 5e-16                  2e-5 / 5e-3
-                        64       —               1e-16 / 1e-15   —                        7e-6 / 2e-3
-    (4, 2.4, 5.6)       32       1e-16 / 1e-15   4e-9 / 1e-7     2e-16 / 1e-15            —
-    (16, 9.6, 22.4)     32       3e-16 / 1e-15   7e-10 / 8e-8    3e-16 / 7e-16            —
+    (k11, k12, k22)     degree   erf             tanh            sigmoid/softplus/silu
+    (1, 0.6, 1.4)       16       2e-3 / 6e-3     2e-3 / 1e-2     ≤ 1e-5 / 5e-5
+                        32       5e-13 / 3e-12   5e-8 / 4e-7     ≤ 1e-14 / 5e-14
+                        48       2e-16 / 1e-15   2e-12 / 3e-11   ≤ 5e-16
+                        64       —               1e-16 / 1e-15   —
+    (4, 2.4, 5.6)       32       1e-16 / 1e-15   4e-9 / 1e-7     2e-16 / 1e-15
+    (16, 9.6, 22.4)     32       3e-16 / 1e-15   7e-10 / 8e-8    3e-16 / 7e-16
+
+A kink defeats the quadrature: for ELU (φ' jumps at 0) it was 2e-5 / 5e-3 at degree 48 and
+7e-6 / 2e-3 at 64, and ∂Ṫ/∂k12 (a Dirac delta in φ'') ~30 % off.  ELU therefore has its own
+dual (``wideNN._elu``: the sign quadrants in polar coordinates with closed-form radial
+integrals), ≲ 1e-13 relative for every α, correlation and variance, with exact gradients.
 
 The node count is degree·max(1, √k_max) (k_max the largest variance in the call, capped at 8×
 degree), so the accuracy holds as the variances grow: a fixed Gauss–Hermite rule of degree 32
@@ -20,14 +25,15 @@ points (c = 1, the diagonal) are the hardest case: for tanh at k = 1 the error o
 everywhere for smooth activations; pass 64 for round-off level (cost
 grows as nodes² per kernel entry of inputs with unequal norms; equal-norm inputs use a 1-D
 table whose cost does not depend on N, see ``dual_equal_variance``).  Kinks converge only
-algebraically, which is why every piecewise-linear activation in ``wideNN.activations`` has a closed form
-(and why ``Elementwise`` checks its accuracy and refuses functions with kinks or jumps).
+algebraically, which is why every piecewise-linear activation in ``wideNN.activations`` (and
+ELU) has a closed form, and why ``Elementwise`` checks its accuracy and refuses functions with
+kinks or jumps.
 
 Gradients with respect to (k11, k12, k22) — how GPyTorch fits the variances — come from an
 explicit backward computed by the same quadrature (Price's theorem, ``wideNN._quadrature``):
 memory a few arrays per kernel entry and layer instead of every node's graph (measured 313 KB
 → < 1 KB saved per entry for a depth-3 tanh NNGPKernel), accuracy that of the forward
-quadrature for smooth φ; ELU's ∂Ṫ/∂k12 (a jump in φ'') converges like 1/degree.
+quadrature for smooth φ.
 """
 from __future__ import annotations
 
@@ -72,6 +78,15 @@ class Activation(nn.Module):
     #: kernel recursion then carries a power-of-two scale, so that inputs and layers of any
     #: magnitude give the exact kernel wherever it is representable (``wideNN.analytic``)
     dual_degree: int | None = None
+
+    #: whether analytic kernels of inputs with one common variance interpolate a table of the
+    #: duals in the angle (``dual_equal_variance``) instead of evaluating ``dual`` per entry;
+    #: None: for the quadrature activations only (the cheap closed forms evaluate directly)
+    angle_table: bool | None = None
+
+    def uses_angle_table(self) -> bool:
+        """Whether ``dual_equal_variance`` interpolates a table (see ``angle_table``)."""
+        return (not self.closed_form) if self.angle_table is None else bool(self.angle_table)
     #: φ is infinitely differentiable, so the quadrature gradients may use φ'' and φ'''
     #: directly (False: they are taken one derivative lower by Gaussian integration by parts)
     smooth: bool = False
@@ -198,18 +213,22 @@ class Activation(nn.Module):
     def dual_equal_variance(self, k: float | Tensor, k12: Tensor) -> tuple[Tensor, Tensor]:
         """``dual(k, k12, k)`` when both variances equal ``k`` (e.g. inputs of equal norm).
 
-        Closed forms are evaluated directly.  Quadrature activations tabulate T and Ṫ on a
-        uniform grid of ``table_size + 1`` angles θ ∈ [0, π] (c = cos θ; both are smooth even
-        functions of θ) and interpolate with 4-point cubic Lagrange polynomials: one arccos and
-        a dozen products per entry instead of degree² evaluations of φ and φ'.  Interpolation
-        error ≲ 1e-10 relative at the default size (far below the quadrature's own error at
-        degree 48).  ``k`` may be a 0-d tensor carrying a gradient (fitted variances): the
-        derivatives in k and k12 are then tabulated too (``wideNN._angle_table``).
+        Closed forms are evaluated directly (unless ``angle_table``).  Quadrature activations
+        (and closed forms with ``angle_table``, whose ``dual`` is expensive) tabulate T and Ṫ on a
+        uniform grid of ``table_size + 1`` angles θ ∈ [0, π] (c = cos θ; both are smooth
+        functions of θ, even at 0 and π unless ``even_in_angle`` is False) and interpolate with
+        4-point cubic Lagrange polynomials: one arccos and a dozen products per entry instead of
+        degree² evaluations of φ and φ'.  Interpolation error ≲ 1e-10 relative at the default
+        size (far below the quadrature's own error at degree 48; ELU's 4096 angles: ≤ 4e-13).
+        ``k`` may be a 0-d tensor carrying a gradient (fitted variances): a quadrature
+        activation's derivatives in k and k12 are then tabulated too (``wideNN._angle_table``);
+        a closed form evaluates ``dual`` with its own exact backward.
         """
-        if self.closed_form:
-            kk = torch.full_like(k12, float(k)) if not isinstance(k, Tensor) else k.expand_as(k12)
+        grad = isinstance(k, Tensor) and torch.is_grad_enabled() and (k.requires_grad or k12.requires_grad)
+        if not self.uses_angle_table() or (grad and self.closed_form):
+            kk = k.reshape(()).expand_as(k12) if isinstance(k, Tensor) else torch.full_like(k12, float(k))
             return self.dual(kk, k12, kk)
-        if isinstance(k, Tensor) and torch.is_grad_enabled() and (k.requires_grad or k12.requires_grad):
+        if grad:
             return _angle_table.EqualVarianceDual.apply(self, k.reshape(()), k12)
         kappa = float(k)
         tables = self._angle_table(kappa, k12.dtype, k12.device)
@@ -230,6 +249,19 @@ class Activation(nn.Module):
                 cache.pop(next(iter(cache)))
             cache[key] = make(self, k, dtype, device)
         return cache[key]
+
+    #: T and Ṫ are even functions of θ at 0 and π (φ' continuous); False when φ' jumps (Ṫ then
+    #: has a term linear in θ, as ReLU's (π − θ)/2π)
+    even_in_angle: bool = True
+
+    def _pad_table(self, tab: Tensor) -> Tensor:
+        """One node beyond each end of an angle table: by evenness in θ (and in 2π − θ at
+        θ = π), or by cubic extrapolation when ``even_in_angle`` is False."""
+        if self.even_in_angle:
+            return torch.cat([tab[1:2], tab, tab[-2:-1]])
+        first = 4 * tab[0:1] - 6 * tab[1:2] + 4 * tab[2:3] - tab[3:4]
+        last = 4 * tab[-1:] - 6 * tab[-2:-1] + 4 * tab[-3:-2] - tab[-4:-3]
+        return torch.cat([first, tab, last])
 
     def _quadrature_dual(self, k11: Tensor, k12: Tensor, k22: Tensor,
                          rule: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:

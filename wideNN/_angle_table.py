@@ -29,19 +29,16 @@ import math
 import torch
 from torch import Tensor
 
-from ._gaussian import safe_arccos
+from ._gaussian import safe_arccos, snap_correlation
 from ._quadrature import QuadratureDual
-
-
-def _pad(tab: Tensor) -> Tensor:
-    # one node beyond each end by evenness in θ (and in 2π − θ at θ = π)
-    return torch.cat([tab[1:2], tab, tab[-2:-1]])
 
 
 def _weights(kappa: float, k12: Tensor, size: int) -> tuple[Tensor, tuple[Tensor, ...]]:
     """Padded-table index of the node left of each entry's angle, and the Lagrange weights
     of nodes i−1, i, i+1, i+2 at the entry's offset f ∈ [0, 1]."""
-    u = safe_arccos(k12 / kappa) * (size / math.pi)
+    # snapped like ``correlation``: a diagonal entry's c = 1 − 2 ulps would become θ ≈ 2e-8,
+    # which matters where Ṫ is linear in θ (φ' with a jump)
+    u = safe_arccos(snap_correlation((k12 / kappa).clamp(-1.0, 1.0))) * (size / math.pi)
     i = u.floor().clamp_(0, size - 1)
     f = u - i
     weights = (-f * (f - 1) * (f - 2) / 6, (f + 1) * (f - 1) * (f - 2) / 2,
@@ -116,9 +113,9 @@ def value_tables(act, kappa: float, dtype: torch.dtype, device: torch.device) ->
     def duals(theta: Tensor) -> tuple[Tensor, Tensor]:
         kk = torch.full_like(theta, kappa)
         with torch.no_grad():
-            return act._quadrature_dual(kk, kappa * torch.cos(theta), kk)
+            return act.dual(kk, kappa * torch.cos(theta), kk)
     t, td = _on_table(act, duals, kappa, dtype, device)
-    return _pad(t), _pad(td)
+    return act._pad_table(t), act._pad_table(td)
 
 
 def derivative_tables(act, kappa: float, dtype: torch.dtype,
@@ -135,7 +132,7 @@ def derivative_tables(act, kappa: float, dtype: torch.dtype,
             dt_kk, dt_12 = torch.autograd.grad(t.sum(), (kk, k12), retain_graph=True)
             dtd_kk, dtd_12 = torch.autograd.grad(td.sum(), (kk, k12))
         return dt_12, dtd_12, dt_kk, dtd_kk
-    return tuple(_pad(x.detach()) for x in _on_table(act, derivatives, kappa, dtype, device))
+    return tuple(act._pad_table(x.detach()) for x in _on_table(act, derivatives, kappa, dtype, device))
 
 
 class EqualVarianceDual(torch.autograd.Function):

@@ -22,8 +22,9 @@ tanh NTK at degree 48).  It divides by √k11, so for standard deviations below 
 activations marked ``smooth`` use the direct form instead.  Only (k11, k12, k22) and Ṫ are
 saved, so a differentiable kernel keeps a few N×M arrays per layer, as without autograd.
 The gradients are as accurate as the forward quadrature for smooth φ (gradcheck-level
-agreement at degree 64); for ELU (a jump in φ'') ∂Ṫ/∂k12 converges only like 1/degree
-(~30 % at degree 48, where Ṫ itself is 5e-3 off; see the table in ``wideNN._activation_base``).
+agreement at degree 64).  For φ' with a jump (a Dirac delta in φ'') ∂Ṫ/∂k12 would converge
+only like 1/degree; ELU, the one such built-in activation, has a closed-form dual and backward
+instead (``wideNN._elu``).
 """
 from __future__ import annotations
 

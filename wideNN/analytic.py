@@ -253,7 +253,9 @@ def _recursion(spec: _Recursion, g, n1, n2, d: int, same: bool, log2_scale: int 
         if same:
             t, td = act.dual_diag(k)
         else:
-            kappa = None if act.closed_form else _common_variance(k1, k2, inputs_need_grad)
+            # (under autograd a closed form's own backward is exact: the table is for no-grad there)
+            kappa = (_common_variance(k1, k2, inputs_need_grad or act.closed_form)
+                     if act.uses_angle_table() else None)
             t, td = act.dual(k1, k, k2) if kappa is None else act.dual_equal_variance(kappa, k)
         back = 0  # T is scale-free for degree 0: the recursion returns to scale 1
         if sc is not None and act.dual_degree == 0 and sc.e != 0:
