@@ -96,12 +96,12 @@ def test_cosine_filled_table_equals_direct_integration_at_every_angle(kappa, tol
 
 
 def test_kinked_activations_integrate_every_angle():
-    """ELU's φ' has a kink, so its duals are only finitely smooth in θ and the cosine series
-    would converge slowly: its table is integrated at all angles."""
+    """ELU's φ' has a kink (a jump when α ≠ 1), so its duals are only finitely smooth in θ and
+    the cosine series would converge slowly: its table holds the dual at every angle."""
     assert _angle_table._coarse_size(1.0, 1024) == 128
-    elu = A.ELU()
+    elu = A.ELU(alpha=0.5)
     theta = _angle_table.angles(elu.table_size, F64, torch.device("cpu"))
     kk = torch.full_like(theta, 1.0)
-    direct = elu._quadrature_dual(kk, torch.cos(theta), kk)
+    direct = elu.dual(kk, torch.cos(theta), kk)
     for f, d in zip(_angle_table.value_tables(elu, 1.0, F64, torch.device("cpu")), direct):
         torch.testing.assert_close(f[1:-1], d, rtol=0, atol=0)
