@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_seed, check_variance
+from ._checks import check_device, check_seed, check_variance
 
 __all__ = ["Dense", "Network"]
 
@@ -90,6 +90,7 @@ class Network(nn.Sequential):
                  seed: int | None = None, dtype: torch.dtype = torch.float32,
                  device: torch.device | str | None = None) -> None:
         generator = None
+        device = check_device("device", device)
         if seed is not None:
             generator = torch.Generator().manual_seed(check_seed("seed", seed))
         sizes = [int(in_features), *[int(w) for w in widths], int(out_features)]

@@ -259,6 +259,8 @@ def max_learning_rate(kernel: Any, x: Tensor | None = None, *,
     else:
         raise TypeError(f"kernel must be an Architecture (or a composed description with .ntk), "
                         f"an nn.Module or a kernel matrix, got {type(kernel).__name__}")
+    if theta.numel() == 0:
+        raise ValueError(f"the kernel matrix is empty (shape {tuple(theta.shape)})")
     if theta.dim() == 4:
         n, m, o, o2 = theta.shape
         if n != m or o != o2:

@@ -44,7 +44,7 @@ def balanced_subset_indices(labels: np.ndarray | torch.Tensor, n: int, num_class
     labels = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
     num_classes = check_int("num_classes", num_classes)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0 or n % num_classes:
-        raise ValueError(f"subset size must be a positive multiple of {num_classes}, got {n!r}")
+        raise ValueError(f"n (the subset size) must be a positive multiple of {num_classes}, got {n!r}")
     per_class = n // num_classes
     by_class = [np.flatnonzero(labels == c) for c in range(num_classes)]
     short = [f"class {c} ({idx.size})" for c, idx in enumerate(by_class) if idx.size < per_class]
