@@ -184,6 +184,7 @@ def build_cases():
     c += int_cases("Architecture.build.out_features", lambda v: ARCH.build(3, 8, v, seed=0), ("out_features",))
     c.append(Case("Architecture.build.seed[2**64]", lambda: ARCH.build(3, 8, 1, seed=2 ** 64), ("seed",)))
     c.append(Case("Architecture.build.seed[str]", lambda: ARCH.build(3, 8, 1, seed="0"), ("seed",)))
+    c.append(Case("Architecture.build.width[1e12]", lambda: ARCH.build(3, 10 ** 12, 1), ("width", "memory")))
     c.append(Case("Architecture.build.width[list0]", lambda: ARCH.build(3, [], 1, seed=0), ("width",)))
     c.append(Case("Architecture.build.width[wronglen]", lambda: ARCH.build(3, [8, 8, 8], 1, seed=0), ("width",)))
     c.append(Case("Architecture.build.dtype[int]", lambda: ARCH.build(3, 8, 1, dtype=torch.int64), ("dtype",)))
@@ -207,6 +208,15 @@ def layer_cases():
         torch.randn(2, 1, 4, 4, dtype=F64)), ("kernel_size",))
     c += int_cases("Conv.stride", lambda v: wl.Serial(wl.Conv(3, stride=v), "relu", wl.Flatten(), wl.Dense()).nngp(
         torch.randn(2, 1, 4, 4, dtype=F64)), ("stride",))
+    x4 = torch.randn(2, 1, 4, 4, dtype=F64)
+    c.append(Case("Conv.kernel_size[1e9 same]", lambda: wl.Serial(wl.Conv(10 ** 9), "relu", wl.Flatten(),
+                                                                 wl.Dense()).nngp(x4), ("kernel_size",)))
+    c.append(Case("Conv.stride[1e9]", lambda: wl.Serial(wl.Conv(3, stride=10 ** 9), wl.Flatten(), wl.Dense()).nngp(x4),
+                  ("stride",)))
+    c.append(Case("Serial.build.kernel_size[1e9]", lambda: wl.Serial(wl.Conv(10 ** 9), wl.Flatten(), wl.Dense()).build(
+        (1, 4, 4), 4, 1), ("kernel_size", "memory")))
+    c.append(Case("Conv same kernel 7 on 4 still works", lambda: wl.Serial(wl.Conv(7), wl.Flatten(), wl.Dense()).nngp(x4),
+                  check=lambda r: r.shape == (2, 2)))
     c.append(Case("Conv.padding[bad]", lambda: wl.Conv(3, padding="circ"), ("padding",)))
     c.append(Case("Conv.kernel_size[tuple3 on 2d]", lambda: wl.Serial(wl.Conv((3, 3, 3)), wl.Flatten(),
                                                                         wl.Dense()).nngp(torch.randn(2, 1, 4, 4, dtype=F64)),
@@ -463,7 +473,6 @@ def posterior_object_cases():
     c += int_cases("Posterior.sample.num_samples", lambda v: post.sample(v), ("num_samples",))
     c.append(Case("Posterior.sample.generator[int]", lambda: post.sample(2, generator=0), ("generator",)))
     c.append(Case("Posterior.sample.jitters[neg]", lambda: post.sample(2, jitters=(-1.0,)), ("jitters",)))
-    c.append(Case("Posterior.sample.num_samples[1e9]", lambda: post.sample(10 ** 9), ("num_samples",)))
     pv = wn.posterior(ARCH, X, Y, XT, kernel="nngp")
     c.append(Case("Posterior.sample[variance only]", lambda: pv.sample(2), check=lambda r: r.shape[-1] == 4))
     yt = torch.randn(4, dtype=F64)
@@ -546,6 +555,13 @@ def trajectory_cases():
                    "nan": torch.full((6, 2), math.nan, dtype=F64), "bool": labels.bool()}.items():
         c.append(Case(f"CrossEntropyTrajectory.y_train[{k}]", lambda lab=lab: wn.CrossEntropyTrajectory(
             th, f0, lab).train_outputs(1.0), ("y_train",)))
+    for name, dyn in (("GradientDescent", wn.GradientDescent(0.5)), ("Momentum", wn.Momentum(0.5, 0.9))):
+        c.append(Case(f"CrossEntropyTrajectory[{name}].t[1e300]", lambda d=dyn: wn.CrossEntropyTrajectory(
+            th, f0, labels, dynamics=d).train_outputs(1e300), ("t",)))
+    # the logits of separable data grow like log t: equal steps per decade of time
+    far = [wn.CrossEntropyTrajectory(th, f0, labels).train_outputs(t) for t in (1e30, 1e60)]
+    c.append(Case("CrossEntropyTrajectory[t=1e90] log-linear", lambda: wn.CrossEntropyTrajectory(
+        th, f0, labels).train_outputs(1e90), check=lambda r: _close(r - far[1], far[1] - far[0], 1e-6)))
     c += number_cases("CrossEntropyTrajectory.rtol", lambda v: wn.CrossEntropyTrajectory(th, f0, labels, rtol=v),
                       ("rtol",), extra={"neg": -1.0, "zero": 0.0}, good=())
     c.append(Case("CrossEntropyTrajectory.ntk_train[nan]", lambda: wn.CrossEntropyTrajectory(
@@ -566,6 +582,7 @@ def training_cases():
     c += int_cases("train.steps", lambda v: tr(steps=v), ("steps",), skip=("zero",))
     c += number_cases("train.learning_rate", lambda v: tr(learning_rate=v), ("learning_rate",),
                       extra={"neg": -1.0, "zero": 0.0}, good=())
+    c.append(Case("train.steps[1e12]", lambda: tr(steps=10 ** 12), ("steps",)))
     c.append(Case("train.optimizer[bad]", lambda: tr(optimizer="sgdd"), ("optimizer",)))
     c.append(Case("train.loss[bad]", lambda: tr(loss="l1"), ("loss",)))
     c += int_cases("train.batch_size", lambda v: tr(batch_size=v), ("batch_size",))
@@ -618,6 +635,7 @@ def linearize_cases():
     c.append(Case("linearize.model[fn]", lambda: wn.linearize(lambda x: x), ("model",)))
     c.append(Case("linearize.model[no params]", lambda: wn.linearize(torch.nn.ReLU()), ("model", "parameters")))
     c += int_cases("taylor.order", lambda v: wn.taylor(model, v), ("order",))
+    c.append(Case("taylor.order[50]", lambda: wn.taylor(model, 50), ("order",)))
     c.append(Case("taylor.order[1e9]", lambda: wn.taylor(model, 10 ** 9), ("order",)))
     c.append(Case("linearize at theta0 equals model", lambda: lin(XT), check=lambda r: _close(r, model(XT))))
     return c
@@ -793,7 +811,7 @@ def data_cases():
     for k, (p, l) in {"shape": (torch.zeros(3, 2), torch.tensor([0, 1])), "empty": (torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)),
                       "float labels": (torch.zeros(2, 2), torch.tensor([0.0, 1.0])), "list": ([[0, 1]], [1]),
                       "nan": (torch.full((2, 2), math.nan), torch.tensor([0, 1]))}.items():
-        c.append(Case(f"accuracy[{k}]", lambda p=p, l=l: wd.accuracy(p, l), ("pred", "labels")))
+        c.append(Case(f"accuracy[{k}]", lambda p=p, l=l: wd.accuracy(p, l), ("pred", "labels", "empty")))
     c.append(Case("accuracy correct", lambda: wd.accuracy(torch.eye(3), torch.tensor([0, 1, 0])),
                   check=lambda r: abs(r - 2 / 3) < 1e-12))
     c.append(Case("accuracy[1d pred]", lambda: wd.accuracy(torch.tensor([0.1, 0.9]), torch.tensor([0, 1])), ("pred",)))
@@ -822,7 +840,7 @@ def data_cases():
     c.append(Case("load_cifar10.root[missing]", lambda: wd.load_cifar10(TMP + "/none"), ("root", "CIFAR", "cifar")))
     c.append(Case("load_cifar10.source[bad]", lambda: wd.load_cifar10(TMP, source="web"), ("source",)))
     c.append(Case("load_cifar10.subset[bad]", lambda: wd.load_cifar10(TMP, subset="x"), ("subset",)))
-    c.append(Case("load_uci.name[bad]", lambda: wd.load_uci(TMP, "nope"), ("name",)))
+    c.append(Case("load_uci.name[bad]", lambda: wd.load_uci(TMP, "nope"), ("name", "UCI dataset 'nope'")))
     c.append(Case("load_uci.name[None]", lambda: wd.load_uci(TMP, None), ("name",)))
     c.append(Case("load_uci.root[missing]", lambda: wd.load_uci(TMP + "/none", "boston"), ("root", "boston", "housing")))
     c += number_cases("load_uci.test_fraction", lambda v: wd.load_uci(TMP, "boston", test_fraction=v),

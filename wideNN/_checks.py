@@ -2,6 +2,7 @@
 the offending argument instead of letting a NaN or a shape error surface deep inside."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import operator
@@ -188,6 +189,19 @@ def check_device(name: str, device: Any) -> torch.device | None:
         return torch.device(device)
     except (RuntimeError, ValueError) as e:
         raise ValueError(f"{name} {device!r:.40} is not a device torch knows: {str(e)[:120]}") from None
+
+
+@contextlib.contextmanager
+def fits_in_memory(what: str):
+    """Turns torch's allocation failure (a RuntimeError from its allocator, or a size overflow)
+    inside the block into a ValueError naming ``what`` (the argument that sized it)."""
+    try:
+        yield
+    except RuntimeError as e:
+        msg = str(e)
+        if "alloc" not in msg and "overflow" not in msg.lower():
+            raise
+        raise ValueError(f"{what} does not fit in memory ({msg.splitlines()[0][:160]})") from None
 
 
 def check_seed(name: str, value: Any) -> int:

@@ -79,7 +79,7 @@ class Posterior:
         from ``jitters``; ``name`` appears in its error).  Returns (num_samples, *mean.shape),
         and ε with ``return_jitter``.
         A posterior at t = 0 (or ``wn.prior``) gives samples of the prior."""
-        from ._checks import check_int
+        from ._checks import check_int, fits_in_memory
 
         num_samples = check_int("num_samples", num_samples)
         if generator is not None and not isinstance(generator, torch.Generator):
@@ -90,14 +90,9 @@ class Posterior:
         mean = self.mean if self.mean.dim() == self.covariance.dim() else self.mean.unsqueeze(-1)
         L, jitter = cholesky(self.covariance, jitters, name=name)
         # z has the samples last, so one output's draws are L z for z of shape (N_test, S)
-        try:
+        with fits_in_memory(f"num_samples={num_samples} draws of {mean.numel()} values"):
             z = torch.randn(*mean.shape, num_samples, generator=generator, dtype=mean.dtype,
                             device=mean.device if generator is None else generator.device).to(mean.device)
-        except RuntimeError as e:
-            if "alloc" not in str(e):
-                raise
-            raise ValueError(f"num_samples={num_samples} draws of {mean.numel()} values do not fit in "
-                             f"memory; draw them in smaller batches") from None
         m, o = mean.shape[-2:]
         lz = (L @ z.reshape(*z.shape[:-3], m, o * num_samples)).reshape(z.shape)
         out = (mean.unsqueeze(-1) + lz).movedim(-1, 0).reshape(num_samples, *self.mean.shape)

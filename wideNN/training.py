@@ -157,6 +157,9 @@ def _snapshot_hook(model: nn.Module, x: Tensor, o: TrainOptions) -> Callable[[],
         return None
     xs = x if o.ntk_x is None else o.ntk_x
     check_inputs(xs, name1="ntk_x")
+    if xs.shape[1:] != x.shape[1:] or xs.dtype != x.dtype:
+        raise ValueError(f"ntk_x must hold examples like x ({tuple(x.shape[1:])}, {x.dtype}), got "
+                         f"{tuple(xs.shape[1:])}, {xs.dtype}")
     fn = o.ntk_fn if o.ntk_fn is not None else _default_ntk_fn(o.ntk_mode)
 
     def snapshot() -> Tensor:
