@@ -92,6 +92,8 @@ def classify(case: Case, limit_s: float = 10.0) -> tuple[str, str]:
         if case.names and not any(n.lower() in str(e).lower() for n in case.names):
             return "unclear", f"{msg} (expected one of {case.names})"
         return "ok-error", msg
+    except Exception as e:  # noqa: BLE001 - any other exception type says nothing to the caller
+        return "internal", f"{type(e).__name__}: {str(e)[:200]}"
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)

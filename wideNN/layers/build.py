@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_int, check_seed
+from .._checks import check_seed
 
 __all__ = ["LayerNetwork", "build"]
 
