@@ -647,6 +647,7 @@ def ensemble_cases():
                                             "dtype": F64, **kw})
     for field in ("width", "in_features", "out_features", "size"):
         c += int_cases(f"Ensemble.{field}", lambda v, f=field: ens(**{f: v}), (field,))
+    c.append(Case("Ensemble.size[1e12]", lambda: ens(size=10 ** 12), ("size",)))
     c.append(Case("Ensemble.seed[2**64]", lambda: ens(seed=2 ** 64), ("seed",)))
     c.append(Case("Ensemble.seed[near 2**64]", lambda: ens(seed=2 ** 64 - 1), ("seed",)))
     c.append(Case("Ensemble.seed[str]", lambda: ens(seed="1"), ("seed",)))
