@@ -2,6 +2,7 @@
 the offending argument instead of letting a NaN or a shape error surface deep inside."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import operator
@@ -31,10 +32,13 @@ def real_number(name: str, value: Any) -> float:
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}") from None
 
 
-def check_variance(name: str, value: Any, allow_zero: bool = True) -> None:
-    """Raise TypeError unless ``value`` is a real number or a floating tensor, ValueError unless
-    it is finite and non-negative."""
+def check_variance(name: str, value: Any, allow_zero: bool = True, scalar: bool = False) -> None:
+    """Raise TypeError unless ``value`` is a real number or a floating tensor (one element with
+    ``scalar``), ValueError unless it is finite and non-negative."""
     if isinstance(value, Tensor):
+        if scalar and value.numel() != 1:
+            raise TypeError(f"{name} must be a number or a one-element tensor, got a tensor of "
+                            f"shape {tuple(value.shape)}")
         if value.is_meta:
             raise ValueError(f"{name} is a meta tensor (no data): pass a real tensor or a number")
         if not torch.is_floating_point(value):
@@ -93,6 +97,15 @@ def check_inputs(x1: Any, x2: Any = None, name1: str = "x1", name2: str = "x2",
             raise ValueError(f"{name1} and {name2} are on different devices: {x1.device} vs {x2.device}")
 
 
+def check_finite(name: str, x: Tensor) -> Tensor:
+    """ValueError naming ``name`` for a meta tensor (no values to check) or NaN/inf entries."""
+    if x.is_meta:
+        raise ValueError(f"{name} is a meta tensor (no data); move it to a real device first")
+    if not _all_finite(x):
+        raise ValueError(f"{name} contains NaN or inf entries")
+    return x
+
+
 def _all_finite(x: Tensor) -> bool:
     """NaN and inf propagate into a sum, so a finite sum settles it in one cheap pass; only a
     non-finite sum (which may also be overflow of huge finite entries) needs the full check."""
@@ -100,6 +113,14 @@ def _all_finite(x: Tensor) -> bool:
         return True
     total = x.sum()
     return bool(torch.isfinite(total)) or bool(torch.isfinite(x).all())
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """A flag: True or False (numpy bools too); TypeError for anything else (a tensor, a
+    string "no", a number), which ``if value`` would silently read as true or fail on."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r:.40}")
 
 
 def check_positive(name: str, value: Any) -> float:
@@ -111,10 +132,15 @@ def check_positive(name: str, value: Any) -> float:
     return v
 
 
-def check_int(name: str, value: Any, minimum: int | None = 1, maximum: int | None = None) -> int:
+#: the largest integer torch takes as a size, a step count or an index (int64)
+INT64_MAX = (1 << 63) - 1
+
+
+def check_int(name: str, value: Any, minimum: int | None = 1, maximum: int | None = INT64_MAX) -> int:
     """``value`` as an int; TypeError for non-integers (2.5, "3", True; an integral float
     such as 3.0 is accepted), ValueError below ``minimum`` (None: no bound) or above
-    ``maximum``."""
+    ``maximum`` (default: int64's largest, beyond which torch cannot take it as a size;
+    None: no bound)."""
     if isinstance(value, float) and value.is_integer():
         v = int(value)
     elif isinstance(value, bool):
@@ -137,9 +163,50 @@ def check_int(name: str, value: Any, minimum: int | None = 1, maximum: int | Non
 SEED_RANGE = (-(1 << 63), (1 << 64) - 1)
 
 
+def check_widths(name: str, value: Any, count: int) -> list[int]:
+    """Hidden widths: one positive int for all ``count`` layers, or a list/tuple of ``count``
+    positive ints (never a string, a float tensor or None)."""
+    if isinstance(value, (list, tuple)):
+        widths = [check_int(f"{name}[{i}]", w) for i, w in enumerate(value)]
+        if len(widths) != count:
+            raise ValueError(f"{name} must be an int or a list of {count} hidden widths, got {value!r:.80}")
+        return widths
+    try:
+        return [check_int(name, value)] * count
+    except TypeError:
+        raise TypeError(f"{name} must be a positive int or a list of {count} of them, got "
+                        f"{type(value).__name__} {value!r:.40}") from None
+
+
+def check_device(name: str, device: Any) -> torch.device | None:
+    """None or something ``torch.device`` accepts ("cpu", "cuda:0", a torch.device)."""
+    if device is None or isinstance(device, torch.device):
+        return device
+    if not isinstance(device, (str, int)) or isinstance(device, bool):
+        raise TypeError(f"{name} must be a torch.device, a string such as 'cpu' or 'cuda:0', or None, "
+                        f"got {type(device).__name__}")
+    try:
+        return torch.device(device)
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(f"{name} {device!r:.40} is not a device torch knows: {str(e)[:120]}") from None
+
+
+@contextlib.contextmanager
+def fits_in_memory(what: str):
+    """Turns torch's allocation failure (a RuntimeError from its allocator, or a size overflow)
+    inside the block into a ValueError naming ``what`` (the argument that sized it)."""
+    try:
+        yield
+    except RuntimeError as e:
+        msg = str(e)
+        if "alloc" not in msg and "overflow" not in msg.lower():
+            raise
+        raise ValueError(f"{what} does not fit in memory ({msg.splitlines()[0][:160]})") from None
+
+
 def check_seed(name: str, value: Any) -> int:
     """A random seed: an integer that ``torch.Generator.manual_seed`` accepts."""
-    v = check_int(name, value, minimum=None)
+    v = check_int(name, value, minimum=None, maximum=None)
     if not SEED_RANGE[0] <= v <= SEED_RANGE[1]:
         raise ValueError(f"{name} must lie in [-2**63, 2**64 - 1] (torch generator seeds), got {v}")
     return v
@@ -153,6 +220,19 @@ def check_pair(name: str, value: Any, lo: float, hi: float) -> tuple[float, floa
     if not all(lo <= v < hi for v in out):
         raise ValueError(f"{name} must lie in [{lo}, {hi}), got {value!r}")
     return out  # type: ignore[return-value]
+
+
+def check_jitters(name: str, value: Any) -> tuple[float, ...]:
+    """A non-empty sequence of finite, non-negative relative jitters (tried in turn)."""
+    if isinstance(value, (str, bytes, Tensor)) or not hasattr(value, "__len__"):
+        raise TypeError(f"{name} must be a sequence of numbers such as (0.0, 1e-10, 1e-8), got "
+                        f"{type(value).__name__} {value!r:.40}")
+    out = tuple(real_number(f"{name}[{i}]", v) for i, v in enumerate(value))
+    if not out:
+        raise ValueError(f"{name} must not be empty")
+    if not all(math.isfinite(v) and v >= 0 for v in out):
+        raise ValueError(f"{name} must be finite and non-negative, got {out}")
+    return out
 
 
 def check_float_precision(x: Tensor, name: str) -> None:

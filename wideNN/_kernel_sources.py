@@ -76,11 +76,18 @@ class FunctionSource(KernelSource):
     def _call(self, x1, x2):
         out = self.fn(x1, x2)
         if isinstance(out, Tensor):
-            return (out, None) if self.single == "nngp" else (None, out)
-        if isinstance(out, (tuple, list)) and len(out) == 2:
-            return tuple(out)
-        raise TypeError(f"the kernel function must return a tensor or a pair (nngp, ntk), got "
-                        f"{type(out).__name__}")
+            out = (out, None) if self.single == "nngp" else (None, out)
+        elif not (isinstance(out, (tuple, list)) and len(out) == 2):
+            raise TypeError(f"the kernel function must return a tensor or a pair (nngp, ntk), got "
+                            f"{type(out).__name__}")
+        want = (x1.shape[0], (x1 if x2 is None else x2).shape[0])
+        for name, m in zip(("NNGP", "NTK"), out):
+            # a user function's matrix of the wrong shape would fail later inside a solve
+            if m is not None and (not isinstance(m, Tensor) or tuple(m.shape) != want):
+                got = tuple(m.shape) if isinstance(m, Tensor) else type(m).__name__
+                raise ValueError(f"the kernel function returned a {name} of shape {got} for inputs of "
+                                 f"{want[0]} and {want[1]} examples; expected {want}")
+        return tuple(out)
 
     def pair(self, x1, x2, nngp, ntk):
         k, th = self._call(x1, x2)

@@ -54,13 +54,17 @@ class Posterior:
         result has a leading T dim (``reduction="none"``: the elementwise values)."""
         if self.variance is None:
             raise ValueError("log_likelihood needs the variance: predict with compute_variance=True")
-        if not isinstance(y, Tensor):
-            raise TypeError(f"y must be a torch.Tensor, got {type(y).__name__}")
+        from ._predict_checks import check_number, check_tensor
+
+        check_tensor("y", y)  # a finite float32/float64 tensor, not meta
+        noise = check_number("noise_variance", noise_variance)
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
         one_output = self.mean.dim() == self.variance.dim()
         if y.shape != self.mean.shape[-y.dim():] or y.dim() != (1 if one_output else 2):
             raise ValueError(f"y has shape {tuple(y.shape)} but the predictive mean is "
                              f"{tuple(self.mean.shape)} (times first)")
-        var = self.variance + float(noise_variance)
+        var = self.variance + noise
         ll = gaussian_log_likelihood(y, self.mean, var if one_output else var.unsqueeze(-1), reduction="none")
         if reduction == "none":
             return ll
@@ -75,16 +79,20 @@ class Posterior:
         from ``jitters``; ``name`` appears in its error).  Returns (num_samples, *mean.shape),
         and ε with ``return_jitter``.
         A posterior at t = 0 (or ``wn.prior``) gives samples of the prior."""
-        from ._checks import check_int
+        from ._checks import check_int, fits_in_memory
 
         num_samples = check_int("num_samples", num_samples)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__} "
+                            f"(for a seed use torch.Generator().manual_seed(seed))")
         if self.covariance is None:
             raise ValueError("sampling needs the joint covariance: predict with full_covariance=True")
         mean = self.mean if self.mean.dim() == self.covariance.dim() else self.mean.unsqueeze(-1)
         L, jitter = cholesky(self.covariance, jitters, name=name)
         # z has the samples last, so one output's draws are L z for z of shape (N_test, S)
-        z = torch.randn(*mean.shape, num_samples, generator=generator, dtype=mean.dtype,
-                        device=mean.device if generator is None else generator.device).to(mean.device)
+        with fits_in_memory(f"num_samples={num_samples} draws of {mean.numel()} values"):
+            z = torch.randn(*mean.shape, num_samples, generator=generator, dtype=mean.dtype,
+                            device=mean.device if generator is None else generator.device).to(mean.device)
         m, o = mean.shape[-2:]
         lz = (L @ z.reshape(*z.shape[:-3], m, o * num_samples)).reshape(z.shape)
         out = (mean.unsqueeze(-1) + lz).movedim(-1, 0).reshape(num_samples, *self.mean.shape)

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import _all_finite
+from ._checks import _all_finite, real_number
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -81,6 +81,8 @@ def check_targets(y: Any, n: int, name: str = "y_train") -> Tensor:
     """Regression targets (N,) or (N, O) as (N, O)."""
     if not isinstance(y, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(y).__name__}")
+    if y.is_meta:
+        raise ValueError(f"{name} is a meta tensor (no data); move it to a real device first")
     if not torch.is_floating_point(y):
         raise TypeError(f"{name} must be a floating-point tensor (e.g. one-hot targets), got {y.dtype}")
     if y.dim() not in (1, 2):
@@ -89,22 +91,14 @@ def check_targets(y: Any, n: int, name: str = "y_train") -> Tensor:
         raise ValueError(f"{name} has {y.shape[0]} rows but x_train has {n}")
     if y.dtype in _LOW_PRECISION:
         raise TypeError(f"{name} has dtype {y.dtype}; convert it with {name}.double()")
-    if not bool(torch.isfinite(y).all()):
+    if not _all_finite(y):
         raise ValueError(f"{name} contains NaN or inf entries")
     return y if y.dim() == 2 else y.unsqueeze(-1)
 
 
 def check_number(name: str, value: Any, *, positive: bool = False, allow_inf: bool = False) -> float:
     """A real number (not bool, not str); ≥ 0, or > 0 with ``positive``."""
-    if isinstance(value, bool) or isinstance(value, (str, bytes)):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if isinstance(value, Tensor):
-        if value.numel() != 1 or value.dtype == torch.bool or value.is_complex():
-            raise TypeError(f"{name} must be a number, got a tensor of shape {tuple(value.shape)}")
-        value = float(value)
-    if not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    v = float(value)
+    v = real_number(name, value)  # bool, str, complex, meta and multi-element tensors raise
     if math.isnan(v) or (math.isinf(v) and not allow_inf):
         raise ValueError(f"{name} must be finite, got {value!r}")
     if v < 0 or (positive and v == 0):

@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import Tensor
 
-from ._checks import apply_model, check_inputs, check_int, check_positive, check_seed
+from ._checks import apply_model, check_inputs, check_int, check_positive, check_seed, fits_in_memory
 from . import _checkpoint
 from ._optim import LOSSES, OPTIMIZERS, OptimizerOptions, apply_step, loss_values
 
@@ -340,7 +340,8 @@ class _Loop:
             _check_output(out, yb, self.o.loss, lead=self.h.lead)
         lv = loss_values(out, yb, self.o.loss)
         if self.buf is None:
-            self.buf = torch.empty((self.o.steps + 1, *lv.shape), dtype=lv.dtype, device=lv.device)
+            with fits_in_memory(f"the loss history of steps={self.o.steps}"):
+                self.buf = torch.empty((self.o.steps + 1, *lv.shape), dtype=lv.dtype, device=lv.device)
         self.buf[s] = lv.detach()
         return lv
 

@@ -38,7 +38,8 @@ from torch import Tensor
 from torch.nn.functional import threshold_
 
 from . import activations as _acts
-from ._checks import check_float_precision, check_inputs, check_int, check_same_place, check_variance
+from ._checks import (check_bool, check_float_precision, check_inputs, check_int, check_same_place, check_variance,
+                      check_widths)
 from ._fused import exact_near_one_ as _exact_near_one_, fused_kernels, openmp_threads
 from ._numpy_math import arccos_into, sqrt_
 from ._gaussian import MAX_NODE_FACTOR
@@ -96,6 +97,8 @@ def kernels(
         raise ValueError(f"parameterization must be 'ntk' or 'standard', got {parameterization!r}")
     check_inputs(x1, x2)
     check_float_precision(x1, "x1")
+    diag, compute_ntk, compute_nngp = (check_bool(n, v) for n, v in (
+        ("diag", diag), ("compute_ntk", compute_ntk), ("compute_nngp", compute_nngp)))
     for name, v in (("weight_variance", weight_variance), ("bias_variance", bias_variance)):
         check_same_place(x1, v, name)
     if compute_ntk and parameterization == "standard":
@@ -184,21 +187,21 @@ def _finite(x: Tensor) -> bool:
 
 
 # ----------------------------------------------------------------------------- checks
+#: the deepest network whose kernels are computed (a layer costs a few passes over the
+#: kernel; deeper requests are typos such as 10**9, which would run for days)
+MAX_DEPTH = 100_000
+
+
 def _check_depth(depth) -> int:
-    """The number of hidden layers (0: a linear model)."""
-    return check_int("depth", depth, minimum=0)
+    """The number of hidden layers (0: a linear model), at most ``MAX_DEPTH``."""
+    return check_int("depth", depth, minimum=0, maximum=MAX_DEPTH)
 
 
 def _check_widths(widths, depth: int) -> list[int]:
     if widths is None:
         raise ValueError("the standard-parameterization NTK depends on the hidden widths: "
                          "pass widths=[n_1, ..., n_depth] (or an int for all layers)")
-    if isinstance(widths, int):
-        widths = [widths] * depth
-    widths = [check_int(f"widths[{i}]", w) for i, w in enumerate(widths)]
-    if len(widths) != depth:
-        raise ValueError(f"widths must list {depth} positive hidden widths, got {widths}")
-    return widths
+    return check_widths("widths", widths, depth)
 
 
 def _shaped(v, x: Tensor, extra: int):

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from . import activations as _acts
-from ._checks import check_float_dtype, check_int, check_variance
+from ._checks import check_device, check_float_dtype, check_int, check_variance, check_widths
 from .analytic import _check_depth, kernels as _kernels
 from .networks import Network
 
@@ -108,13 +108,11 @@ class Architecture:
             if isinstance(v, Tensor) and v.numel() != 1:
                 raise ValueError(f"build() needs a scalar {name} (a finite network has one), got "
                                  f"shape {tuple(v.shape)}")
-        widths = [width] * self.depth if isinstance(width, (int, float)) else list(width)
-        if len(widths) != self.depth:
-            raise ValueError(f"width must be an int or a list of {self.depth} hidden widths, got {width}")
-        for name, v in (("in_features", in_features), ("out_features", out_features), *(
-                (f"width[{i}]", w) for i, w in enumerate(widths))):
+        widths = check_widths("width", width, self.depth)
+        for name, v in (("in_features", in_features), ("out_features", out_features)):
             check_int(name, v)
         check_float_dtype(dtype)
+        check_device("device", device)
         return Network(self, in_features, widths, out_features, seed=seed, dtype=dtype, device=device)
 
     # -- analytic kernels ----------------------------------------------------------------

@@ -67,7 +67,9 @@ class Ensemble(nn.Module):
         self.in_features = self.in_shape[0] if len(self.in_shape) == 1 else None
         self.width, self.out_features = width, out_features
         self.dtype = dtype
-        members = [self._build(seed + i, device) for i in range(size)]
+        first = self._build(seed, device)
+        _check_fits(first, size, device)
+        members = [first] + [self._build(seed + i, device) for i in range(1, size)]
         params, buffers = stack_module_state(members)
         self._names = list(params)
         # nn.Module attribute names may not contain dots
@@ -279,6 +281,22 @@ class Ensemble(nn.Module):
     def extra_repr(self) -> str:
         return (f"size={self.size}, seed={self.seed}, arch={self.arch!r}, width={self.width}, "
                 f"in_shape={self.in_shape}, out_features={self.out_features}")
+
+
+def _check_fits(member: nn.Module, size: int, device) -> None:
+    """ValueError naming ``size`` when the stacked parameters alone would exceed the device's
+    memory (physical RAM on the CPU), before ``size`` members are built one by one."""
+    per = sum(t.numel() * t.element_size() for t in (*member.parameters(), *member.buffers()))
+    dev = torch.device("cpu") if device is None else torch.device(device)
+    try:
+        total = (torch.cuda.get_device_properties(dev).total_memory if dev.type == "cuda" else
+                 os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError, RuntimeError):
+        return
+    if per * size > total:
+        raise ValueError(f"size={size} members of {per} bytes of parameters each need "
+                         f"{per * size / 2 ** 30:.3g} GiB, more than the {total / 2 ** 30:.3g} GiB "
+                         f"of memory on {dev}")
 
 
 def _input_shape(in_features: Any, in_shape: Any) -> tuple[int, ...]:

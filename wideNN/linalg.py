@@ -22,6 +22,8 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
+from ._checks import check_jitters
+
 __all__ = ["NotPSDError", "cholesky", "cholesky_differentiable", "eigh_psd", "flow_weights", "DEFAULT_JITTERS"]
 
 # relative to mean(diag(A)); 0 first so a well-conditioned matrix is factored exactly
@@ -58,8 +60,7 @@ def cholesky(
         raise ValueError(f"{name} must be square, got shape {tuple(mat.shape)}")
     if not bool(torch.isfinite(mat.diagonal(dim1=-2, dim2=-1)).all()):
         raise NotPSDError(f"{name} has NaN or infinite diagonal entries")
-    if len(jitters) == 0:
-        raise ValueError("jitters must not be empty")
+    jitters = check_jitters("jitters", jitters)
     scale = _diagonal_scale(mat, name)
     tried: list[float] = []
     for attempt, jitter in enumerate(jitters):
@@ -114,7 +115,7 @@ def cholesky_differentiable(a: Tensor, jitters: Sequence[float] = DEFAULT_JITTER
     scale = _diagonal_scale(a.detach(), name)
     eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
     tried = []
-    for jitter in jitters:
+    for jitter in check_jitters("jitters", jitters):
         work = a + (jitter * scale)[..., None, None] * eye if jitter else a
         L, info = torch.linalg.cholesky_ex(work)
         tried.append(jitter)

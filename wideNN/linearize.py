@@ -24,6 +24,10 @@ from torch.func import functional_call, jvp, vjp
 __all__ = ["TaylorModel", "linearize", "taylor"]
 
 
+#: the highest Taylor order (nested JVPs: the cost doubles with each order)
+MAX_ORDER = 12
+
+
 class TaylorModel(nn.Module):
     """Order-``order`` Taylor expansion of ``model`` in its parameters around θ₀.
 
@@ -41,6 +45,9 @@ class TaylorModel(nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if isinstance(order, bool) or not isinstance(order, int) or order < 1:
             raise ValueError(f"order must be a positive integer, got {order!r}")
+        if order > MAX_ORDER:
+            raise ValueError(f"order must be at most {MAX_ORDER} (each order doubles the cost: order "
+                             f"{order} would take ~2**{order} forward passes), got {order}")
         if isinstance(model, TaylorModel):
             raise TypeError("model is already a Taylor model; expand the underlying network instead")
         self.order = order

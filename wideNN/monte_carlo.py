@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, stack_module_state, vmap
 
-from ._checks import check_int
+from ._checks import check_int, check_seed
 from ._predict_checks import check_examples
 
 __all__ = ["MonteCarloKernels", "monte_carlo_kernels"]
@@ -94,7 +94,7 @@ def monte_carlo_kernels(build: Any, x1: Tensor, x2: Tensor | None = None, *, n_s
     """
     n_samples = check_int("n_samples", n_samples, minimum=2)
     batch_size = check_int("batch_size", batch_size)
-    seed = check_int("seed", seed, minimum=None)
+    seed = check_seed("seed", seed)
     if not compute or any(c not in ("nngp", "ntk") for c in compute):
         raise ValueError(f"compute must name 'nngp' and/or 'ntk', got {compute!r}")
     check_examples(x1, x2)

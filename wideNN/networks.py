@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_seed, check_variance
+from ._checks import check_device, check_seed, check_variance, fits_in_memory
 
 __all__ = ["Dense", "Network"]
 
@@ -31,7 +31,8 @@ def init_parameters(module: nn.Module, weight_shape: tuple[int, ...], fan_in: in
     NTK parameterization, or W ~ N(0, σ_w²/fan_in), b ~ N(0, σ_b²) and unit scales in the
     standard one.  Drawn in float64 on the CPU, so one seed gives the same network on every
     dtype and device."""
-    w = torch.randn(*weight_shape, generator=generator, dtype=torch.float64)
+    with fits_in_memory(f"a weight of shape {tuple(weight_shape)} (from the widths / kernel sizes)"):
+        w = torch.randn(*weight_shape, generator=generator, dtype=torch.float64)
     b = torch.randn(weight_shape[0], generator=generator, dtype=torch.float64)
     weight_scale = math.sqrt(module.weight_variance / fan_in)
     bias_scale = math.sqrt(module.bias_variance)
@@ -90,6 +91,7 @@ class Network(nn.Sequential):
                  seed: int | None = None, dtype: torch.dtype = torch.float32,
                  device: torch.device | str | None = None) -> None:
         generator = None
+        device = check_device("device", device)
         if seed is not None:
             generator = torch.Generator().manual_seed(check_seed("seed", seed))
         sizes = [int(in_features), *[int(w) for w in widths], int(out_features)]

@@ -189,7 +189,7 @@ def log_marginal_likelihood(
     if x.dim() != 2:
         raise ValueError(f"x must be 2-D (N, features), got shape {tuple(x.shape)}")
     yy = _check_targets(y, x.shape[0], "y").to(dtype=dtype, device=x.device)
-    check_variance("noise_variance", noise_variance)
+    check_variance("noise_variance", noise_variance, scalar=True)
     xd = x.to(dtype)
     mat = arch.nngp(xd) if kernel == "nngp" else arch.ntk(xd, widths=widths)
     nz = noise_variance.to(dtype) if isinstance(noise_variance, Tensor) else float(noise_variance)

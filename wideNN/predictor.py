@@ -34,8 +34,8 @@ import torch
 from torch import Tensor
 
 from . import _factors as _f
-from ._checks import check_int
-from ._kernel_sources import as_source
+from ._checks import check_inputs, check_int
+from ._kernel_sources import ArchitectureSource, as_source
 from ._posterior import Posterior
 from ._predict_checks import (check_cross, check_examples, check_number, check_square_symmetric,
                               check_targets, check_tensor)
@@ -212,6 +212,8 @@ class Predictor:
         regime = _regime(kernel)
         check_examples(x_train)
         source = as_source(kernels, regime.trained, widths=opts.widths, block_size=opts.kernel_block_size)
+        if isinstance(source, ArchitectureSource):
+            check_inputs(x_train, None, "x_train")  # an MLP takes (N, features): say so by name
         self._setup(_Inputs(source, x_train.to(opts.dtype)), y_train, regime, dynamics, noise_variance,
                     noise_convention, factorization, compute_variance, opts)
 
@@ -351,7 +353,7 @@ def _regime(kernel: Any) -> Regime:
 
 
 def _check_options(options: Any) -> PredictorOptions:
-    from ._checks import check_float_dtype
+    from ._checks import check_float_dtype, check_jitters
 
     opts = PredictorOptions() if options is None else options
     if not isinstance(opts, PredictorOptions):
@@ -362,5 +364,6 @@ def _check_options(options: Any) -> PredictorOptions:
     for name in ("test_block_size", "kernel_block_size"):
         if getattr(opts, name) is not None:
             check_int(name, getattr(opts, name))
+    check_jitters("jitters", opts.jitters)
     return opts
 

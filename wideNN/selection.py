@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from . import _checkpoint
-from ._checks import check_inputs, check_int, check_positive, check_variance, merge_options
+from ._checks import check_finite, check_float_dtype, check_inputs, check_int, check_positive, check_variance, merge_options
 from .architecture import Architecture
 from .gp_kernels import NNGPKernel, NTKKernel
 from .prediction import log_marginal_likelihood
@@ -110,6 +110,10 @@ class FitOptions:
     checkpoint_every: int = 10
 
     def __post_init__(self) -> None:
+        check_float_dtype(self.dtype)
+        if self.dtype in (torch.float16, torch.bfloat16):
+            raise TypeError(f"dtype {self.dtype} is too coarse for a marginal likelihood; use "
+                            f"torch.float64 (or torch.float32)")
         if self.kernel not in ("nngp", "ntk"):
             raise ValueError(f"kernel must be 'nngp' or 'ntk', got {self.kernel!r}")
         check_int("steps", self.steps, minimum=0)
@@ -120,7 +124,7 @@ class FitOptions:
         for name in ("noise_variance", "min_noise", "min_init"):
             if isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a number, got bool")
-            check_variance(name, getattr(self, name))
+            check_variance(name, getattr(self, name), scalar=True)
         if isinstance(self.learn, str) or not all(isinstance(v, str) for v in self.learn):
             raise TypeError(f"learn must be a sequence of names, got {self.learn!r}")
         unknown = set(self.learn) - {"weight_variance", "bias_variance"}
@@ -141,8 +145,9 @@ def _check_data(arch: Architecture, x: Tensor, y: Tensor) -> None:
     if not isinstance(y, Tensor) or y.dim() not in (1, 2) or y.shape[0] != x.shape[0]:
         raise ValueError(f"y must be a tensor of shape ({x.shape[0]},) or ({x.shape[0]}, O), got "
                          f"{tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__}")
-    if not torch.is_floating_point(y) or not bool(torch.isfinite(y).all()):
+    if not torch.is_floating_point(y):
         raise ValueError("y must be a floating-point tensor without NaN or inf entries")
+    check_finite("y", y)
 
 
 @dataclasses.dataclass

@@ -157,6 +157,9 @@ def _snapshot_hook(model: nn.Module, x: Tensor, o: TrainOptions) -> Callable[[],
         return None
     xs = x if o.ntk_x is None else o.ntk_x
     check_inputs(xs, name1="ntk_x")
+    if xs.shape[1:] != x.shape[1:] or xs.dtype != x.dtype:
+        raise ValueError(f"ntk_x must hold examples like x ({tuple(x.shape[1:])}, {x.dtype}), got "
+                         f"{tuple(xs.shape[1:])}, {xs.dtype}")
     fn = o.ntk_fn if o.ntk_fn is not None else _default_ntk_fn(o.ntk_mode)
 
     def snapshot() -> Tensor:
@@ -259,6 +262,8 @@ def max_learning_rate(kernel: Any, x: Tensor | None = None, *,
     else:
         raise TypeError(f"kernel must be an Architecture (or a composed description with .ntk), "
                         f"an nn.Module or a kernel matrix, got {type(kernel).__name__}")
+    if theta.numel() == 0:
+        raise ValueError(f"the kernel matrix is empty (shape {tuple(theta.shape)})")
     if theta.dim() == 4:
         n, m, o, o2 = theta.shape
         if n != m or o != o2:

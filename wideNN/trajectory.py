@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._predict_checks import check_tensor
+from ._predict_checks import check_examples, check_tensor
 from .dynamics import Dynamics
 from .predictor import Predictor, PredictorOptions, QueryKernels
 
@@ -37,11 +37,13 @@ def network_kernels(net: torch.nn.Module, x_train: Tensor, x_test: Tensor | None
     ``wn.empirical_ntk`` ("full" is exact for any number of outputs)."""
     from .empirical import empirical_ntk
 
+    check_examples(x_train, x_test)
+    # the kernels first: empirical_ntk checks the model against the inputs (dtype, features)
+    th = empirical_ntk(net, x_train, mode=mode).detach()
+    tht = None if x_test is None else empirical_ntk(net, x_test, x_train, mode=mode).detach()
     with torch.no_grad():
         f0 = net(x_train)
         f0t = None if x_test is None else net(x_test)
-    th = empirical_ntk(net, x_train, mode=mode).detach()
-    tht = None if x_test is None else empirical_ntk(net, x_test, x_train, mode=mode).detach()
     return th, f0, tht, f0t
 
 

@@ -93,6 +93,10 @@ def _check_classes(y: Any, n: int, o: int) -> Tensor:
     return y
 
 
+#: the most discrete optimizer steps (GradientDescent / Momentum) ``CrossEntropyTrajectory`` runs
+MAX_STEPS = 10 ** 7
+
+
 class CrossEntropyTrajectory:
     """Outputs of a linear(ized) model trained with the softmax cross-entropy.
 
@@ -134,7 +138,20 @@ class CrossEntropyTrajectory:
         self.theta = ntk_train.to(dtype)
         self.f0 = f0.to(dtype=dtype, device=self.theta.device)
         self.p = _check_classes(y_train, n, o).to(self.f0)
+        # one-hot rows: the true class's residual σ_c − 1 = −Σ_{j≠c} σ_j, summed from the small
+        # probabilities (σ_c − 1 itself cancels to rounding noise once σ_c ≈ 1; that noise
+        # capped the adaptive step near 1e8, so t = 1e20 never finished, while the exact
+        # residual, decaying like 1/t, lets the step grow with t: t = 1e300 in a few seconds)
+        self._true = (self.p == 1) if bool(((self.p == 0) | (self.p == 1)).all()) else None
         self._cache: dict[tuple[float, ...], tuple[Tensor, Tensor]] = {}
+
+    def _residual(self, f: Tensor) -> Tensor:
+        """σ(f) − P, exact to rounding relative to its size for one-hot P."""
+        s = torch.softmax(f, -1)
+        if self._true is None:
+            return s - self.p
+        others = s.masked_fill(self._true, 0.0).sum(-1, keepdim=True)
+        return torch.where(self._true, -others, s)
 
     def _apply(self, theta: Tensor, r: Tensor) -> Tensor:
         """Θ r for residuals r (N, O): shared Θ (M, N) or full Θ (M, N, O, O)."""
@@ -149,7 +166,7 @@ class CrossEntropyTrajectory:
             eta, n = self.dynamics.learning_rate, self.n
             if isinstance(self.dynamics, GradientFlow):
                 def rhs(state: Tensor) -> Tensor:
-                    g = torch.softmax(state[0], -1) - self.p
+                    g = self._residual(state[0])
                     return torch.stack([-(eta / n) * self._apply(self.theta, g), g])
                 states = dopri5(rhs, torch.stack([self.f0, torch.zeros_like(self.f0)]), times,
                                 rtol=self.rtol, atol=self.atol)
@@ -165,7 +182,7 @@ class CrossEntropyTrajectory:
         out, s = [], 0
         for target in times:
             while s < int(target):
-                c = mu * c + (torch.softmax(f, -1) - self.p)
+                c = mu * c + self._residual(f)
                 f = f - (eta / n) * self._apply(self.theta, c)
                 g_sum = g_sum + c
                 s += 1
@@ -179,6 +196,10 @@ class CrossEntropyTrajectory:
         times = self.dynamics.times(t)
         if bool(torch.isinf(times).any()):
             raise ValueError("t must be finite for the cross-entropy")
+        if not isinstance(self.dynamics, GradientFlow) and float(times.max()) > MAX_STEPS:
+            raise ValueError(f"t = {float(times.max()):g} optimizer steps, each one a pass over the "
+                             f"training kernel, exceeds the limit of {MAX_STEPS:.0e} steps; use "
+                             f"GradientFlow (its adaptive steps grow with t) for longer times")
         flat = times.reshape(-1)
         uniq, inverse = torch.unique(flat, sorted=True, return_inverse=True)
         return times, uniq.tolist(), inverse

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import os
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +36,22 @@ def md5sum(path: PathLike, chunk_size: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def as_path(name: str, value: PathLike) -> Path:
+    """``Path(value)``; TypeError naming the argument unless a str or an os.PathLike."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path (str or os.PathLike), got {type(value).__name__}")
+    return Path(value)
+
+
 def verify_md5(path: PathLike, expected: str) -> Path:
     """Return ``Path(path)`` if its md5 equals ``expected``.
 
     Raises ``FileNotFoundError`` (naming the path) if it is missing and
     :class:`ChecksumError` if the digest differs.
     """
-    path = Path(path)
+    if not isinstance(expected, str):
+        raise TypeError(f"expected must be an md5 hex digest string, got {type(expected).__name__}")
+    path = as_path("path", path)
     if not path.is_file():
         raise FileNotFoundError(f"missing data file: {path}")
     actual = md5sum(path)

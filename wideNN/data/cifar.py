@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .._checks import check_float_dtype
-from ._files import PathLike, _RestrictedUnpickler, verify_md5
+from ._files import PathLike, _RestrictedUnpickler, as_path, verify_md5
 from .split import Split, _classification_split, _first_n, balanced_subset_indices
 
 CIFAR10_PARTIAL_NAME = "cifar10_exact_partial.npz"
@@ -99,7 +99,7 @@ def load_cifar10(
     check_float_dtype(dtype)
     if subset not in ("protocol", "available"):
         raise ValueError(f"subset must be 'protocol' or 'available', got {subset!r}")
-    kind, path = _find_cifar(Path(root), source)
+    kind, path = _find_cifar(as_path("root", root), source)
     if kind == "full":
         parts = [_load_cifar_batch(path / f"data_batch_{i}", CIFAR10_BATCH_MD5[f"data_batch_{i}"])
                  for i in range(1, 6)]

@@ -72,6 +72,7 @@ def train_test_split_digits(
     the file's order. ``n_train + n_test`` must not exceed 1797.
     """
     seed = check_int("seed", seed, minimum=0)
+    check_int("n_train", n_train)  # a number is required (None would mean "all but one")
     x, labels = load_digits(dtype=dtype)
     total = labels.shape[0]
     n_train = _first_n(total - 1, n_train, "n_train")

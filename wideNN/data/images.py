@@ -32,7 +32,7 @@ def to_images(x: torch.Tensor, channels: int, side: int | None = None,
     n, d = x.shape
     s = math.isqrt(d // channels) if d % channels == 0 else 0
     if s == 0 or channels * s * s != d:
-        raise ValueError(f"rows of {d} values are not {channels} channels of a square image")
+        raise ValueError(f"x has rows of {d} values are not {channels} channels of a square image")
     img = x.reshape(n, channels, s, s)
     if side is not None:
         side = check_int("side", side)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._checks import check_float_dtype
-from ._files import PathLike, verify_md5
+from .._checks import check_float_dtype, check_int
+from ._files import PathLike, as_path, verify_md5
 from .split import Split, _classification_split, _first_n, balanced_subset_indices
 
 MNIST_MD5 = {
@@ -65,7 +65,10 @@ def load_mnist(
     60k training set.
     """
     check_float_dtype(dtype)
-    folder = _find_mnist_dir(Path(root))
+    for arg, v in (("n_train", n_train), ("n_test", n_test)):
+        if v is not None:
+            check_int(arg, v)
+    folder = _find_mnist_dir(as_path("root", root))
     for name, md5 in MNIST_MD5.items():
         verify_md5(folder / name, md5)
     x_all = _read_idx_gz(folder / "train-images-idx3-ubyte.gz", 3)

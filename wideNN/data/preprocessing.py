@@ -77,6 +77,9 @@ def preprocess(
             raise ValueError(f"center_norm: rows {rows} are constant and cannot be normalized")
         out, used = centred * (x.shape[1] ** 0.5 / norms), None
     elif method == "standardize":
+        if stats is not None and not isinstance(stats, Standardization):
+            raise TypeError(f"stats must be a Standardization (from Standardization.fit), got "
+                            f"{type(stats).__name__}")
         if stats is None:
             used = Standardization.fit(x)
         else:
@@ -101,6 +104,8 @@ def preprocess(
 def _check_matrix(x: Any, name: str) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.is_meta:
+        raise ValueError(f"{name} is a meta tensor (no data); move it to a real device first")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
     if x.ndim != 2:

@@ -43,8 +43,13 @@ def balanced_subset_indices(labels: np.ndarray | torch.Tensor, n: int, num_class
     # labels may live on a GPU; numpy needs them on the host
     labels = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
     num_classes = check_int("num_classes", num_classes)
+    if labels.ndim != 1 or not (np.issubdtype(labels.dtype, np.integer) or labels.size == 0):
+        raise TypeError(f"labels must be a 1-D array of integer classes, got {labels.dtype} of shape "
+                        f"{labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes}), got [{labels.min()}, {labels.max()}]")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0 or n % num_classes:
-        raise ValueError(f"subset size must be a positive multiple of {num_classes}, got {n!r}")
+        raise ValueError(f"n (the subset size) must be a positive multiple of {num_classes}, got {n!r}")
     per_class = n // num_classes
     by_class = [np.flatnonzero(labels == c) for c in range(num_classes)]
     short = [f"class {c} ({idx.size})" for c, idx in enumerate(by_class) if idx.size < per_class]

@@ -7,6 +7,7 @@ class back as the ``argmax`` of a prediction.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -31,7 +32,16 @@ def one_hot(
     (``0.9`` true class, ``-0.1`` elsewhere; each row sums to ``0.9 - 0.9 = 0``), which
     treats classification as regression for GP inference and MSE training.
     """
-    labels = torch.as_tensor(labels)
+    from .._checks import real_number
+
+    for name, v in (("positive", positive), ("negative", negative)):
+        if not math.isfinite(real_number(name, v)):
+            raise ValueError(f"{name} must be finite, got {v!r}")
+    try:
+        labels = torch.as_tensor(labels)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"labels must be a tensor or a sequence of integer classes, got "
+                        f"{type(labels).__name__}") from None
     if labels.ndim != 1:
         raise ValueError(f"labels must be 1-D, got shape {tuple(labels.shape)}")
     if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
@@ -53,6 +63,8 @@ def accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
     ``pred``: ``(N, C)`` scores (network outputs, GP means or one-hot targets);
     ``labels``: ``(N,)`` integer classes. Ties resolve to the lowest index.
     """
+    if not isinstance(pred, torch.Tensor):
+        raise TypeError(f"pred must be a torch.Tensor, got {type(pred).__name__}")
     if pred.ndim != 2:
         raise ValueError(f"pred must be (N, C), got shape {tuple(pred.shape)}")
     labels = torch.as_tensor(labels, device=pred.device)

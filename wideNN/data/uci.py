@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._checks import check_float_dtype
-from ._files import PathLike
+from .._checks import check_float_dtype, check_int, real_number
+from ._files import PathLike, as_path
 from .preprocessing import Standardization
 from .split import Split
 
@@ -39,7 +39,14 @@ def load_uci(
     original units), ``train_index``, ``test_index`` and ``n_splits``. Labels are ``None``.
     """
     check_float_dtype(dtype)
-    root = Path(root)
+    # the arguments first: a bad one is reported even where the files are missing
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a dataset folder name such as 'boston', got {name!r:.40}")
+    check_int("split", split, minimum=0)
+    fraction = real_number("test_fraction", test_fraction)
+    if not 0 < fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    root = as_path("root", root)
     if not root.exists():
         raise FileNotFoundError(f"UCI root does not exist: {root}")
     folder = next((c for c in (root / "uci" / name, root / name) if (c / "data.txt").is_file()), None)

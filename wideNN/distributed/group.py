@@ -125,6 +125,8 @@ def current_group(device: torch.device | str | None = None) -> Group:
     ``device``: ``None``/"cpu" computes on the CPU; "cuda" means ``cuda:LOCAL_RANK`` (one GPU
     per rank); an explicit "cuda:N" is kept.
     """
+    from .._checks import check_device
+    device = check_device("device", device)
     if dist.is_available() and not dist.is_initialized() and "WORLD_SIZE" in os.environ \
             and int(os.environ["WORLD_SIZE"]) > 1 and "MASTER_ADDR" in os.environ:
         _init_from_env(torch.device(device) if device is not None else None)
@@ -171,6 +173,12 @@ def spawn(fn: Callable, world_size: int, *args: Any, backend: str = "gloo") -> N
     per worker unless ``OMP_NUM_THREADS`` says otherwise).  For tests and single-node use;
     ``torchrun`` is the launcher for anything larger.  Raises if any worker fails."""
     import torch.multiprocessing as mp
+
+    from .._checks import check_int
+    # before any process starts: a bad argument would otherwise surface in every child
+    if not callable(fn):
+        raise TypeError(f"fn must be a function fn(rank, *args), got {type(fn).__name__}")
+    world_size = check_int("world_size", world_size)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     mp.spawn(_spawned, args=(fn, world_size, free_port(), backend, tuple(args)),
              nprocs=world_size, join=True)

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from .._checks import check_float_dtype, check_int
+from .._checks import check_finite, check_float_dtype, check_int
 from .fingerprint import describe_kernel, fingerprint_hash, make_fingerprint
 from .group import Group, current_group, progress
 from .plan import TilePlan
@@ -55,8 +55,7 @@ def check_kernel_inputs(kern: Any, x1: Any, x2: Any, components: Sequence[str]) 
                             f"{type(x).__name__ if not isinstance(x, Tensor) else x.dtype}")
         if x.dim() < 2 or x.shape[0] == 0:
             raise ValueError(f"{name} must have shape (N, ...) with N ≥ 1 examples, got {tuple(x.shape)}")
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{name} contains NaN or inf entries")
+        check_finite(name, x)
     if x2 is not None and x1.shape[1:] != x2.shape[1:]:
         raise ValueError(f"x1 and x2 have different example shapes: {tuple(x1.shape[1:])} vs "
                          f"{tuple(x2.shape[1:])}")

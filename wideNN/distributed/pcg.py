@@ -14,6 +14,9 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from .._checks import check_int, check_positive
+from .._predict_checks import check_tensor
+
 __all__ = ["pcg", "PCGInfo"]
 
 
@@ -34,6 +37,15 @@ def pcg(matvec: Callable[[Tensor], Tensor], b: Tensor, precondition: Callable[[T
 
     ``matvec(P)`` returns A P; ``precondition(R)`` returns M⁻¹ R for an SPD M ≈ A (None: M = I).
     """
+    if not callable(matvec):
+        raise TypeError(f"matvec must be a function P -> A P, got {type(matvec).__name__}")
+    if precondition is not None and not callable(precondition):
+        raise TypeError(f"precondition must be a function R -> M⁻¹ R or None, got {type(precondition).__name__}")
+    check_tensor("b", b)
+    if b.dim() > 2:
+        raise ValueError(f"b must be (N,) or (N, O), got shape {tuple(b.shape)}")
+    tol = check_positive("tol", tol)
+    max_iterations = check_int("max_iterations", max_iterations, minimum=0)
     apply = precondition if precondition is not None else (lambda r: r)
     x = torch.zeros_like(b)
     r = b.clone()

@@ -17,6 +17,9 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from .._checks import check_int
+from .._predict_checks import check_number, check_tensor
+
 __all__ = ["pivoted_cholesky", "LowRankPlusDiagonal", "DiagonalPreconditioner"]
 
 
@@ -26,6 +29,15 @@ def pivoted_cholesky(diag: Tensor, row: Callable[[int], Tensor], rank: int,
     returning row p (N,).  Returns (L of shape (N, k), pivots); stops early when the largest
     remaining diagonal is below ``rtol`` × the largest initial one (the matrix is then
     reproduced to that accuracy by rank k)."""
+    check_tensor("diag", diag)
+    if diag.dim() != 1:
+        raise ValueError(f"diag must be the (N,) diagonal of the matrix, got shape {tuple(diag.shape)}")
+    if bool((diag < 0).any()):
+        raise ValueError("diag has negative entries: the matrix is not positive semi-definite")
+    if not callable(row):
+        raise TypeError(f"row must be a function p -> row p of the matrix, got {type(row).__name__}")
+    rank = check_int("rank", rank, minimum=0)
+    rtol = check_number("rtol", rtol)
     n = diag.shape[0]
     k = min(rank, n)
     d = diag.clone()
@@ -53,6 +65,13 @@ class LowRankPlusDiagonal:
     d: Tensor
 
     def __post_init__(self) -> None:
+        check_tensor("L", self.L, min_dim=2)
+        check_tensor("d", self.d)
+        if self.L.dim() != 2 or self.d.shape != self.L.shape[:1]:
+            raise ValueError(f"L must be (N, k) and d (N,), got shapes {tuple(self.L.shape)} and "
+                             f"{tuple(self.d.shape)}")
+        if not bool((self.d > 0).all()):
+            raise ValueError("d must be positive (the diagonal of a positive definite preconditioner)")
         k = self.L.shape[1]
         self._dinv = 1.0 / self.d
         dl = self.L * self._dinv.unsqueeze(1)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._checks import check_float_dtype, check_int
+from .._checks import check_finite, check_float_dtype, check_int
 from .fingerprint import describe_kernel, fingerprint_hash, make_fingerprint, tensor_digest
 from .group import current_group, progress
 from .job import check_kernel_inputs, default_tile_size, evaluate_tile, kernel as kernel_job
@@ -41,6 +41,7 @@ def predict(kern: Any, x_test: Tensor, x_train: Tensor, alpha: Tensor, *, compon
     if not isinstance(alpha, Tensor) or alpha.dim() not in (1, 2) or alpha.shape[0] != x_train.shape[0]:
         raise ValueError(f"alpha must have shape (N_train,) or (N_train, O) with N_train = "
                          f"{x_train.shape[0]}, got {getattr(alpha, 'shape', type(alpha).__name__)}")
+    check_finite("alpha", alpha)
     a2 = (alpha if alpha.dim() == 2 else alpha.unsqueeze(1)).to(device=group.device, dtype=torch.float64)
     n, m = x_test.shape[0], x_train.shape[0]
     tile_size = default_tile_size(n, m) if tile_size is None else check_int("tile_size", tile_size)

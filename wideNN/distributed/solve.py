@@ -25,7 +25,7 @@ import time
 import torch
 from torch import Tensor
 
-from .._checks import check_float_dtype, check_int, check_positive, check_variance
+from .._checks import check_finite, check_float_dtype, check_int, check_positive, check_variance
 from ..linalg import DEFAULT_JITTERS
 from .fingerprint import tensor_digest
 from .group import current_group
@@ -113,8 +113,7 @@ def _check_solve_inputs(st: TiledStore, y, component: str, method: str) -> Tenso
         raise TypeError(f"y must be a floating-point tensor, got {type(y).__name__}")
     if y.dim() not in (1, 2) or y.shape[0] != st.plan.n_rows:
         raise ValueError(f"y must have shape (N,) or (N, O) with N = {st.plan.n_rows}, got {tuple(y.shape)}")
-    if not bool(torch.isfinite(y).all()):
-        raise ValueError("y contains NaN or inf entries")
+    check_finite("y", y)
     return (y if y.dim() == 2 else y.unsqueeze(1)).to(torch.float64)
 
 
@@ -125,7 +124,7 @@ def prepare(store: TiledStore | str | os.PathLike, y: Tensor, component: str, no
     group = current_group(device)
     st = store if isinstance(store, TiledStore) else TiledStore.open(store)
     yy = _check_solve_inputs(st, y, component, method)
-    check_variance("noise_variance", noise_variance)
+    check_variance("noise_variance", noise_variance, scalar=True)
     if not isinstance(options, SolveOptions):
         raise TypeError(f"options must be a SolveOptions, got {type(options).__name__}")
     group.same_on_all_ranks("solve arguments", (str(st.path), tensor_digest(yy), component,

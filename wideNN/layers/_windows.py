@@ -88,6 +88,10 @@ def resolve_window(kind: str, label: str, spatial: tuple[int, ...], kernel_size,
             continue
         if ss > n:
             raise LayerError(f"{label}: {kind} stride {s} is larger than the input's spatial shape {spatial}")
+        if padding == "same" and kk > 2 * n - 1:
+            # taps beyond n − 1 positions either side only ever see the zero padding
+            raise LayerError(f"{label}: {kind} kernel_size {k} is larger than 2·{n} − 1 for the input's "
+                             f"spatial shape {spatial}: its outer taps would only see padding")
         o = -(-n // ss)
         total = max((o - 1) * ss + kk - n, 0)
         lo, hi = total // 2, total - total // 2

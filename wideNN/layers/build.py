@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_int
+from .._checks import check_seed
 
 __all__ = ["LayerNetwork", "build"]
 
@@ -41,7 +41,7 @@ def build(description, root, seed, dtype, device) -> nn.Module:
     from ._mlp import as_architecture
     generator = None
     if seed is not None:
-        generator = torch.Generator().manual_seed(check_int("seed", seed, minimum=None))
+        generator = torch.Generator().manual_seed(check_seed("seed", seed))
     arch = as_architecture(description, root)
     if arch is not None and len(root.in_shape) == 1:
         widths = [s.out_shape[0] for s in _dense_steps(root)]
