@@ -12,7 +12,7 @@ import torch
 
 import wideNN as wn
 import wideNN.predictor as predictor_module
-from wideNN import QueryKernels
+from wideNN import QueryKernels, _factors
 from wideNN.linalg import NotPSDError
 
 DT = torch.float64
@@ -317,3 +317,31 @@ def test_sample_draws_l_times_z_with_samples_last_and_keeps_time_dims():
     assert draws.shape == (5, 2, 7, 2)
     # t = 0 is the prior: zero mean, covariance K
     torch.testing.assert_close(post.covariance[0], k, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel", ["ntk", "nngp"])
+def test_means_alone_reuse_the_coefficients_of_the_same_times(kernel, monkeypatch):
+    """Means without variances come from M_xX (V W VᵀY), computed once per set of times: they
+    equal the means of the variance path (M_xX V)(W VᵀY) to round-off, and a second test set at
+    the same times does not recompute the coefficients."""
+    x, y, _ = _data(seed=7)
+    pred = wn.Predictor(ARCH, x, y, kernel, noise_variance=0.01)
+    times = torch.linspace(0, 40, 3)
+    g = torch.Generator().manual_seed(1)
+    made = []
+    real = _factors._mean_coefficients
+
+    def spy(f, w, wy):
+        before = f.mean_coef
+        out = real(f, w, wy)
+        made.append(f.mean_coef is not before)
+        return out
+    monkeypatch.setattr(_factors, "_mean_coefficients", spy)
+    for _ in range(2):
+        xt = torch.randn(5, 3, generator=g, dtype=DT)
+        fast = pred.predict(xt, times, compute_variance=False)
+        ref = pred.predict(xt, times)
+        torch.testing.assert_close(fast.mean, ref.mean, rtol=1e-12, atol=1e-12)
+    assert made == [True, False]
+    pred.predict(xt, times + 1.0, compute_variance=False)
+    assert made == [True, False, True]

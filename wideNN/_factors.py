@@ -141,6 +141,17 @@ class EigenFactor:
     vec: Tensor
     vty: Tensor                # Vᵀ Y
     prior_rot: Tensor | None   # Vᵀ C V (NTK variance)
+    # (w, V (W ∘ VᵀY) as an N × T·O matrix): the means' coefficients on the training kernel for
+    # the last time weights, reused by later test sets at the same times
+    mean_coef: tuple[Tensor, Tensor] | None = None
+
+
+def _mean_coefficients(f: EigenFactor, w: Tensor, wy: Tensor) -> Tensor:
+    if f.mean_coef is None or f.mean_coef[0].shape != w.shape or not torch.equal(f.mean_coef[0], w):
+        n = f.lam.shape[0]
+        coef = (f.vec @ wy.permute(1, 0, 2).reshape(n, -1))                 # V (W VᵀY): (N, T·O)
+        f.mean_coef = (w.clone(), coef)
+    return f.mean_coef[1]
 
 
 def factor_eigh(plan: Plan) -> EigenFactor:
@@ -163,8 +174,16 @@ def predict_eigen(f: EigenFactor, plan: Plan, tests, w: Tensor, g: Tensor | None
     wy = w.unsqueeze(-1) * f.vty.unsqueeze(0)                               # (T, N, O) = W Vᵀ Y
     rows = tests.n if full_cov else (int(block) if block else _auto_block(n, f.vec.device, per_row))
     means, variances, covs = [], [], None
+    # means alone: M_xX (V W VᵀY) costs b·N·T·O per block instead of b·N² for M_xX V, and the
+    # N × T·O coefficients are computed once for all test sets asked at the same times
+    coef = _mean_coefficients(f, w, wy) if not variance and n_t * wy.shape[-1] <= n else None
     for a in range(0, tests.n, rows):
         b = min(a + rows, tests.n)
+        if coef is not None:
+            m_b = tests.cross(a, b, nngp=plan.shares_kernel, ntk=not plan.shares_kernel)
+            m_b = m_b[0] if plan.shares_kernel else m_b[1]
+            means.append((m_b @ coef).reshape(b - a, n_t, -1).transpose(0, 1))  # (T, b, O)
+            continue
         k_b, th_b = tests.cross(a, b, nngp=plan.shares_kernel or variance, ntk=not plan.shares_kernel)
         p = (k_b if plan.shares_kernel else th_b) @ f.vec                   # M_xX V
         q = p if plan.shares_kernel else (k_b @ f.vec if variance else None)  # K_xX V
