@@ -173,3 +173,26 @@ def test_worker_count_follows_the_load(monkeypatch):
     finally:
         torch.set_num_threads(before)
     assert fused._other_runnable() is None or fused._other_runnable() >= 0
+
+
+@pytest.mark.parametrize("cross", [False, True])
+@pytest.mark.parametrize("scale", [1.0, 1e-160, 1e150])
+def test_large_relu_kernels_take_the_worker_tiles_with_the_recursions_numbers(cross, scale, monkeypatch):
+    """From ``_RELU_TILES_MIN_ENTRIES`` on, ReLU runs the worker-thread tiles; they equal its
+    recursion to round-off, and extreme scales still reach the scaled recursion."""
+    import wideNN.analytic as analytic
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(37, 9, dtype=torch.float64, generator=g) * scale
+    x2 = torch.randn(23, 9, dtype=torch.float64, generator=g) * scale if cross else None
+    arch = wn.Architecture(3, "relu", 2.0, 0.0 if scale != 1.0 else 0.1)
+    monkeypatch.setattr(analytic, "_RELU_TILES_MIN_ENTRIES", 10 ** 12)
+    ref = arch.kernels(x, x2)
+    monkeypatch.setattr(analytic, "_RELU_TILES_MIN_ENTRIES", 1)
+    calls = []
+    real = analytic.fused_kernels
+    monkeypatch.setattr(analytic, "fused_kernels", lambda *a, **k: calls.append(1) or real(*a, **k))
+    got = arch.kernels(x, x2)
+    assert calls  # the tiles were asked
+    for a, b in zip(got, ref):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=0)

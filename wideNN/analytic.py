@@ -122,9 +122,12 @@ def kernels(
     plain = (not needs_grad and parameterization == "ntk" and x1.dim() == 2
              and not isinstance(weight_variance, Tensor) and not isinstance(bias_variance, Tensor))
     # closed forms: fused tiles shared out between worker threads.  ReLU keeps its own fused
-    # recursion below: on a quiet 2-core machine, and with one busy core, it measured 1.2–1.6×
-    # faster than the worker-thread tiles (N = 500 and 2000, depth 3, float64)
-    if plain and not compile and type(act) is not _acts.ReLU:
+    # recursion below for small kernels: since the NumPy arccos the worker tiles are 8–15 %
+    # faster quiet and 10–25 % with one busy core at 2000 × 2000, the recursion 1.3× faster at
+    # 500 × 500 (depth 3, float64, 2 cores)
+    m = x1.shape[-2] if x2 is None else x2.shape[-2]
+    relu_tiles = type(act) is _acts.ReLU and x1.shape[-2] * m >= _RELU_TILES_MIN_ENTRIES
+    if plain and not compile and (type(act) is not _acts.ReLU or relu_tiles):
         out = fused_kernels(x1, x2, act, depth, float(weight_variance), float(bias_variance),
                             compute_ntk, compute_nngp, block_size)
         if out is not None:
@@ -144,6 +147,10 @@ def kernels(
         if out is not None:
             return _check_finite_output(out, depth)
     return _check_finite_output(_generic_tiled(spec, x1, x2, block_size, compute_nngp), depth)
+
+
+#: from this many kernel entries on, ReLU runs the worker-thread tiles instead of its recursion
+_RELU_TILES_MIN_ENTRIES = 1_000_000
 
 
 def _check_first_layer(x1: Tensor, x2: Tensor | None, w, b) -> None:
