@@ -11,6 +11,8 @@ import torch
 import wideNN as wn
 from wideNN import _checkpoint, _train_loop
 
+from _kills import killer as _killer, until_done as _until_done
+
 D64 = torch.float64
 ARCH = wn.Architecture(1, "relu", 2.0, 0.1)
 
@@ -18,25 +20,6 @@ ARCH = wn.Architecture(1, "relu", 2.0, 0.1)
 def _data(n: int = 12, d: int = 4, o: int = 2, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, d, generator=g, dtype=D64), torch.randn(n, o, generator=g, dtype=D64)
-
-
-def _killer(fn, every: int, calls: list[int]):
-    """``fn`` raising KeyboardInterrupt (a kill) at every ``every``-th call; ``calls[0]`` counts."""
-    def killer(*args, **kwargs):
-        calls[0] += 1
-        if calls[0] % every == 0:
-            raise KeyboardInterrupt
-        return fn(*args, **kwargs)
-    return killer
-
-
-def _until_done(call, attempts: int = 100):
-    for attempt in range(1, attempts + 1):
-        try:
-            return call(), attempt
-        except KeyboardInterrupt:
-            continue
-    raise AssertionError("never finished")
 
 
 def _ensemble(arch=ARCH, seed: int = 0, size: int = 3, width: int = 16) -> wn.Ensemble:

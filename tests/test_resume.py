@@ -10,34 +10,14 @@ import torch
 import wideNN as wn
 from wideNN import _train_loop, selection
 
+from _kills import killer as _killer, until_done as _until_done
+
 D64 = torch.float64
 
 
 def _data(n: int = 12, d: int = 4, o: int = 2, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, d, generator=g, dtype=D64), torch.randn(n, o, generator=g, dtype=D64)
-
-
-def _Killer(fn, every: int):
-    """``fn`` wrapped to raise KeyboardInterrupt at every ``every``-th call (a kill); a plain
-    function, so that it also binds as a method."""
-    calls = [0]
-
-    def killer(*args, **kwargs):
-        calls[0] += 1
-        if calls[0] % every == 0:
-            raise KeyboardInterrupt
-        return fn(*args, **kwargs)
-    return killer
-
-
-def _until_done(call, attempts: int = 100):
-    for attempt in range(1, attempts + 1):
-        try:
-            return call(), attempt
-        except KeyboardInterrupt:
-            continue
-    raise AssertionError("never finished")
 
 
 ARCH = wn.Architecture(1, "relu", 2.0, 0.1)
@@ -54,7 +34,7 @@ def test_train_interrupted_repeatedly_equals_uninterrupted(kw, tmp_path: Path, m
     ref = wn.train(ref_net, x, y, **kw, **opts)
 
     # a kill every 7 updates, checkpoints every 5: each attempt gets at least one checkpoint further
-    monkeypatch.setattr(_train_loop, "apply_step", _Killer(_train_loop.apply_step, 7))
+    monkeypatch.setattr(_train_loop, "apply_step", _killer(_train_loop.apply_step, 7))
     ck = tmp_path / "train.ckpt"
     nets = []
 
@@ -75,7 +55,7 @@ def test_train_interrupted_repeatedly_equals_uninterrupted(kw, tmp_path: Path, m
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
     # the finished checkpoint answers at once, without a single update
-    monkeypatch.setattr(_train_loop, "apply_step", _Killer(_train_loop.apply_step, 1))
+    monkeypatch.setattr(_train_loop, "apply_step", _killer(_train_loop.apply_step, 1))
     again = attempt()
     torch.testing.assert_close(again.loss, ref.loss, rtol=0, atol=0)
     for a, b in zip(nets[-1].parameters(), ref_net.parameters()):
@@ -108,7 +88,7 @@ def test_fit_interrupted_repeatedly_equals_uninterrupted(optimizer, tmp_path: Pa
     # an objective evaluation killed every 5 calls (Adam: one per step) or 23 (L-BFGS: a step's
     # line search takes several); a checkpoint every 2 steps
     every = 5 if optimizer == "adam" else 13
-    monkeypatch.setattr(selection._Problem, "objective", _Killer(selection._Problem.objective, every))
+    monkeypatch.setattr(selection._Problem, "objective", _killer(selection._Problem.objective, every))
     ck = tmp_path / "fit.ckpt"
     res, attempts = _until_done(lambda: wn.fit_hyperparameters(ARCH, x, y, **opts, checkpoint=ck, checkpoint_every=2))
     assert attempts > 2
@@ -146,7 +126,7 @@ def test_experiment_killed_inside_its_fit_resumes_inside_it(tmp_path: Path, monk
             "fit.steps=6", "fit.optimizer=adam", "fit.lr=0.1"]
     cfg = root / "configs" / "hyperparameters.yaml"
     ref = run_experiment(cfg, out_dir=tmp_path / "ref", overrides=sets, quiet=True).get("fitted")
-    monkeypatch.setattr(selection._Problem, "objective", _Killer(selection._Problem.objective, 4))
+    monkeypatch.setattr(selection._Problem, "objective", _killer(selection._Problem.objective, 4))
     out = tmp_path / "killed"
 
     def attempt():

@@ -97,6 +97,18 @@ def check_inputs(x1: Any, x2: Any = None, name1: str = "x1", name2: str = "x2",
             raise ValueError(f"{name1} and {name2} are on different devices: {x1.device} vs {x2.device}")
 
 
+def check_float_tensor(name: str, x: Any, hint: str = "") -> Tensor:
+    """``x`` itself if it is a floating-point torch.Tensor with data: TypeError for anything else
+    or an integer/bool tensor (``hint`` says what is expected), ValueError for a meta tensor."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.is_meta:
+        raise ValueError(f"{name} is a meta tensor (no data); move it to a real device first")
+    if not torch.is_floating_point(x):
+        raise TypeError(f"{name} must be a floating-point tensor{hint}, got {x.dtype}")
+    return x
+
+
 def check_finite(name: str, x: Tensor) -> Tensor:
     """ValueError naming ``name`` for a meta tensor (no values to check) or NaN/inf entries."""
     if x.is_meta:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import _all_finite, real_number
+from ._checks import _all_finite, check_float_tensor, real_number
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -17,12 +17,7 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 def check_tensor(name: str, x: Any, *, min_dim: int = 1) -> Tensor:
     """A finite floating-point tensor of at least ``min_dim`` dims with a non-empty first dim,
     in float32 or float64 on a real device (half precision cannot hold a kernel solve)."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.is_meta:
-        raise ValueError(f"{name} is a meta tensor (no data); move it to a real device first")
-    if not torch.is_floating_point(x):
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    check_float_tensor(name, x)
     if x.dtype in _LOW_PRECISION:
         raise TypeError(f"{name} has dtype {x.dtype}, too coarse for kernel solves; convert it with "
                         f"{name}.double() (or .float())")
@@ -79,12 +74,7 @@ def check_cross(name: str, m: Any, n_train: int, n_test: int | None = None) -> T
 
 def check_targets(y: Any, n: int, name: str = "y_train") -> Tensor:
     """Regression targets (N,) or (N, O) as (N, O)."""
-    if not isinstance(y, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(y).__name__}")
-    if y.is_meta:
-        raise ValueError(f"{name} is a meta tensor (no data); move it to a real device first")
-    if not torch.is_floating_point(y):
-        raise TypeError(f"{name} must be a floating-point tensor (e.g. one-hot targets), got {y.dtype}")
+    check_float_tensor(name, y, " (e.g. one-hot targets)")
     if y.dim() not in (1, 2):
         raise ValueError(f"{name} must have shape (N,) or (N, outputs), got {tuple(y.shape)}")
     if y.shape[0] != n:

@@ -109,6 +109,24 @@ def _check_hyper(steps: Any, learning_rate: Any, optimizer: str, loss: str) -> t
     return steps, lr
 
 
+def eval_sets(eval_data: Any, loss: str) -> dict[str, tuple[Tensor, Tensor]]:
+    """``eval_data`` (None, a pair (x, y) or a dict name → pair) as a dict name → (x, y), each pair
+    checked like the training data; a single pair is named "test"."""
+    if eval_data is None:
+        return {}
+    if isinstance(eval_data, tuple):
+        eval_data = {"test": eval_data}
+    if not isinstance(eval_data, Mapping):
+        raise TypeError(f"eval_data must be a pair (x, y) or a dict of pairs, got {type(eval_data).__name__}")
+    sets: dict[str, tuple[Tensor, Tensor]] = {}
+    for name, pair in eval_data.items():
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise ValueError(f"eval_data[{name!r}] must be a pair (x, y)")
+        _check_data(pair[0], pair[1], loss, f"eval_data[{name!r}] x", f"eval_data[{name!r}] y")
+        sets[name] = (pair[0], pair[1])
+    return sets
+
+
 def _check_data(x: Tensor, y: Any, loss: str, name_x: str = "x", name_y: str = "y") -> None:
     check_inputs(x, name1=name_x)
     # (N, features), or channel-first (N, C, L) / (N, C, H, W) for convolutional models: the

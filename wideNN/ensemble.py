@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -29,7 +29,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from ._checks import check_inputs, check_int, check_seed
 from ._optim import OptimizerOptions
-from ._train_loop import (LoopHooks, LoopOptions, TrainHistory, _check_data, _check_hyper,
+from ._train_loop import (LoopHooks, LoopOptions, TrainHistory, _check_data, _check_hyper, eval_sets,
                           _check_positive_int, _chunked_eval, run_loop)
 from .architecture import Architecture
 from .training import _default_ntk_fn, _readout_parameters
@@ -241,19 +241,9 @@ class Ensemble(nn.Module):
 
     def _evaluate_hook(self, eval_data: Any, metrics: Callable | None, loss: str) -> Callable[[], dict] | None:
         """The loop's ``evaluate``: per-member losses (accuracies) on ``eval_data``, and ``metrics``."""
-        sets: dict[str, tuple[Tensor, Tensor]] = {}
-        if eval_data is not None:
-            if isinstance(eval_data, tuple):
-                eval_data = {"test": eval_data}
-            if not isinstance(eval_data, Mapping):
-                raise TypeError(f"eval_data must be a pair (x, y) or a dict of pairs, got {type(eval_data).__name__}")
-            for name, pair in eval_data.items():
-                if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
-                    raise ValueError(f"eval_data[{name!r}] must be a pair (x, y)")
-                xe, ye = pair
-                _check_data(xe, ye, loss, f"eval_data[{name!r}] x", f"eval_data[{name!r}] y")
-                self._check_x(xe, f"eval_data[{name!r}] x", per_member=False)
-                sets[name] = (xe, ye)
+        sets = eval_sets(eval_data, loss)
+        for name, (xe, _) in sets.items():
+            self._check_x(xe, f"eval_data[{name!r}] x", per_member=False)
         if not sets and metrics is None:
             return None
 

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from ._checks import _all_finite, check_positive
+from ._checks import _all_finite, check_float_tensor, check_positive
 
 __all__ = ["mse_loss", "gaussian_log_likelihood"]
 
@@ -23,12 +23,7 @@ def _tensor(name: str, v, allow_inf: bool = False) -> Tensor:
     """A real floating tensor with values: NaN entries raise (they would make the metric NaN
     silently, hiding which argument was bad), and inf unless ``allow_inf`` (predictions of a
     diverged run are inf, and an infinite loss is then the right answer)."""
-    if not isinstance(v, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(v).__name__}")
-    if v.is_meta:
-        raise ValueError(f"{name} is a meta tensor (no data); move it to a real device first")
-    if not torch.is_floating_point(v):
-        raise TypeError(f"{name} must be a floating-point tensor, got {v.dtype}")
+    check_float_tensor(name, v)
     if not _all_finite(v):
         if bool(torch.isnan(v).any()):
             raise ValueError(f"{name} contains NaN entries")

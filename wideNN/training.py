@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from ._checks import check_inputs, merge_options
 from ._optim import OptimizerOptions
-from ._train_loop import (LoopHooks, LoopOptions, TrainHistory, _check_data, _check_hyper,
+from ._train_loop import (LoopHooks, LoopOptions, TrainHistory, _check_data, _check_hyper, eval_sets,
                           _check_positive_int, _chunked_eval, run_loop)
 
 __all__ = ["TrainHistory", "TrainOptions", "train", "max_learning_rate"]
@@ -125,18 +125,7 @@ class TrainOptions:
 
 def _evaluate_hook(model: nn.Module, o: TrainOptions, loss: str) -> Callable[[], dict] | None:
     """The loop's ``evaluate`` callback for ``eval_data`` and ``metrics`` (checked here)."""
-    sets: dict[str, tuple[Tensor, Tensor]] = {}
-    eval_data = o.eval_data
-    if eval_data is not None:
-        if isinstance(eval_data, tuple):
-            eval_data = {"test": eval_data}
-        if not isinstance(eval_data, Mapping):
-            raise TypeError(f"eval_data must be a pair (x, y) or a dict of pairs, got {type(eval_data).__name__}")
-        for name, pair in eval_data.items():
-            if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
-                raise ValueError(f"eval_data[{name!r}] must be a pair (x, y)")
-            _check_data(pair[0], pair[1], loss, f"eval_data[{name!r}] x", f"eval_data[{name!r}] y")
-            sets[name] = (pair[0], pair[1])
+    sets = eval_sets(o.eval_data, loss)
     if not sets and o.metrics is None:
         return None
 

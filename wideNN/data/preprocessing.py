@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from .._checks import check_float_tensor
+
 
 @dataclass(frozen=True, eq=False)
 class Standardization:
@@ -102,12 +104,7 @@ def preprocess(
 
 
 def _check_matrix(x: Any, name: str) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.is_meta:
-        raise ValueError(f"{name} is a meta tensor (no data); move it to a real device first")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
+    check_float_tensor(name, x)
     if x.ndim != 2:
         raise ValueError(f"{name} must be 2-D (N, d), got shape {tuple(x.shape)}")
     if x.shape[0] == 0 or x.shape[1] == 0:
