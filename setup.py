@@ -10,5 +10,5 @@ from setuptools import find_packages, setup
 setup(
     packages=find_packages(include=["wideNN", "wideNN.*"]) + ["wideNN.lab.experiments", "wideNN.lab.configs"],
     package_dir={"wideNN.lab.experiments": "experiments", "wideNN.lab.configs": "configs"},
-    package_data={"wideNN": ["datasets/*"], "wideNN.lab.configs": ["*.yaml"]},
+    package_data={"wideNN": ["datasets/*", "csrc/*.c"], "wideNN.lab.configs": ["*.yaml"]},
 )

@@ -185,8 +185,10 @@ def test_large_relu_kernels_take_the_worker_tiles_with_the_recursions_numbers(cr
     x = torch.randn(37, 9, dtype=torch.float64, generator=g) * scale
     x2 = torch.randn(23, 9, dtype=torch.float64, generator=g) * scale if cross else None
     arch = wn.Architecture(3, "relu", 2.0, 0.0 if scale != 1.0 else 0.1)
-    monkeypatch.setattr(analytic, "_RELU_TILES_MIN_ENTRIES", 10 ** 12)
-    ref = arch.kernels(x, x2)
+    with monkeypatch.context() as m:  # the recursion: small kernels without the compiled layers
+        m.setattr(analytic, "_RELU_TILES_MIN_ENTRIES", 10 ** 12)
+        m.setattr(analytic, "_native_library", lambda: None)
+        ref = arch.kernels(x, x2)
     monkeypatch.setattr(analytic, "_RELU_TILES_MIN_ENTRIES", 1)
     calls = []
     real = analytic.fused_kernels

@@ -31,6 +31,7 @@ from torch import Tensor
 
 from . import activations as _acts
 from ._fused_layers import plan_for
+from ._native import library as _native_library, pointer as _ptr
 
 __all__ = ["fused_kernels", "tile_threads", "run_tasks"]
 
@@ -58,12 +59,24 @@ def exact_near_one_(c: Tensor, u: Tensor, v: Tensor) -> None:
         c[i, j] = 1.0 - 0.5 * (diff * diff).sum(-1)
 
 
-def _moderate(x: Tensor, w: float, b: float) -> bool:
+def _first_layer(x: Tensor, w: float, b: float) -> Tensor:
+    """k = σ_b² + σ_w²|x|²/d per row of a 2-D x, in one pass over x on the CPU (the compiled
+    row sums, ``wideNN._native``) or by torch."""
+    lib = _native_library() if x.device.type == "cpu" else None
+    if lib is not None and x.stride(-1) == 1:
+        sq = torch.empty(x.shape[0], dtype=x.dtype)
+        fn = lib.row_sumsq_f64 if x.dtype == torch.float64 else lib.row_sumsq_f32
+        fn(_ptr(x), x.shape[0], x.shape[1], x.stride(0), _ptr(sq))
+    else:
+        sq = (x * x).sum(-1)
+    return sq.mul_(w / x.shape[-1]).add_(b)
+
+
+def _moderate(k: Tensor) -> bool:
     """Whether every first-layer variance k = σ_b² + σ_w²|x|²/d lies where products of a few
     of them neither overflow nor underflow (|log k| ≤ ¼ of the dtype's range); the generic path,
     which works in normalised coordinates throughout, takes the extreme scales."""
-    k = b + w * (x * x).sum(-1) / x.shape[-1]
-    info = torch.finfo(x.dtype)
+    info = torch.finfo(k.dtype)
     lo, hi = float(k.min()), float(k.max())
     return hi <= info.max ** 0.25 and (lo == 0.0 or lo >= info.tiny ** 0.25)
 
@@ -76,26 +89,30 @@ def fused_kernels(x1: Tensor, x2: Tensor | None, act: _acts.Activation, depth: i
     plan = plan_for(act, w, b)
     if plan is None or x1.dtype not in (torch.float32, torch.float64) or x1.dim() != 2:
         return None
-    if not _moderate(x1, w, b) or (x2 is not None and not _moderate(x2, w, b)):
+    k1 = _first_layer(x1, w, b)
+    k2 = None if x2 is None else _first_layer(x2, w, b)
+    if not _moderate(k1) or (k2 is not None and not _moderate(k2)):
         return None
     if x1.is_cuda:
-        return _fused(plan, x1, x2, act, depth, w, b, compute_ntk, compute_nngp, block_size)
+        return _fused(plan, x1, x2, (k1, k2), act, depth, w, b, compute_ntk, compute_nngp, block_size)
+    plan.lib = _native_library()
     # every op single-threaded, the O(N·d) preparation included: on a loaded machine each
     # OpenMP barrier can wait for a descheduled thread
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _fused(plan, x1, x2, act, depth, w, b, compute_ntk, compute_nngp, block_size, before)
+        return _fused(plan, x1, x2, (k1, k2), act, depth, w, b, compute_ntk, compute_nngp,
+                      block_size, before)
     finally:
         torch.set_num_threads(before)
 
 
-def _fused(plan, x1, x2, act, depth, w, b, compute_ntk, compute_nngp, block_size, threads=1):
+def _fused(plan, x1, x2, first, act, depth, w, b, compute_ntk, compute_nngp, block_size, threads=1):
     symmetric = x2 is None
     xb = x1 if symmetric else x2
     d = x1.shape[-1]
-    ks1 = _diagonal_variances(act, x1, depth, w, b)
-    ks2 = ks1 if symmetric else _diagonal_variances(act, xb, depth, w, b)
+    ks1 = _diagonal_variances(act, first[0], depth, w, b)
+    ks2 = ks1 if symmetric else _diagonal_variances(act, first[1], depth, w, b)
     if not plan.valid(ks1) or not plan.valid(ks2):
         return None
     side1 = _Side(plan, x1, ks1, w, b, d)
@@ -103,7 +120,7 @@ def _fused(plan, x1, x2, act, depth, w, b, compute_ntk, compute_nngp, block_size
     n, m = x1.shape[0], xb.shape[0]
     nngp = torch.empty(n, m, dtype=x1.dtype, device=x1.device) if compute_nngp else None
     ntk = torch.empty(n, m, dtype=x1.dtype, device=x1.device) if compute_ntk else None
-    tile = int(block_size) if block_size else (_CUDA_TILE if x1.is_cuda else _CPU_TILE)
+    tile = int(block_size) if block_size else (_CUDA_TILE if x1.is_cuda else _cpu_tile(n, m))
     tiles = [(i, j) for i in range(0, n, tile) for j in range(i if symmetric else 0, m, tile)]
     # the largest tiles first: a late large tile would leave the other workers idle
     tiles.sort(key=lambda t: -(min(tile, n - t[0]) * min(tile, m - t[1])))
@@ -118,6 +135,15 @@ def _fused(plan, x1, x2, act, depth, w, b, compute_ntk, compute_nngp, block_size
     # CUDA: one stream (the tiles are large and the passes asynchronous)
     run_tasks(tiles, work, make_buffers, 1 if x1.is_cuda else min(tile_threads(threads), len(tiles)))
     return nngp, ntk
+
+
+def _cpu_tile(n: int, m: int) -> int:
+    """``_CPU_TILE``, halved while the grid has fewer than 16 tiles (2 workers on 3 tiles idle a
+    third of the time; 128 × 128 tiles still keep the GEMM efficient)."""
+    tile = _CPU_TILE
+    while tile > 64 and math.ceil(n / tile) * math.ceil(m / tile) < 16:
+        tile //= 2
+    return tile
 
 
 def tile_threads(threads: int | None = None) -> int:
@@ -167,9 +193,9 @@ def _other_runnable() -> int | None:
     return max(0, runnable - own)
 
 
-def _diagonal_variances(act, x: Tensor, depth: int, w: float, b: float) -> list[Tensor]:
-    """K^l(x, x) for l = 1 … depth+1, by the same 1-D recursion as the generic path."""
-    k = b + w * (x * x).sum(-1) / x.shape[-1]
+def _diagonal_variances(act, k: Tensor, depth: int, w: float, b: float) -> list[Tensor]:
+    """K^l(x, x) for l = 1 … depth+1 from the first layer's k, by the same 1-D recursion as the
+    generic path."""
     ks = [k]
     for _ in range(depth):
         k = b + w * act.dual_diag(k)[0]
@@ -203,13 +229,13 @@ def _one_tile(plan, side1: _Side, side2: _Side, ij, tile: int, depth: int, symme
     views = [buf[:h * wd].view(h, wd) for buf in bufs]
     c, q, out, scratch = views[0], views[1], views[2], views[3:]
     torch.mm(a1, a2.T, out=c)
-    if plan.unit_rows:
+    on_diagonal = symmetric and i == j
+    if plan.unit_rows and _any_near_one(plan, c, on_diagonal):
         # rows are unit vectors: correlations near 1 from the difference, exact for coincident
         # rows of x1 and x2 (the GEMM's 1 − ulps would become angles of ~1e-8)
         exact_near_one_(c, a1, a2)
     if plan.sign < 0:
         c.neg_()
-    on_diagonal = symmetric and i == j
     with_q = ntk is not None and not plan.ntk_is_nngp
     if not with_q:
         q = None
@@ -224,6 +250,10 @@ def _one_tile(plan, side1: _Side, side2: _Side, ij, tile: int, depth: int, symme
             break
         c, out = plan.layer_(c, q, side1.vectors[layer][:, ri], side2.vectors[layer][:, rj],
                              out, scratch), c
+    if plan.lib is not None:
+        _native_store(plan, side1.unscale[ri], side2.unscale[rj], c, q, ri.start, rj.start,
+                      symmetric and i != j, symmetric and i == j, nngp, ntk)
+        return
     u1, u2 = side1.unscale[ri, None], plan.sign * side2.unscale[None, rj]
     if nngp is not None or (ntk is not None and q is None):
         c.mul_(u1).mul_(u2)
@@ -233,6 +263,30 @@ def _one_tile(plan, side1: _Side, side2: _Side, ij, tile: int, depth: int, symme
     if q is not None:
         q.mul_(u1).mul_(u2)
         _store(ntk, q, ri, rj, symmetric and i != j)
+
+
+def _any_near_one(plan, c: Tensor, on_diagonal: bool) -> bool:
+    """Whether a first-layer correlation tile has entries within ``_NEAR_ONE`` of 1 (those on
+    the diagonal of a diagonal tile aside: they are set exactly at every layer)."""
+    if plan.lib is None:
+        return True
+    h, w = c.shape
+    return plan._native("count_at_least", c)(_ptr(c), h, w, 1.0 - _NEAR_ONE, int(on_diagonal)) > 0
+
+
+def _native_store(plan, u1: Tensor, u2: Tensor, c: Tensor, q: Tensor | None, i: int, j: int,
+                  mirror: bool, diagonal: bool, nngp: Tensor | None, ntk: Tensor | None) -> None:
+    """The unscaled tile(s) written into the outputs (and their mirror images) in one pass each."""
+    h, w = c.shape
+    store = plan._native("unscale_store", c)
+    for target, tile in ((nngp, c), (ntk, c if q is None else q)):
+        if target is None:
+            continue
+        ld, size = target.shape[1], target.element_size()
+        base = target.data_ptr()
+        # a diagonal tile is its own mirror (made exactly symmetric); others mirror across
+        store(_ptr(tile), h, w, _ptr(u1), _ptr(u2), plan.sign, base + (i * ld + j) * size,
+              base + (j * ld + i) * size if mirror or diagonal else None, ld)
 
 
 def _store(target: Tensor, tile: Tensor, ri: slice, rj: slice, mirror: bool) -> None:

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from . import activations as _acts
+from ._native import pointer as _ptr
 from ._numpy_math import arccos_into, sqrt_
 
 __all__ = ["plan_for"]
@@ -58,6 +59,11 @@ class _Plan:
 
     def __init__(self, act: _acts.Activation, w: float, b: float) -> None:
         self.act, self.w, self.b = act, w, b
+        #: the compiled layers (``wideNN._native``) for CPU tiles, set by the driver; None: torch
+        self.lib = None
+
+    def _native(self, name: str, c: Tensor):
+        return getattr(self.lib, name + ("_f64" if c.dtype == torch.float64 else "_f32"))
 
     def valid(self, ks: list[Tensor]) -> bool:
         """Whether the fused path applies to these per-layer diagonal variances."""
@@ -108,6 +114,12 @@ class _ArcCosine(_Plan):
         return torch.stack([-coef * ratio, ratio, -self.b * s_next, s_next])
 
     def layer_(self, c, q, rv, cv, out, scratch):
+        if self.lib is not None:
+            h, w = c.shape
+            self._native("arccos_layer", c)(_ptr(c), _ptr(q), _ptr(out), h, w, _ptr(rv[0]),
+                                            _ptr(rv[2]), _ptr(cv[1]), _ptr(cv[3]), self.kappa,
+                                            self.slope, 8 * torch.finfo(c.dtype).eps)
+            return out
         p, amat = scratch[0], scratch[1]
         m = _snapped_(c)
         arccos_into(m, p)                                                 # π − θ
@@ -136,6 +148,11 @@ class _Step(_ArcCosine):
         return torch.stack([-self.w * _INV_2PI * s_next, s_next, -self.b * s_next, s_next])
 
     def layer_(self, c, q, rv, cv, out, scratch):
+        if self.lib is not None:
+            h, w = c.shape
+            self._native("step_layer", c)(_ptr(c), _ptr(out), h, w, _ptr(rv[0]), _ptr(rv[2]),
+                                          _ptr(cv[1]), _ptr(cv[3]), 8 * torch.finfo(c.dtype).eps)
+            return out
         p, amat = scratch[0], scratch[1]
         arccos_into(_snapped_(c), p)
         torch.outer(rv[0], cv[1], out=amat)
@@ -160,6 +177,11 @@ class _Erf(_Plan):
         return torch.stack([(2.0 * self.w / math.pi) * s_next, s_next, self.b * s_next, s_next])
 
     def layer_(self, c, q, rv, cv, out, scratch):
+        if self.lib is not None:
+            h, w = c.shape
+            self._native("erf_layer", c)(_ptr(c), _ptr(q), _ptr(out), h, w, _ptr(rv[0]),
+                                         _ptr(rv[2]), _ptr(cv[1]), _ptr(cv[3]))
+            return out
         p, z, amat = scratch
         rho = c.clamp_(-1.0, 1.0)
         torch.asin(rho, out=p)
@@ -189,6 +211,11 @@ class _Sin(_Plan):
         return torch.stack([0.5 * self.w * e, e])
 
     def layer_(self, c, q, rv, cv, out, scratch):
+        if self.lib is not None:
+            h, w = c.shape
+            self._native("sin_layer", c)(_ptr(c), _ptr(q), _ptr(out), h, w, _ptr(rv[0]),
+                                         _ptr(cv[1]), self.b, int(self.cosine))
+            return out
         p, z, amat = scratch
         # with e = e^{k12} − 1 (expm1: exact for tiny k12, where e^{k12} − e^{−k12} cancels):
         # e^{k12} − e^{−k12} = e(2 + e)/(1 + e),  e^{k12} + e^{−k12} = (1 + e) + 1/(1 + e)
@@ -218,6 +245,9 @@ class _Identity(_Plan):
         return k[None]
 
     def layer_(self, c, q, rv, cv, out, scratch):
+        if self.lib is not None:
+            self._native("identity_layer", c)(_ptr(c), _ptr(q), _ptr(out), c.numel(), self.w, self.b)
+            return out
         torch.mul(c, self.w, out=out).add_(self.b)
         if q is not None:
             q.mul_(self.w).add_(out)
@@ -236,6 +266,12 @@ class _GELU(_Plan):
         return torch.stack([k, 1.0 + k, 3.0 + k, _INV_2PI * inv_a, inv_a])
 
     def layer_(self, c, q, rv, cv, out, scratch):
+        if self.lib is not None:
+            h, w = c.shape
+            self._native("gelu_layer", c)(_ptr(c), _ptr(q), _ptr(out), h, w, _ptr(rv[0]),
+                                          _ptr(rv[1]), _ptr(rv[2]), _ptr(rv[3]), _ptr(cv[0]),
+                                          _ptr(cv[4]), self.w, self.b)
+            return out
         sq, prod, d, sd, p, r = scratch
         torch.mul(c, c, out=sq)
         torch.outer(rv[0], cv[0], out=prod)                               # k k'

@@ -41,6 +41,7 @@ from . import activations as _acts
 from ._checks import (check_bool, check_float_precision, check_inputs, check_int, check_same_place, check_variance,
                       check_widths)
 from ._fused import exact_near_one_ as _exact_near_one_, fused_kernels, openmp_threads
+from ._native import library as _native_library
 from ._numpy_math import arccos_into, sqrt_
 from ._gaussian import MAX_NODE_FACTOR
 from ._scaling import Scaled, homogeneous, ldexp, scaled_inputs
@@ -121,12 +122,14 @@ def kernels(
         isinstance(t, Tensor) and t.requires_grad for t in (x1, x2, weight_variance, bias_variance))
     plain = (not needs_grad and parameterization == "ntk" and x1.dim() == 2
              and not isinstance(weight_variance, Tensor) and not isinstance(bias_variance, Tensor))
-    # closed forms: fused tiles shared out between worker threads.  ReLU keeps its own fused
-    # recursion below for small kernels: since the NumPy arccos the worker tiles are 8–15 %
-    # faster quiet and 10–25 % with one busy core at 2000 × 2000, the recursion 1.3× faster at
-    # 500 × 500 (depth 3, float64, 2 cores)
+    # closed forms: fused tiles shared out between worker threads.  Without the compiled tile
+    # layers (``wideNN._native``) ReLU keeps its own fused recursion below for small kernels:
+    # with torch passes the worker tiles are 8–15 % faster quiet and 10–25 % with one busy core
+    # at 2000 × 2000, the recursion 1.3× faster at 500 × 500 (depth 3, float64, 2 cores)
     m = x1.shape[-2] if x2 is None else x2.shape[-2]
-    relu_tiles = type(act) is _acts.ReLU and x1.shape[-2] * m >= _RELU_TILES_MIN_ENTRIES
+    relu_tiles = type(act) is _acts.ReLU and (
+        x1.shape[-2] * m >= _RELU_TILES_MIN_ENTRIES
+        or (x1.device.type == "cpu" and _native_library() is not None))
     if plain and not compile and (type(act) is not _acts.ReLU or relu_tiles):
         out = fused_kernels(x1, x2, act, depth, float(weight_variance), float(bias_variance),
                             compute_ntk, compute_nngp, block_size)
