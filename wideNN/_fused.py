@@ -59,9 +59,9 @@ def exact_near_one_(c: Tensor, u: Tensor, v: Tensor) -> None:
         c[i, j] = 1.0 - 0.5 * (diff * diff).sum(-1)
 
 
-def _first_layer(x: Tensor, w: float, b: float) -> Tensor:
-    """k = σ_b² + σ_w²|x|²/d per row of a 2-D x, in one pass over x on the CPU (the compiled
-    row sums, ``wideNN._native``) or by torch."""
+def _first_layer(x: Tensor, w: float, b: float) -> tuple[Tensor, Tensor]:
+    """(k, |x|²): k = σ_b² + σ_w²|x|²/d per row of a 2-D x, in one pass over x on the CPU (the
+    compiled row sums, ``wideNN._native``) or by torch."""
     lib = _native_library() if x.device.type == "cpu" else None
     if lib is not None and x.stride(-1) == 1:
         sq = torch.empty(x.shape[0], dtype=x.dtype)
@@ -69,7 +69,7 @@ def _first_layer(x: Tensor, w: float, b: float) -> Tensor:
         fn(_ptr(x), x.shape[0], x.shape[1], x.stride(0), _ptr(sq))
     else:
         sq = (x * x).sum(-1)
-    return sq.mul_(w / x.shape[-1]).add_(b)
+    return sq.mul(w / x.shape[-1]).add_(b), sq
 
 
 def _moderate(k: Tensor) -> bool:
@@ -89,25 +89,29 @@ def fused_kernels(x1: Tensor, x2: Tensor | None, act: _acts.Activation, depth: i
     plan = plan_for(act, w, b)
     if plan is None or x1.dtype not in (torch.float32, torch.float64) or x1.dim() != 2:
         return None
-    k1 = _first_layer(x1, w, b)
-    k2 = None if x2 is None else _first_layer(x2, w, b)
+    k1, sq1 = _first_layer(x1, w, b)
+    k2, sq2 = (None, None) if x2 is None else _first_layer(x2, w, b)
     if not _moderate(k1) or (k2 is not None and not _moderate(k2)):
         return None
     if x1.is_cuda:
         return _fused(plan, x1, x2, (k1, k2), act, depth, w, b, compute_ntk, compute_nngp, block_size)
     plan.lib = _native_library()
+    # the compiled path multiplies the raw inputs and scales the tile after (no scaled copy of
+    # the inputs), which needs |x|² itself in the moderate range
+    raw = plan.lib is not None and _moderate(sq1) and (sq2 is None or _moderate(sq2))
     # every op single-threaded, the O(N·d) preparation included: on a loaded machine each
     # OpenMP barrier can wait for a descheduled thread
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         return _fused(plan, x1, x2, (k1, k2), act, depth, w, b, compute_ntk, compute_nngp,
-                      block_size, before)
+                      block_size, before, raw)
     finally:
         torch.set_num_threads(before)
 
 
-def _fused(plan, x1, x2, first, act, depth, w, b, compute_ntk, compute_nngp, block_size, threads=1):
+def _fused(plan, x1, x2, first, act, depth, w, b, compute_ntk, compute_nngp, block_size, threads=1,
+           raw=False):
     symmetric = x2 is None
     xb = x1 if symmetric else x2
     d = x1.shape[-1]
@@ -115,8 +119,8 @@ def _fused(plan, x1, x2, first, act, depth, w, b, compute_ntk, compute_nngp, blo
     ks2 = ks1 if symmetric else _diagonal_variances(act, first[1], depth, w, b)
     if not plan.valid(ks1) or not plan.valid(ks2):
         return None
-    side1 = _Side(plan, x1, ks1, w, b, d)
-    side2 = side1 if symmetric else _Side(plan, xb, ks2, w, b, d)
+    side1 = _Side(plan, x1, ks1, w, b, d, raw)
+    side2 = side1 if symmetric else _Side(plan, xb, ks2, w, b, d, raw)
     n, m = x1.shape[0], xb.shape[0]
     nngp = torch.empty(n, m, dtype=x1.dtype, device=x1.device) if compute_nngp else None
     ntk = torch.empty(n, m, dtype=x1.dtype, device=x1.device) if compute_ntk else None
@@ -204,38 +208,48 @@ def _diagonal_variances(act, k: Tensor, depth: int, w: float, b: float) -> list[
 
 
 class _Side:
-    """Everything per input of one side of the kernel: augmented inputs for the first GEMM,
-    the per-layer vectors, the coincident-point values and the final unscaling."""
+    """Everything per input of one side of the kernel: the first GEMM's operand (the inputs
+    scaled by row, plus a bias column; or, with ``raw``, the inputs themselves and the row
+    factors that the compiled first layer applies to the tile), the per-layer vectors, the
+    coincident-point values and the final unscaling."""
 
-    def __init__(self, plan, x: Tensor, ks: list[Tensor], w: float, b: float, d: int) -> None:
+    def __init__(self, plan, x: Tensor, ks: list[Tensor], w: float, b: float, d: int,
+                 raw: bool = False) -> None:
         scales = [plan.scale(k) for k in ks]
         s0 = scales[0]
-        self.aug = torch.empty(x.shape[0], d + (b > 0), dtype=x.dtype, device=x.device)
-        torch.mul(x, (s0 * math.sqrt(w / d)).unsqueeze(-1), out=self.aug[:, :d])
-        if b > 0:
-            torch.mul(s0, math.sqrt(b), out=self.aug[:, d])
+        self.x, self.raw, self.w, self.b = x, raw, w, b
+        # c = r_i r_j x_i·x_j + t_i t_j
+        self.r, self.t = s0 * math.sqrt(w / d), s0 * math.sqrt(b)
+        self.aug = None if raw else self.aug_rows(slice(None))
         self.vectors = [plan.vectors(ks[l], scales[l], ks[l + 1], scales[l + 1])
                         for l in range(len(ks) - 1)]
         self.diagonals = [plan.diagonal(k, s) for k, s in zip(ks, scales)]
         self.unscale = 1.0 / scales[-1]
+
+    def aug_rows(self, rows: slice) -> Tensor:
+        """[r x, t] for these rows (whose Gram matrix is the first layer's scaled tile)."""
+        x, d = self.x[rows], self.x.shape[-1]
+        aug = torch.empty(x.shape[0], d + (self.b > 0), dtype=x.dtype, device=x.device)
+        torch.mul(x, self.r[rows].unsqueeze(-1), out=aug[:, :d])
+        if self.b > 0:
+            aug[:, d] = self.t[rows]
+        return aug
+
+    def operand(self, rows: slice) -> Tensor:
+        return self.x[rows] if self.raw else self.aug[rows]
 
 
 def _one_tile(plan, side1: _Side, side2: _Side, ij, tile: int, depth: int, symmetric: bool,
               bufs: list[Tensor], nngp: Tensor | None, ntk: Tensor | None) -> None:
     i, j = ij
     ri, rj = slice(i, i + tile), slice(j, j + tile)
-    a1, a2 = side1.aug[ri], side2.aug[rj]
+    a1, a2 = side1.operand(ri), side2.operand(rj)
     h, wd = a1.shape[0], a2.shape[0]
     views = [buf[:h * wd].view(h, wd) for buf in bufs]
     c, q, out, scratch = views[0], views[1], views[2], views[3:]
     torch.mm(a1, a2.T, out=c)
     on_diagonal = symmetric and i == j
-    if plan.unit_rows and _any_near_one(plan, c, on_diagonal):
-        # rows are unit vectors: correlations near 1 from the difference, exact for coincident
-        # rows of x1 and x2 (the GEMM's 1 − ulps would become angles of ~1e-8)
-        exact_near_one_(c, a1, a2)
-    if plan.sign < 0:
-        c.neg_()
+    _first_tile_(plan, side1, side2, c, ri, rj, on_diagonal)
     with_q = ntk is not None and not plan.ntk_is_nngp
     if not with_q:
         q = None
@@ -265,9 +279,33 @@ def _one_tile(plan, side1: _Side, side2: _Side, ij, tile: int, depth: int, symme
         _store(ntk, q, ri, rj, symmetric and i != j)
 
 
+def _first_tile_(plan, side1: _Side, side2: _Side, c: Tensor, ri: slice, rj: slice,
+                 on_diagonal: bool) -> None:
+    """The first layer's scaled (and signed) tile from the GEMM in ``c``.  Where the rows are
+    unit vectors (the arc-cosine family), correlations within ``_NEAR_ONE`` of 1 are recomputed
+    from the difference of the rows — exact for coincident rows of x1 and x2, where the GEMM's
+    1 − ulps would become angles of ~1e-8 — except on the diagonal of a diagonal tile, which
+    every layer sets exactly."""
+    near = 1.0 - _NEAR_ONE if plan.unit_rows else math.inf
+    if side1.raw:
+        h, w = c.shape
+        count = plan._native("first_layer", c)(
+            _ptr(c), h, w, _ptr(side1.r[ri]), _ptr(side2.r[rj]), _ptr(side1.t[ri]),
+            _ptr(side2.t[rj]), plan.sign, near, int(on_diagonal))
+        if count:
+            c.mul_(plan.sign)
+            exact_near_one_(c, side1.aug_rows(ri), side2.aug_rows(rj))
+            c.mul_(plan.sign)
+        return
+    if plan.unit_rows and _any_near_one(plan, c, on_diagonal):
+        exact_near_one_(c, side1.aug[ri], side2.aug[rj])
+    if plan.sign < 0:
+        c.neg_()
+
+
 def _any_near_one(plan, c: Tensor, on_diagonal: bool) -> bool:
-    """Whether a first-layer correlation tile has entries within ``_NEAR_ONE`` of 1 (those on
-    the diagonal of a diagonal tile aside: they are set exactly at every layer)."""
+    """Whether a tile has entries within ``_NEAR_ONE`` of 1 (those on the diagonal of a
+    diagonal tile aside)."""
     if plan.lib is None:
         return True
     h, w = c.shape

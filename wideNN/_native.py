@@ -48,8 +48,9 @@ _SIGNATURES = {
     "unscale_store": [_P, _L, _L, _P, _P, _D, _P, _P, _L],
     "row_sumsq": [_P, _L, _L, _L, _P],
     "count_at_least": [_P, _L, _L, _D, _I],
+    "first_layer": [_P, _L, _L, _P, _P, _P, _P, _D, _D, _I],
 }
-_RESULTS = {"row_sumsq": _I, "count_at_least": _L}
+_RESULTS = {"row_sumsq": _I, "count_at_least": _L, "first_layer": _L}
 
 
 def library() -> ctypes.CDLL | None:

@@ -295,6 +295,27 @@ int SFX(row_sumsq)(const REAL *restrict x, long n, long d, long ld, REAL *restri
     return bad == 0.0;
 }
 
+/* the first layer's scaled tile from the inputs' GEMM G (in place): c = sign (r1_i r2_j G + t1_i t2_j);
+ * returns how many entries have r1_i r2_j G + t1_i t2_j >= thresh (the diagonal left out when
+ * skip_diagonal) */
+long SFX(first_layer)(REAL *restrict c, long h, long w, const REAL *r1, const REAL *r2,
+                      const REAL *t1, const REAL *t2, double sign, double thresh, int skip_diagonal) {
+    long count = 0;
+    for (long i = 0; i < h; i++) {
+        const double a = r1[i], bb = t1[i];
+        REAL *restrict ci = c + i * w;
+        long row = 0;
+        for (long j = 0; j < w; j++) {
+            double v = a * (double)r2[j] * (double)ci[j] + bb * (double)t2[j];
+            row += v >= thresh;
+            ci[j] = (REAL)(sign * v);
+        }
+        if (skip_diagonal && i < w) row -= sign * (double)ci[i] >= thresh;
+        count += row;
+    }
+    return count;
+}
+
 /* how many entries of an h x w tile are >= t, the diagonal (i == j) left out when skip_diagonal */
 long SFX(count_at_least)(const REAL *restrict c, long h, long w, double t, int skip_diagonal) {
     long count = 0;
