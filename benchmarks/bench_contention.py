@@ -9,7 +9,7 @@ and — when a Python with jax + neural-tangents is available (``--nt-python``, 
 largest relative difference between the two results, and NT/floor: neural-tangents' time over
 half a Gram matrix x·xᵀ on the same BLAS (the least any kernel of these inputs costs), i.e. the
 largest ratio NT/wideNN that any implementation could reach in that cell.  ``--baseline`` also times the previous
-code paths (the ReLU tile path, the generic path for the others) quiet and busy; ``--paths``
+code path (the torch passes instead of the compiled tile layers) quiet and busy; ``--paths``
 only compares the previous and the fused ReLU paths at several thread counts, interleaved.
 
     python benchmarks/bench_contention.py [--activations relu erf ...] [--depths 3 20]
@@ -36,7 +36,8 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 import wideNN as wn  # noqa: E402
 from wideNN import activations as _acts  # noqa: E402
-from wideNN.analytic import _Recursion, _generic_tiled, _relu_tiled  # noqa: E402
+from wideNN import _native  # noqa: E402
+from wideNN.analytic import _Recursion, _relu_tiled  # noqa: E402
 from bench_analytic import best_time  # noqa: E402  (the same timing rule in both scripts)
 
 W, B, D_IN = 2.0, 0.1, 784
@@ -136,12 +137,19 @@ class NeuralTangents:
                 proc.wait()
 
 
-def baseline(x, act: str, depth: int):
-    """The previous code path of this activation."""
-    phi = _acts.get(act)
-    if act == "relu":
-        return lambda: _relu_tiled(_Recursion(phi, depth, W, B), x, None, None, False)
-    return lambda: _generic_tiled(_Recursion(phi, depth, W, B), x, None, None)
+def baseline(arch, x):
+    """The same call with the torch passes instead of the compiled tile layers
+    (``wideNN._native``): the code path before those layers, and the path of machines without
+    a C compiler."""
+    def run():
+        saved = dict(_native._state)
+        _native._state.update(lib=None)
+        try:
+            arch.kernels(x)
+        finally:
+            _native._state.clear()
+            _native._state.update(saved)
+    return run
 
 
 def compare_paths(repeats: int) -> None:
@@ -166,7 +174,7 @@ def compare_paths(repeats: int) -> None:
                 torch.set_num_threads(before)
         return run
 
-    old = lambda: _relu_tiled(x, None, 3, W, B, True, None, False)  # noqa: E731
+    old = lambda: _relu_tiled(_Recursion(relu, 3, W, B), x, None, None, False)  # noqa: E731
     new = lambda: fused.fused_kernels(x, None, relu, 3, W, B, True, True)  # noqa: E731
     n = torch.get_num_threads()
     cases = {"previous, all threads": old, "previous, 1 thread": threads(1, old),
@@ -202,7 +210,7 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", default=["float64", "float32"], choices=["float64", "float32"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    parser.add_argument("--baseline", action="store_true", help="also time the previous code paths")
+    parser.add_argument("--baseline", action="store_true", help="also time the torch passes (the path without the compiled tile layers)")
     parser.add_argument("--nt-python", default=os.environ.get("WIDENN_NT_PYTHON", "/work/venv-nt/bin/python"))
     parser.add_argument("--json", help="write the rows to this JSON file")
     parser.add_argument("--paths", action="store_true",
@@ -259,7 +267,7 @@ def _case(x, x_np, act, depth, n, dtype_name, args, nt, sync) -> dict:
         line += (f"{nt_q * 1e3:9.1f} {nt_b * 1e3:9.1f} {nt_q / quiet:9.2f} {nt_b / busy:9.2f} "
                  f"{diff:8.1e} {nt_q / args.floor_s:8.2f}")
     if args.baseline:
-        bq, bb = quiet_and_busy(baseline(x, act, depth), args.repeats, sync)
+        bq, bb = quiet_and_busy(baseline(arch, x), args.repeats, sync)
         row.update(before_quiet_s=bq, before_busy_s=bb)
         line += f" | {bq * 1e3:11.1f} {bb * 1e3:11.1f}"
     print(line, flush=True)
