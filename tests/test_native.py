@@ -156,3 +156,18 @@ def test_row_sums_of_squares_and_their_finiteness_flag():
         torch.testing.assert_close(out.double(), (x * x).sum(-1), rtol=1e-6 if dtype == torch.float32 else 1e-14, atol=0)
         xs[5, 3] = float("nan")
         assert fn(ctypes.c_void_p(xs.data_ptr()), 37, 19, 19, ctypes.c_void_p(out.data_ptr())) == 0
+
+
+@needs_lib
+@pytest.mark.parametrize("activation", ["relu", "erf", "gelu"])
+def test_inputs_whose_squared_norm_is_extreme_but_kernel_moderate(activation):
+    """σ_w² = 1e-200 with |x| ~ 1e100: |x|² is far outside the moderate range (the compiled
+    path must not multiply the raw inputs), the kernel is not; equal to the generic path."""
+    from wideNN.analytic import _Recursion, _generic_tiled
+    x1, x2 = _inputs()
+    x1, x2 = x1 * 1e100, x2 * 1e100
+    out = fused_kernels(x1, x2, A.get(activation), 3, 1e-200, 0.1, True, True, 32)
+    assert out is not None
+    ref = _generic_tiled(_Recursion(A.get(activation), 3, 1e-200, 0.1), x1, x2, 16)
+    for a, b in zip(out, ref):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=0)
