@@ -82,13 +82,14 @@ def test_gradient_in_the_inputs_takes_each_rows_own_variance(monkeypatch):
 
 @pytest.mark.parametrize("kappa, tol", [(0.05, 1e-12), (1.0, 1e-12), (10.0, 1e-10), (50.0, 1e-9)])
 def test_cosine_filled_table_equals_direct_integration_at_every_angle(kappa, tol):
-    """The table is integrated at 128–1024 angles and filled in by the cosine series; against
-    integration at all 1025 angles (tanh, the activation with the sharpest features: it tends
-    to a step, whose T has a kink at θ = 0, as κ grows)."""
+    """The table is evaluated at 128–1024 angles and filled in by the cosine series; against
+    evaluation at all 1025 angles by the same method (Mehler's series at small κ, the 2-D
+    quadrature at large; tanh, the activation with the sharpest features: it tends to a step,
+    whose T has a kink at θ = 0, as κ grows)."""
     act = A.Tanh()
     theta = _angle_table.angles(act.table_size, F64, torch.device("cpu"))
     kk = torch.full_like(theta, kappa)
-    direct = act._quadrature_dual(kk, kappa * torch.cos(theta), kk)
+    direct = act.dual(kk, kappa * torch.cos(theta), kk)
     filled = _angle_table.value_tables(act, kappa, F64, torch.device("cpu"))
     for f, d in zip(filled, direct):
         err = float((f[1:-1] - d).abs().max() / d.abs().max())

@@ -43,7 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import check_int
-from . import _angle_table
+from . import _angle_table, _mehler
 from ._gaussian import HALF_WIDTH, MAX_NODE_FACTOR, normal_rule, safe_sqrt
 from ._quadrature import QuadratureDual, gaussian_sums
 
@@ -87,6 +87,8 @@ class Activation(nn.Module):
     def uses_angle_table(self) -> bool:
         """Whether ``dual_equal_variance`` interpolates a table (see ``angle_table``)."""
         return (not self.closed_form) if self.angle_table is None else bool(self.angle_table)
+    #: whether ``dual`` may sum Mehler's series (``wideNN._mehler``) for unequal variances
+    mehler: bool = True
     #: φ is infinitely differentiable, so the quadrature gradients may use φ'' and φ'''
     #: directly (False: they are taken one derivative lower by Gaussian integration by parts)
     smooth: bool = False
@@ -195,12 +197,19 @@ class Activation(nn.Module):
     def dual(self, k11: Tensor, k12: Tensor, k22: Tensor) -> tuple[Tensor, Tensor]:
         """(E[φ(u)φ(v)], E[φ'(u)φ'(v)]) for (u, v) ~ N(0, [[k11, k12], [k12, k22]]).
 
-        Shapes broadcast (typically k11 (N, 1), k12 (N, M), k22 (1, M)).
+        Shapes broadcast (typically k11 (N, 1), k12 (N, M), k22 (1, M)).  For that typical
+        shape the series of Mehler's formula is summed (``wideNN._mehler``: to ~1e-15 relative,
+        where the series is short enough), else the 2-D quadrature of ``quadrature_degree``.
         """
-        return self._quadrature_dual(k11, k12, k22)
+        out = _mehler.dual(self, k11, k12, k22) if self.mehler else None
+        return out if out is not None else self._quadrature_dual(k11, k12, k22)
 
     def dual_diag(self, k: Tensor) -> tuple[Tensor, Tensor]:
-        """(E[φ(u)²], E[φ'(u)²]) for u ~ N(0, k)."""
+        """(E[φ(u)²], E[φ'(u)²]) for u ~ N(0, k) (Mehler's series where ``dual`` uses it, so
+        that both agree at coincident points; else the 1-D quadrature)."""
+        out = _mehler.dual_diag(self, k) if self.mehler else None
+        if out is not None:
+            return out
         z, w = self._rule(k, k.dtype, k.device)
         u = safe_sqrt(k).unsqueeze(-1) * z
         t = (self.forward(u) ** 2 * w).sum(-1)

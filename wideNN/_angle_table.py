@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from ._gaussian import safe_arccos, snap_correlation
+from . import _mehler
 from ._quadrature import QuadratureDual
 
 
@@ -128,7 +129,8 @@ def derivative_tables(act, kappa: float, dtype: torch.dtype,
             kk = torch.full_like(theta, kappa).requires_grad_(True)
             k12 = (kappa * torch.cos(theta)).requires_grad_(True)
             # the same tensor as k11 and k22: its gradient is the sum of the two
-            t, td = QuadratureDual.apply(act, rule, kk, k12, kk)
+            series = _mehler.dual(act, kk, k12, kk) if getattr(act, "mehler", False) else None
+            t, td = series if series is not None else QuadratureDual.apply(act, rule, kk, k12, kk)
             dt_kk, dt_12 = torch.autograd.grad(t.sum(), (kk, k12), retain_graph=True)
             dtd_kk, dtd_12 = torch.autograd.grad(td.sum(), (kk, k12))
         return dt_12, dtd_12, dt_kk, dtd_kk
