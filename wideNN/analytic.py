@@ -240,12 +240,15 @@ class _Recursion:
         return dataclasses.replace(self, w=_shaped(self.w, x, extra), b=_shaped(self.b, x, extra))
 
 
-def _recursion(spec: _Recursion, g, n1, n2, d: int, same: bool, log2_scale: int = 0):
+def _recursion(spec: _Recursion, g, n1, n2, d: int, same: bool, log2_scale: int = 0,
+               diag_offset: int | None = None):
     """The layer recursion on any broadcastable (g, n1, n2) = (x·x'/d, |x|²/d, |x'|²/d) · 2^-log2_scale.
 
     ``same``: x and x' coincide (diagonal), so the 1-D ``dual_diag`` is used throughout.
     ``log2_scale`` ≠ 0 only for positively homogeneous duals (``wideNN._scaling.scaled_inputs``): the kernels
     are then carried as K = 2^E·K̃ with K̃ renormalised after every layer (``wideNN._scaling``).
+    ``diag_offset``: g is a row tile of a symmetric kernel whose diagonal starts at this column;
+    closed forms then take the coincident pairs from ``dual_diag`` (``_coincident_pairs``).
     """
     act, depth, w, b, param, widths, compute_ntk = (spec.act, spec.depth, spec.w, spec.b, spec.param,
                                                    spec.widths, spec.compute_ntk)
@@ -267,6 +270,9 @@ def _recursion(spec: _Recursion, g, n1, n2, d: int, same: bool, log2_scale: int 
             kappa = (_common_variance(k1, k2, inputs_need_grad or act.closed_form)
                      if act.uses_angle_table() else None)
             t, td = act.dual(k1, k, k2) if kappa is None else act.dual_equal_variance(kappa, k)
+            if diag_offset is not None and kappa is None and act.closed_form:
+                diag1 = act.dual_diag(k1)
+                t, td = _coincident_pairs(t, td, diag1, diag_offset)
         back = 0  # T is scale-free for degree 0: the recursion returns to scale 1
         if sc is not None and act.dual_degree == 0 and sc.e != 0:
             back, sc = sc.e, sc.reset(b)
@@ -279,7 +285,8 @@ def _recursion(spec: _Recursion, g, n1, n2, d: int, same: bool, log2_scale: int 
                 grad_term = ldexp(w * td * th, back)
             th = (k if param == "ntk" else widths[layer] * t + 1.0) + grad_term
         if not same:
-            k1 = bs + w * act.dual_diag(k1)[0]
+            k1 = bs + w * (diag1 if diag_offset is not None and kappa is None and act.closed_form
+                           else act.dual_diag(k1))[0]
             k2 = bs + w * act.dual_diag(k2)[0]
         else:
             k1 = k2 = k
@@ -288,6 +295,24 @@ def _recursion(spec: _Recursion, g, n1, n2, d: int, same: bool, log2_scale: int 
     if sc is not None and sc.e != 0:
         k, th = ldexp(k, sc.e), (None if th is None else ldexp(th, sc.e))
     return k, th
+
+
+def _coincident_pairs(t: Tensor, td: Tensor, diag1, offset: int) -> tuple[Tensor, Tensor]:
+    """T and Ṫ with the entries of a point with itself (column = row + ``offset``) replaced by
+    the one-variable ``dual_diag`` of its variance.  Two reasons: the layer's own variance and
+    its covariance with itself then stay equal at every layer (the bivariate form rounds
+    differently), and under autograd their derivative is the accurate one-variable one — through
+    the bivariate form it is the sum of three partials (in k11, k12, k22) that cancel from
+    O(k^-1/2) to O(k^-3/2) for GELU and from O(k) to O(1) for erf at variance k, which cost
+    k·ε relative (1e-6 at variance 1e10)."""
+    rows, cols = t.shape[-2], t.shape[-1]
+    n = max(0, min(rows, cols - offset))
+    if n == 0:
+        return t, td
+    mask = torch.zeros(rows, cols, dtype=torch.bool, device=t.device)
+    idx = torch.arange(n, device=t.device)
+    mask[idx, idx + offset] = True
+    return torch.where(mask, diag1[0], t), torch.where(mask, diag1[1], td)
 
 
 def _common_variance(k1: Tensor, k2: Tensor, inputs_need_grad: bool = False) -> float | Tensor | None:
@@ -376,7 +401,7 @@ def _generic_tiled(spec: _Recursion, x1: Tensor, x2: Tensor | None, block_size: 
             # so their correlation is exactly 1 at every layer
             diag = torch.diagonal(g, offset=start, dim1=-2, dim2=-1)
             diag.copy_(n1.squeeze(-1)[..., :diag.shape[-1]])
-        return _recursion(shaped, g, n1, n2, d, False, scale)
+        return _recursion(shaped, g, n1, n2, d, False, scale, start if x2 is None else None)
 
     for start in range(0, x1.shape[-2], rows):
         xa = x1[..., start:start + rows, :]
