@@ -30,6 +30,7 @@ from ._gelu import gelu_dual, gelu_dual_diag
 from ._checks import check_positive, real_number
 from ._gaussian import (HALF_WIDTH, INV_2PI, correlation, normal_rule, safe_arccos, safe_sqrt,
                         shifted_gram, snap_correlation)
+from ._scaling import ldexp
 
 __all__ = [
     "Activation", "ReLU", "LeakyReLU", "Abs", "Erf", "GELU", "Sin", "Cos", "Identity",
@@ -161,6 +162,27 @@ class Erf(Activation):
         t = (2.0 / math.pi) * torch.atan2(2.0 * k, root_d)
         return t, (4.0 / math.pi) / root_d
 
+    def dual_scaled(self, k11, k12, k22, e2: int):
+        """(T, 2^E·Ṫ) of the variances 2^E·k (E = ``e2`` ≥ ~1000, even; ``wideNN._large_inputs``).
+
+        D = (1+2k11)(1+2k22) − 4k12² = 2^2E (4G̃ + 2^-E m + 2^-2E), G̃ = k̃11k̃22 − k̃12², m = 2(k̃11 + k̃22):
+        where 4G̃ dominates 2^-E m by 2^60, √D = 2^E·2√G̃ (the 1's are below round-off);
+        elsewhere (coincident points, G̃ = 0) √D = 2^(E/2)·√(2^E·4G̃ + m)."""
+        _, c = correlation(k11, k12, k22)
+        u = torch.where(c.abs() == 1.0, torch.zeros_like(k12), 4.0 * (k11 * k22 - k12 * k12))
+        m = 2.0 * (k11 + k22)
+        far = u > ldexp(m, 60 - e2)
+        u_far = torch.where(far, u, torch.ones_like(u))
+        near = torch.where(far, torch.ones_like(u), ldexp(torch.clamp_min(u, 0.0), e2) + m)
+        root_far, root_near = torch.sqrt(u_far), torch.sqrt(near)
+        t = (2.0 / math.pi) * torch.where(far, torch.atan2(2.0 * k12, root_far),
+                                          torch.atan2(2.0 * k12, ldexp(root_near, -(e2 // 2))))
+        td = (4.0 / math.pi) * torch.where(far, 1.0 / root_far, ldexp(1.0 / root_near, e2 // 2))
+        return t, td
+
+    def dual_diag_scaled(self, k, e2: int):
+        return self.dual_scaled(k, k, k, e2)
+
 
 class GELU(Activation):
     """φ(u) = u Φ(u) (exact GELU); closed-form duals in ``wideNN._gelu``."""
@@ -215,6 +237,23 @@ class Sin(Activation):
 
     def dual_diag(self, k):
         return self.dual(k, k, k)
+
+    def dual_scaled(self, k11, k12, k22, e2: int):
+        """(T, 2^E·Ṫ) of the variances 2^E·k (``wideNN._large_inputs``, E ≥ ~1000): the
+        exponents Var(u ∓ v)/2 = 2^(E−1)(k̃11 + k̃22 ∓ 2k̃12) are 0 at (anti-)coincident points and
+        beyond e^-1000 elsewhere (k̃ ≥ 2^-60: any difference exceeds 2^-120), so ½e^{−Var/2} is
+        exactly ½ or 0, with derivative 0 (Var(u − v) is quadratic in x − x' at x = x')."""
+        _, c = correlation(k11, k12, k22)
+        same = (c == 1.0) & (k11 == k22)
+        opposite = (c == -1.0) & (k11 == k22)
+        a = 0.5 * same.to(k12.dtype)
+        b = 0.5 * opposite.to(k12.dtype)
+        odd, even = a - b, a + b
+        t, td = (odd, even) if self._sign < 0 else (even, odd)
+        return t, ldexp(td, e2)
+
+    def dual_diag_scaled(self, k, e2: int):
+        return self.dual_scaled(k, k, k, e2)
 
 
 class Cos(Sin):

@@ -43,6 +43,7 @@ from ._checks import (check_bool, check_float_precision, check_inputs, check_int
 from ._fused import exact_near_one_ as _exact_near_one_, fused_kernels, openmp_threads
 from ._numpy_math import arccos_into, sqrt_
 from ._gaussian import MAX_NODE_FACTOR
+from ._large_inputs import large_inputs, scaled_first_layer
 from ._scaling import Scaled, homogeneous, ldexp, scaled_inputs
 
 __all__ = ["kernels"]
@@ -109,7 +110,10 @@ def kernels(
         raise ValueError("compute_nngp=False needs compute_ntk=True: nothing would be computed")
 
     spec = _Recursion(act, depth, weight_variance, bias_variance, parameterization, widths, compute_ntk)
-    if not homogeneous(spec):  # (homogeneous duals carry a scale: only the output must be representable)
+    # inputs whose squares overflow run the first layer scaled (``wideNN._large_inputs``), off the
+    # fused tiles; homogeneous duals carry a scale throughout (``wideNN._scaling``)
+    large = not homogeneous(spec) and large_inputs(spec, x1, x2)[1] != 0
+    if not homogeneous(spec) and not large:
         _check_first_layer(x1, x2, weight_variance, bias_variance)
     if diag:
         if x2 is not None and x2.shape != x1.shape:
@@ -127,7 +131,7 @@ def kernels(
     # 500 × 500 (depth 3, float64, 2 cores)
     m = x1.shape[-2] if x2 is None else x2.shape[-2]
     relu_tiles = type(act) is _acts.ReLU and x1.shape[-2] * m >= _RELU_TILES_MIN_ENTRIES
-    if plain and not compile and (type(act) is not _acts.ReLU or relu_tiles):
+    if plain and not large and not compile and (type(act) is not _acts.ReLU or relu_tiles):
         out = fused_kernels(x1, x2, act, depth, float(weight_variance), float(bias_variance),
                             compute_ntk, compute_nngp, block_size)
         if out is not None:
@@ -252,17 +256,21 @@ def _recursion(spec: _Recursion, g, n1, n2, d: int, same: bool, log2_scale: int 
     """
     act, depth, w, b, param, widths, compute_ntk = (spec.act, spec.depth, spec.w, spec.b, spec.param,
                                                    spec.widths, spec.compute_ntk)
-    sc = Scaled.start(act, b, w, g, log2_scale) if homogeneous(spec) else None
-    bs, ws = (sc.b, sc.w) if sc is not None else (b, w)
-    k = bs + ws * g
-    k1 = bs + ws * n1
-    k2 = k1 if same else bs + ws * n2
-    th = None
-    if compute_ntk:
-        th = k if param == "ntk" else d * g + 1.0
     inputs_need_grad = torch.is_grad_enabled() and any(
         isinstance(t, Tensor) and t.requires_grad for t in (g, n1, n2))
-    for layer in range(depth):
+    sc = Scaled.start(act, b, w, g, log2_scale) if homogeneous(spec) else None
+    first = 0
+    if log2_scale and sc is None:
+        k, k1, k2, th, first = scaled_first_layer(spec, g, n1, n2, d, same, log2_scale)
+    else:
+        bs, ws = (sc.b, sc.w) if sc is not None else (b, w)
+        k = bs + ws * g
+        k1 = bs + ws * n1
+        k2 = k1 if same else bs + ws * n2
+        th = None
+        if compute_ntk:
+            th = k if param == "ntk" else d * g + 1.0
+    for layer in range(first, depth):
         if same:
             t, td = act.dual_diag(k)
         else:
