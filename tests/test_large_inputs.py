@@ -152,3 +152,19 @@ def test_quadrature_activations_give_the_reason(act):
         wn.analytic.kernels(_base() * 1e160, depth=2, activation=act, weight_variance=W, bias_variance=0.0)
     with pytest.raises(ValueError, match="estimated relative error"):
         wn.analytic.kernels(_base() * 1e152, depth=2, activation=act, weight_variance=1e-10, bias_variance=0.0)
+
+
+@pytest.mark.parametrize("act", BOUNDED + ["gelu"])
+def test_tiny_weight_variance_leaves_ordinary_variances(act):
+    """x·x' overflows (inputs ~2^520) while σ_w² = 2^-1039 leaves K¹ = 2·x_base·x_base'/d of order
+    1: the first dual is the ordinary one of K¹ (the scaled duals, which drop the 1 of 1 + 2k,
+    must not be used), so K² = σ_w² T(K¹) with T computed from the base inputs."""
+    x = _base()
+    w = W * 2.0 ** -1040
+    k, _ = wn.analytic.kernels(x * 2.0 ** 520, depth=1, activation=act, weight_variance=w,
+                               bias_variance=0.0, compute_ntk=False)
+    g = W * x @ x.T / x.shape[1]
+    n = g.diagonal()
+    t_ref, _ = wn.activations.get(act).dual(n[:, None], g, n[None, :])
+    # K² is subnormal (≈ 2^-1039): compared at its own precision (~2^-30 relative)
+    torch.testing.assert_close(k / w, t_ref, rtol=1e-8, atol=1e-8 * float(t_ref.abs().max()))

@@ -12,8 +12,11 @@ formed from them without overflow.  Then:
   representable: a clear ValueError otherwise.  (GELU's duals are then exact at any variance;
   quadrature activations refuse variances their rule cannot resolve, with the estimated error.)
 
-One scale serves all rows only when none is far below the largest (their first-layer variances
-would lose their bits): such batches get a clear error, as for the homogeneous duals.
+One scale serves all rows only when none is more than 2^30 below the largest (their first-layer
+variances would lose their bits): such batches get a clear error, as for the homogeneous duals.
+The scaled duals are used only while every first-layer variance exceeds 2^60 (below, the 1 of
+1 + 2k matters: a tiny σ_w² can leave inputs of 1e160 with variances of order 1, which then run
+through the ordinary duals from K¹ itself).
 """
 from __future__ import annotations
 
@@ -26,8 +29,10 @@ from ._scaling import ldexp
 
 __all__ = ["large_inputs", "scaled_first_layer"]
 
-#: rows whose scaled first-layer variance w|x̃|²/d falls below this (the largest is ~1) are refused
-_SMALLEST_ROW = 2.0 ** -60
+#: rows whose largest entry falls below this fraction of the largest input are refused
+_SMALLEST_ROW = 2.0 ** -30
+#: the scaled duals drop the 1 of 1 + 2k: every variance must exceed this (else K¹ is used as it is)
+_SCALED_DUAL_FROM = 2.0 ** 60
 
 
 def large_inputs(spec, *xs: Tensor | None) -> tuple[list, int]:
@@ -43,18 +48,15 @@ def large_inputs(spec, *xs: Tensor | None) -> tuple[list, int]:
     if not (math.isfinite(top) and top >= limit):
         return list(xs), 0
     e = math.frexp(top)[1]
-    scaled = [None if x is None else ldexp(x, -e) for x in xs]
-    w = spec.w
-    wmin = float(w.detach().min()) if isinstance(w, Tensor) else float(w)
-    for (name, _), x in zip(present, [s for s in scaled if s is not None and s.numel()]):
-        var = wmin * (x.detach() * x.detach()).sum(-1) / x.shape[-1]
-        if bool((var < _SMALLEST_ROW).any()):
-            small = float(x.detach().abs().amax(-1).min()) * 2.0 ** e
+    for name, r in rows:
+        small = r[(r > 0) & (r < _SMALLEST_ROW * top)]
+        if small.numel():
             raise ValueError(
-                f"{name} has rows of size {small:.3g} next to inputs of size {top:.3g}, whose "
-                f"squares overflow {x.dtype}: their first-layer kernels cannot be formed with one "
-                f"scale; compute the kernels of the two groups separately or rescale them")
-    return scaled, 2 * e
+                f"{name} has rows of size {float(small.min()):.3g} next to inputs of size {top:.3g}, "
+                f"whose squares overflow {present[0][1].dtype}: their first-layer kernels cannot be "
+                f"formed with one scale; compute the kernels of the two groups separately or "
+                f"rescale them")
+    return [None if x is None else ldexp(x, -e) for x in xs], 2 * e
 
 
 def scaled_first_layer(spec, g, n1, n2, d: int, same: bool, e2: int):
@@ -68,7 +70,16 @@ def scaled_first_layer(spec, g, n1, n2, d: int, same: bool, e2: int):
     th = None
     if spec.compute_ntk:
         th = k if spec.param == "ntk" else d * g + ldexp(1.0, -e2)
-    if spec.depth == 0 or not hasattr(act, "dual_scaled"):
+    if spec.depth == 0 or not hasattr(act, "dual_scaled") or not _all_large(k1, k2, e2):
+        w_big = ldexp(w, e2)
+        if bool(torch.isfinite(torch.as_tensor(w_big)).all()):
+            # K¹ = σ_b² + (2^E σ_w²) x̃·x̃'/d: no subnormal intermediate when σ_w² is tiny
+            k, k1 = b + w_big * g, b + w_big * n1
+            k2 = k1 if same else b + w_big * n2
+            th = None if th is None else (k if spec.param == "ntk" else _unscaled(th, e2))
+            for t in (k, k1, k2):
+                _unscaled(t, 0)  # (the overflow check)
+            return k, k1, k2, th, 0
         return (*(None if t is None else _unscaled(t, e2) for t in (k, k1, k2, th)), 0)
     if same:
         t, td_scaled = act.dual_diag_scaled(k, e2)
@@ -83,6 +94,13 @@ def scaled_first_layer(spec, g, n1, n2, d: int, same: bool, e2: int):
     k1 = b + w * act.dual_diag_scaled(k1, e2)[0]
     k2 = b + w * act.dual_diag_scaled(k2, e2)[0]
     return k_next, k1, k2, th_next, 1
+
+
+def _all_large(k1: Tensor, k2: Tensor, e2: int) -> bool:
+    """Every first-layer variance 2^E·k̃ is at least ``_SCALED_DUAL_FROM`` (a tiny σ_w² can leave
+    inputs of 1e160 with variances of order 1, where the scaled duals would not hold)."""
+    low = float(torch.minimum(k1.detach().min(), k2.detach().min()))
+    return low > 0 and math.log2(low) + e2 >= math.log2(_SCALED_DUAL_FROM)
 
 
 def _unscaled(t: Tensor, e2: int) -> Tensor:

@@ -24,7 +24,10 @@ Extreme scales: activations with positively homogeneous duals (ReLU family, iden
 after every layer, so inputs from subnormal to 1e300 and deep layers that grow or shrink give
 the exact kernel wherever it is representable and a clear error where it overflows.  The other
 closed forms are written in bounded quantities (``wideNN._gaussian.correlation`` and
-``shifted_gram``); their first-layer kernel σ_b² + σ_w²|x|²/d must be representable.
+``shifted_gram``).  Inputs whose squares overflow (|x| ≳ 1e154 in float64) run a scaled first
+layer (``wideNN._large_inputs``): erf, sin and cos, whose duals are bounded, give the exact kernel
+even where the first-layer kernel σ_b² + σ_w²|x|²/d is not representable; GELU and the
+quadrature activations need that first layer representable (a clear error otherwise).
 """
 from __future__ import annotations
 
