@@ -89,8 +89,8 @@ intermediate overflows before the result does (T ≈ k/2 up to the float range: 
 ReLU limit, GELU − ReLU being bounded), and divisions instead of products with :math:`1/a` keep the forward free of :math:`k \cdot k`.
 Gradients do not go through these expressions: at coincident points the partial derivatives
 (true size :math:`O(1/\sqrt k)`) would come from cancelling :math:`O(\sqrt k)` terms, and
-the graph overflows near the top of the float range.  Above variance 1024 (and always without
-autograd) ``gelu_dual`` is an ``autograd.Function`` whose backward and forward-mode derivative
+the graph overflows near the top of the float range.  Above variance 1024 (and inside torch.func
+transforms) ``gelu_dual`` is an ``autograd.Function`` whose backward and forward-mode derivative
 are the exact partials of ``wideNN._gelu_grad`` (Price's theorem, in bounded ratios):
 accurate to round-off relative to themselves and finite wherever the kernel is; up to
 variance 1024 autograd differentiates the direct form (faster; cancellation ≤ 1024·ε).
@@ -142,6 +142,8 @@ def gelu_dual(k11: Tensor, k12: Tensor, k22: Tensor) -> tuple[Tensor, Tensor]:
     """
     k11, k12, k22 = _as_float_tensors(k11, k12, k22)
     grad = torch.is_grad_enabled() and any(k.requires_grad for k in (k11, k12, k22))
+    if not grad and not any(torch._C._functorch.is_functorch_wrapped_tensor(k) for k in (k11, k12, k22)):
+        return _gelu_values(k11, k12, k22)  # (values only: no derivative to take)
     if grad and _top(k11, k22) <= _AUTOGRAD_UP_TO:
         # autograd through the direct form: 3× faster than the explicit backward, and its
         # cancellation at coincident points costs ≤ k·ε ≈ 2e-13 relative up to here

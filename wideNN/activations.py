@@ -123,7 +123,7 @@ class Abs(LeakyReLU):
 
 
 class Erf(Activation):
-    """φ(u) = erf(u) (Williams 1997):
+    """φ(u) = erf(u) (Williams 1997), for inputs of any size (``dual_scaled``):
 
         E[φφ]   = (2/π) arcsin(2 k12 / √((1 + 2k11)(1 + 2k22))) = (2/π) atan2(2 k12, √D)
         E[φ'φ'] = (4/π) / √D,   D = (1 + 2k11)(1 + 2k22) − 4 k12²
@@ -361,8 +361,14 @@ class ELU(Activation):
 
 
 # ----------------------------------------------------------------------------- quadrature only
+# Large variances: the quadrature resolves φ(√k z) only up to variances of order 100 (tanh);
+# beyond, the accuracy check raises ValueError with the estimated error (``Activation._rule``),
+# and inputs whose first-layer kernel overflows get the first-layer error: no large-input limit
+# is substituted (erf, sin and cos, with closed forms, accept any input size).
 class Tanh(Activation):
-    """φ(u) = tanh(u); duals by quadrature."""
+    """φ(u) = tanh(u); duals by quadrature.  Pre-activation variances beyond what the rule
+    resolves (~100) raise ValueError with the estimated relative error, as do inputs whose
+    first-layer kernel overflows; use ``Erf`` (closed form, any size) for a saturating φ there."""
 
     name = "tanh"
     smooth = True
@@ -384,7 +390,7 @@ class Tanh(Activation):
 
 
 class Sigmoid(Activation):
-    """φ(u) = 1/(1 + e^{−u}); duals by quadrature."""
+    """φ(u) = 1/(1 + e^{−u}); duals by quadrature (large variances: as ``Tanh``)."""
 
     name = "sigmoid"
     smooth = True
@@ -407,7 +413,7 @@ class Sigmoid(Activation):
 
 
 class Softplus(Activation):
-    """φ(u) = log(1 + e^{u}); duals by quadrature."""
+    """φ(u) = log(1 + e^{u}); duals by quadrature (large variances: as ``Tanh``)."""
 
     name = "softplus"
     smooth = True
@@ -429,7 +435,7 @@ class Softplus(Activation):
 
 
 class SiLU(Activation):
-    """φ(u) = u·σ(u) (swish); duals by quadrature."""
+    """φ(u) = u·σ(u) (swish); duals by quadrature (large variances: as ``Tanh``)."""
 
     name = "silu"
     smooth = True
