@@ -168,3 +168,16 @@ def test_tiny_weight_variance_leaves_ordinary_variances(act):
     t_ref, _ = wn.activations.get(act).dual(n[:, None], g, n[None, :])
     # K² is subnormal (≈ 2^-1039): compared at its own precision (~2^-30 relative)
     torch.testing.assert_close(k / w, t_ref, rtol=1e-8, atol=1e-8 * float(t_ref.abs().max()))
+
+
+def test_many_features_whose_squared_sum_overflows():
+    """70 000 features of 5e151: each square is representable, their sum is not (the first-layer
+    kernel itself, the mean, is).  erf's NNGP at these variances depends only on the correlations:
+    the same as 1e100× smaller inputs."""
+    x = torch.randn(3, 70_000, generator=torch.Generator().manual_seed(1), dtype=F64)
+    x = x / x.abs().max() * 5e151
+    k = wn.analytic.kernels(x, depth=2, activation="erf", weight_variance=W, bias_variance=0.0,
+                            compute_ntk=False)[0]
+    ref = wn.analytic.kernels(x * 1e-100, depth=2, activation="erf", weight_variance=W, bias_variance=0.0,
+                              compute_ntk=False)[0]
+    torch.testing.assert_close(k, ref, rtol=1e-13, atol=0)

@@ -37,14 +37,15 @@ _SCALED_DUAL_FROM = 2.0 ** 60
 
 def large_inputs(spec, *xs: Tensor | None) -> tuple[list, int]:
     """The inputs times 2^-e and E = 2e when the largest entry is so large that x·x' could
-    overflow (≥ 2^(maxexp/2 − 8)); else unchanged and 0."""
+    overflow (≥ 2^(maxexp/2 − 16): the sums over up to 2^32 features stay finite); else
+    unchanged and 0."""
     present = [(name, x) for name, x in zip(("x1", "x2"), xs) if x is not None and x.numel()]
     if not present:
         return list(xs), 0
     info = torch.finfo(present[0][1].dtype)
     rows = [(name, x.detach().abs().amax(-1)) for name, x in present]
     top = max(float(r.max()) for _, r in rows)
-    limit = 2.0 ** (math.frexp(info.max)[1] // 2 - 8)
+    limit = 2.0 ** (math.frexp(info.max)[1] // 2 - 16)
     if not (math.isfinite(top) and top >= limit):
         return list(xs), 0
     e = math.frexp(top)[1]
