@@ -86,7 +86,8 @@ at coincident points),
 
 :math:`\gamma = (3 + k_{11} + k_{22})/S = 1/a_1 + 1/a_2 + 1/(a_1a_2)`.  No
 intermediate overflows before the result does (T ≈ k/2 up to the float range: the
-ReLU limit, GELU − ReLU being bounded), and divisions instead of products with :math:`1/a` keep the forward free of :math:`k \cdot k`.
+ReLU limit, GELU − ReLU being bounded), and divisions instead of products with :math:`1/a`
+keep the forward free of :math:`k \cdot k`.
 Gradients do not go through these expressions: at coincident points the partial derivatives
 (true size :math:`O(1/\sqrt k)`) would come from cancelling :math:`O(\sqrt k)` terms, and
 the graph overflows near the top of the float range.  Above variance 1024 (and inside torch.func

@@ -163,9 +163,11 @@ class Erf(Activation):
         return t, (4.0 / math.pi) / root_d
 
     def dual_scaled(self, k11, k12, k22, e2: int):
-        """(T, 2^E·Ṫ) of the variances 2^E·k (E = ``e2`` ≥ ~1000, even; ``wideNN._large_inputs``).
+        """(T, 2^E·Ṫ) of the variances 2^E·k (E = ``e2``, even; every variance ≥ 2^60:
+        ``wideNN._large_inputs``).
 
-        D = (1+2k11)(1+2k22) − 4k12² = 2^2E (4G̃ + 2^-E m + 2^-2E), G̃ = k̃11k̃22 − k̃12², m = 2(k̃11 + k̃22):
+        D = (1+2k11)(1+2k22) − 4k12² = 2^2E (4G̃ + 2^-E m + 2^-2E) with G̃ = k̃11k̃22 − k̃12² and
+        m = 2(k̃11 + k̃22):
         where 4G̃ dominates 2^-E m by 2^60, √D = 2^E·2√G̃ (the 1's are below round-off);
         elsewhere (coincident points, G̃ = 0) √D = 2^(E/2)·√(2^E·4G̃ + m)."""
         _, c = correlation(k11, k12, k22)
@@ -239,10 +241,11 @@ class Sin(Activation):
         return self.dual(k, k, k)
 
     def dual_scaled(self, k11, k12, k22, e2: int):
-        """(T, 2^E·Ṫ) of the variances 2^E·k (``wideNN._large_inputs``, E ≥ ~1000): the
-        exponents Var(u ∓ v)/2 = 2^(E−1)(k̃11 + k̃22 ∓ 2k̃12) are 0 at (anti-)coincident points and
-        beyond e^-1000 elsewhere (k̃ ≥ 2^-60: any difference exceeds 2^-120), so ½e^{−Var/2} is
-        exactly ½ or 0, with derivative 0 (Var(u − v) is quadratic in x − x' at x = x')."""
+        """(T, 2^E·Ṫ) of the variances 2^E·k (``wideNN._large_inputs``: every variance ≥ 2^60):
+        the exponents Var(u ∓ v)/2 = 2^(E−1)(k̃11 + k̃22 ∓ 2k̃12) are 0 at (anti-)coincident points;
+        elsewhere they exceed 745 (e^{−Var/2} underflows) unless the inputs agree to ~2^-27
+        relative, finer than x·x' resolves them.  So ½e^{−Var/2} is exactly ½ (correlation ±1
+        and equal variances) or 0, with derivative 0 (Var(u − v) is quadratic in x − x')."""
         _, c = correlation(k11, k12, k22)
         same = (c == 1.0) & (k11 == k22)
         opposite = (c == -1.0) & (k11 == k22)
