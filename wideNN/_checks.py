@@ -109,6 +109,28 @@ def check_float_tensor(name: str, x: Any, hint: str = "") -> Tensor:
     return x
 
 
+def check_not_meta_for(name: str, x: Any, module: torch.nn.Module) -> None:
+    """ValueError naming ``name`` when ``x`` is a meta tensor (shape only, no data) but
+    ``module`` holds real parameters or buffers: the forward would fail inside torch.  A module
+    moved to the meta device itself (shape inference: ``copy.deepcopy(net).to("meta")``, also
+    under ``torch.func.functional_call`` with meta parameters) runs on meta inputs as usual."""
+    if not (isinstance(x, Tensor) and x.is_meta):
+        return
+    for t in _first_tensors(module):
+        if not t.is_meta:
+            raise ValueError(f"{name} is a meta tensor (shape only, no data) but the network's "
+                             f"parameters are on {t.device}: move {name} there first, or the "
+                             f"network to 'meta' for shape inference")
+
+
+def _first_tensors(module: torch.nn.Module):
+    """The module's first parameter and first buffer (one of each is enough to tell its device)."""
+    for it in (module.parameters(), module.buffers()):
+        t = next(it, None)
+        if t is not None:
+            yield t
+
+
 def check_finite(name: str, x: Tensor) -> Tensor:
     """ValueError naming ``name`` for a meta tensor (no values to check) or NaN/inf entries."""
     if x.is_meta:

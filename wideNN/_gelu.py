@@ -86,14 +86,15 @@ at coincident points),
 
 :math:`\gamma = (3 + k_{11} + k_{22})/S = 1/a_1 + 1/a_2 + 1/(a_1a_2)`.  No
 intermediate overflows before the result does (T ≈ k/2 up to the float range: the
-ReLU limit, GELU − ReLU being bounded), and divisions instead of products with
-:math:`1/a` keep the backward free of :math:`k \cdot k`.  Known limit: at coincident
-points the partial derivatives (true size :math:`O(1)` and below) come from cancelling
-:math:`O(\sqrt k)` terms, so their absolute error is
-:math:`O(\sqrt k\,\varepsilon)` (relative to a kernel gradient of size :math:`k`, negligible
-until :math:`k \sim 10^{16}`), and near the top of the float range (:math:`k \gtrsim
-10^{150}` in float64, :math:`10^{18}` in float32) the backward can overflow to NaN; the
-values stay exact.
+ReLU limit, GELU − ReLU being bounded), and divisions instead of products with :math:`1/a`
+keep the forward free of :math:`k \cdot k`.
+Gradients do not go through these expressions: at coincident points the partial derivatives
+(true size :math:`O(1/\sqrt k)`) would come from cancelling :math:`O(\sqrt k)` terms, and
+the graph overflows near the top of the float range.  Above variance 1024 (and inside torch.func
+transforms) ``gelu_dual`` is an ``autograd.Function`` whose backward and forward-mode derivative
+are the exact partials of ``wideNN._gelu_grad`` (Price's theorem, in bounded ratios):
+accurate to round-off relative to themselves and finite wherever the kernel is; up to
+variance 1024 autograd differentiates the direct form (faster; cancellation ≤ 1024·ε).
 As a guard against invalid input only, :math:`1+k_{ii}` is floored at 1/2 and
 :math:`q` at half its PSD lower bound — inactive on the valid domain up to
 rounding, so autograd gradients there are the exact analytic ones.
@@ -106,7 +107,8 @@ import math
 import torch
 from torch import Tensor
 
-from ._gaussian import shifted_gram
+from ._gaussian import correlation, shifted_gram
+from ._gelu_grad import gelu_partials
 
 __all__ = ["gelu_dual", "gelu_dual_diag"]
 
@@ -140,12 +142,84 @@ def gelu_dual(k11: Tensor, k12: Tensor, k22: Tensor) -> tuple[Tensor, Tensor]:
         form used for large variances (finite for every representable kernel).
     """
     k11, k12, k22 = _as_float_tensors(k11, k12, k22)
-    top = float(torch.maximum(k11.detach().amax(), k22.detach().amax())) if k11.numel() else 0.0
-    # the direct form (products of up to four variances, in its backward) where they cannot
-    # overflow: 1.2–1.5× faster under autograd than the scaled form, and the same numbers
-    if top <= 2.0 ** int(0.25 * math.log2(torch.finfo(k11.dtype).max)):
+    grad = torch.is_grad_enabled() and any(k.requires_grad for k in (k11, k12, k22))
+    if not grad and not any(torch._C._functorch.is_functorch_wrapped_tensor(k) for k in (k11, k12, k22)):
+        return _gelu_values(k11, k12, k22)  # (values only: no derivative to take)
+    if grad and _top(k11, k22) <= _AUTOGRAD_UP_TO:
+        # autograd through the direct form: 3× faster than the explicit backward, and its
+        # cancellation at coincident points costs ≤ k·ε ≈ 2e-13 relative up to here
+        return _gelu_dual_direct(k11, k12, k22)
+    return _GeluDual.apply(k11, k12, k22)
+
+
+#: largest variance whose gradient autograd takes through the direct closed form
+_AUTOGRAD_UP_TO = 1024.0
+
+
+def _top(k11: Tensor, k22: Tensor) -> float:
+    return float(torch.maximum(k11.detach().amax(), k22.detach().amax())) if k11.numel() else 0.0
+
+
+def _gelu_values(k11: Tensor, k12: Tensor, k22: Tensor) -> tuple[Tensor, Tensor]:
+    # the direct form where products of four variances cannot overflow (faster, same numbers)
+    if _top(k11, k22) <= 2.0 ** int(0.25 * math.log2(torch.finfo(k11.dtype).max)):
         return _gelu_dual_direct(k11, k12, k22)
     return _gelu_dual_scaled(k11, k12, k22)
+
+
+def _reduce(g: Tensor, like: Tensor) -> Tensor:
+    """A gradient of the broadcast shape summed back to an input's shape."""
+    return g if g.shape == like.shape else g.sum_to_size(like.shape)
+
+
+def _coincident(k11: Tensor, k12: Tensor, k22: Tensor) -> Tensor:
+    """k12, with pairs within a few ulps of correlation ±1 made exactly (anti-)coincident.
+
+    The recursion computes a point's own variance (``gelu_dual_diag``) and its covariance with
+    itself (``gelu_dual``) by different roundings: a few ulps apart, k11k22 − k12² is ~k²ε
+    instead of 0 (even negative), which leaves the values at round-off but makes every partial
+    derivative, which depends on D = 1 + k11 + k22 + k11k22 − k12² ~ k, meaningless (the
+    gradient of a depth-2 kernel at inputs ~1e10 came out 1e18× too large).  Values and partials
+    are taken at the coincident point; the change is below the rounding already present."""
+    _, c = correlation(k11, k12, k22)  # snapped to ±1 within 8 ulps, and clamped
+    edge = c.abs() == 1.0
+    if not bool(edge.any()):
+        return k12
+    mean = torch.where(k11 == k22, k11, torch.sqrt(k11) * torch.sqrt(k22))
+    return torch.where(edge, c * mean, k12)
+
+
+class _GeluDual(torch.autograd.Function):
+    """(T, Ṫ) with the exact partial derivatives of ``wideNN._gelu_grad`` as backward (and as
+    forward-mode derivative): autograd through the closed form cancels O(√k) terms at coincident
+    points (no digits left from variances ~1e16 on, NaN near the top of the float range), and
+    stores every intermediate.  Composes with torch.func (vmap rule generated; jvp given)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(k11, k12, k22):  # type: ignore[override]
+        return _gelu_values(k11, _coincident(k11, k12, k22), k22)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs, output[1])
+        ctx.save_for_forward(*inputs, output[1])
+
+    @staticmethod
+    def backward(ctx, g_t, g_td):  # type: ignore[override]
+        k11, k12, k22, td = ctx.saved_tensors
+        t1, t2, td1, td12, td2 = gelu_partials(k11, _coincident(k11, k12, k22), k22)
+        grads = (g_t * t1 + g_td * td1, g_t * td + g_td * td12, g_t * t2 + g_td * td2)
+        return tuple(_reduce(g, k) if need else None
+                     for g, k, need in zip(grads, (k11, k12, k22), ctx.needs_input_grad))
+
+    @staticmethod
+    def jvp(ctx, d11, d12, d22):  # type: ignore[override]
+        k11, k12, k22, td = ctx.saved_tensors
+        t1, t2, td1, td12, td2 = gelu_partials(k11, _coincident(k11, k12, k22), k22)
+        d11, d12, d22 = (torch.zeros_like(k) if d is None else d for d, k in zip((d11, d12, d22), (k11, k12, k22)))
+        return t1 * d11 + td * d12 + t2 * d22, td1 * d11 + td12 * d12 + td2 * d22
 
 
 def _gelu_dual_direct(k11: Tensor, k12: Tensor, k22: Tensor) -> tuple[Tensor, Tensor]:
@@ -158,11 +232,10 @@ def _gelu_dual_direct(k11: Tensor, k12: Tensor, k22: Tensor) -> tuple[Tensor, Te
     # D = S - k12^2, written to reduce cancellation near coincident points.
     d = torch.clamp_min((1.0 + k11 + k22) + (prod - k12sq), _FLOOR)
     sqrt_d = torch.sqrt(d)
-    ang = torch.atan2(k12, sqrt_d)  # = arcsin(k12 / sqrt(S))
-    t = k12 * (0.25 + _INV_2PI * ang) + _INV_2PI * (prod * d + k12sq) / (s * sqrt_d)
-    td = (0.25 + _INV_2PI * ang) + _INV_2PI * k12 * ((3.0 + k11 + k22) * d + k12sq) / (
-        s * d * sqrt_d
-    )
+    # ¼ + arcsin(k12/√S)/2π as one angle: no cancellation of ¼ for anti-correlated pairs
+    p = _INV_2PI * torch.atan2(sqrt_d, -k12)
+    t = k12 * p + _INV_2PI * (prod * d + k12sq) / (s * sqrt_d)
+    td = p + _INV_2PI * k12 * ((3.0 + k11 + k22) * d + k12sq) / (s * d * sqrt_d)
     return t, td
 
 
@@ -175,7 +248,7 @@ def _gelu_dual_scaled(k11: Tensor, k12: Tensor, k22: Tensor) -> tuple[Tensor, Te
     beta = (k11 / a1) * (k22 / a2)  # k11 k22 / S
     sq = torch.sqrt(q)
     rho = k12 / r  # k12/√S
-    p = 0.25 + _INV_2PI * torch.atan2(rho, sq)  # ¼ + arcsin(ρ)/2π
+    p = _INV_2PI * torch.atan2(sq, -rho)  # ¼ + arcsin(ρ)/2π, accurate for ρ → −1 too
     t = k12 * p + _INV_2PI * (beta * r * sq + rho * (rho / (r * sq)))
     gamma = ia1 + ia2 + ia1 * ia2  # (3 + k11 + k22)/S
     u = (rho / r) / sq  # k12/(S √q)

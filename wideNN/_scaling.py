@@ -90,9 +90,11 @@ def ldexp(x, e: int):
 def scaled_inputs(spec, *xs: Tensor | None) -> tuple[list, int]:
     """The inputs times 2^-e (exact), with e the exponent of their largest entry, and 2e (the
     scale of x·x'), when the recursion can carry a scale and the inputs are far from 1 (else
-    unchanged and 0): |x| ~ 1e-310 (subnormal) or 1e-160 left nothing or a few bits of x·x'."""
+    unchanged and 0): |x| ~ 1e-310 (subnormal) or 1e-160 left nothing or a few bits of x·x'.
+    Other duals: only inputs whose squares overflow are scaled (``wideNN._large_inputs``)."""
     if not homogeneous(spec):
-        return list(xs), 0
+        from ._large_inputs import large_inputs  # (imports this module)
+        return large_inputs(spec, *xs)
     present = [(name, x) for name, x in zip(("x1", "x2"), xs) if x is not None and x.numel()]
     row_tops = [(name, x.detach().abs().amax(-1)) for name, x in present]
     top = max((float(r.max()) for _, r in row_tops), default=0.0)

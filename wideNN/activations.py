@@ -30,6 +30,7 @@ from ._gelu import gelu_dual, gelu_dual_diag
 from ._checks import check_positive, real_number
 from ._gaussian import (HALF_WIDTH, INV_2PI, correlation, normal_rule, safe_arccos, safe_sqrt,
                         shifted_gram, snap_correlation)
+from ._scaling import ldexp
 
 __all__ = [
     "Activation", "ReLU", "LeakyReLU", "Abs", "Erf", "GELU", "Sin", "Cos", "Identity",
@@ -122,7 +123,7 @@ class Abs(LeakyReLU):
 
 
 class Erf(Activation):
-    """φ(u) = erf(u) (Williams 1997):
+    """φ(u) = erf(u) (Williams 1997), for inputs of any size (``dual_scaled``):
 
         E[φφ]   = (2/π) arcsin(2 k12 / √((1 + 2k11)(1 + 2k22))) = (2/π) atan2(2 k12, √D)
         E[φ'φ'] = (4/π) / √D,   D = (1 + 2k11)(1 + 2k22) − 4 k12²
@@ -160,6 +161,29 @@ class Erf(Activation):
         root_d = torch.sqrt(1.0 + 4.0 * k)  # D = (1 + 2k)² − 4k²
         t = (2.0 / math.pi) * torch.atan2(2.0 * k, root_d)
         return t, (4.0 / math.pi) / root_d
+
+    def dual_scaled(self, k11, k12, k22, e2: int):
+        """(T, 2^E·Ṫ) of the variances 2^E·k (E = ``e2``, even; every variance ≥ 2^60:
+        ``wideNN._large_inputs``).
+
+        D = (1+2k11)(1+2k22) − 4k12² = 2^2E (4G̃ + 2^-E m + 2^-2E) with G̃ = k̃11k̃22 − k̃12² and
+        m = 2(k̃11 + k̃22):
+        where 4G̃ dominates 2^-E m by 2^60, √D = 2^E·2√G̃ (the 1's are below round-off);
+        elsewhere (coincident points, G̃ = 0) √D = 2^(E/2)·√(2^E·4G̃ + m)."""
+        _, c = correlation(k11, k12, k22)
+        u = torch.where(c.abs() == 1.0, torch.zeros_like(k12), 4.0 * (k11 * k22 - k12 * k12))
+        m = 2.0 * (k11 + k22)
+        far = u > ldexp(m, 60 - e2)
+        u_far = torch.where(far, u, torch.ones_like(u))
+        near = torch.where(far, torch.ones_like(u), ldexp(torch.clamp_min(u, 0.0), e2) + m)
+        root_far, root_near = torch.sqrt(u_far), torch.sqrt(near)
+        t = (2.0 / math.pi) * torch.where(far, torch.atan2(2.0 * k12, root_far),
+                                          torch.atan2(2.0 * k12, ldexp(root_near, -(e2 // 2))))
+        td = (4.0 / math.pi) * torch.where(far, 1.0 / root_far, ldexp(1.0 / root_near, e2 // 2))
+        return t, td
+
+    def dual_diag_scaled(self, k, e2: int):
+        return self.dual_scaled(k, k, k, e2)
 
 
 class GELU(Activation):
@@ -215,6 +239,24 @@ class Sin(Activation):
 
     def dual_diag(self, k):
         return self.dual(k, k, k)
+
+    def dual_scaled(self, k11, k12, k22, e2: int):
+        """(T, 2^E·Ṫ) of the variances 2^E·k (``wideNN._large_inputs``: every variance ≥ 2^60):
+        the exponents Var(u ∓ v)/2 = 2^(E−1)(k̃11 + k̃22 ∓ 2k̃12) are 0 at (anti-)coincident points;
+        elsewhere they exceed 745 (e^{−Var/2} underflows) unless the inputs agree to ~2^-27
+        relative, finer than x·x' resolves them.  So ½e^{−Var/2} is exactly ½ (correlation ±1
+        and equal variances) or 0, with derivative 0 (Var(u − v) is quadratic in x − x')."""
+        _, c = correlation(k11, k12, k22)
+        same = (c == 1.0) & (k11 == k22)
+        opposite = (c == -1.0) & (k11 == k22)
+        a = 0.5 * same.to(k12.dtype)
+        b = 0.5 * opposite.to(k12.dtype)
+        odd, even = a - b, a + b
+        t, td = (odd, even) if self._sign < 0 else (even, odd)
+        return t, ldexp(td, e2)
+
+    def dual_diag_scaled(self, k, e2: int):
+        return self.dual_scaled(k, k, k, e2)
 
 
 class Cos(Sin):
@@ -322,8 +364,14 @@ class ELU(Activation):
 
 
 # ----------------------------------------------------------------------------- quadrature only
+# Large variances: the quadrature resolves φ(√k z) only up to variances of order 100 (tanh);
+# beyond, the accuracy check raises ValueError with the estimated error (``Activation._rule``),
+# and inputs whose first-layer kernel overflows get the first-layer error: no large-input limit
+# is substituted (erf, sin and cos, with closed forms, accept any input size).
 class Tanh(Activation):
-    """φ(u) = tanh(u); duals by quadrature."""
+    """φ(u) = tanh(u); duals by quadrature.  Pre-activation variances beyond what the rule
+    resolves (~100) raise ValueError with the estimated relative error, as do inputs whose
+    first-layer kernel overflows; use ``Erf`` (closed form, any size) for a saturating φ there."""
 
     name = "tanh"
     smooth = True
@@ -345,7 +393,7 @@ class Tanh(Activation):
 
 
 class Sigmoid(Activation):
-    """φ(u) = 1/(1 + e^{−u}); duals by quadrature."""
+    """φ(u) = 1/(1 + e^{−u}); duals by quadrature (large variances: as ``Tanh``)."""
 
     name = "sigmoid"
     smooth = True
@@ -368,7 +416,7 @@ class Sigmoid(Activation):
 
 
 class Softplus(Activation):
-    """φ(u) = log(1 + e^{u}); duals by quadrature."""
+    """φ(u) = log(1 + e^{u}); duals by quadrature (large variances: as ``Tanh``)."""
 
     name = "softplus"
     smooth = True
@@ -390,7 +438,7 @@ class Softplus(Activation):
 
 
 class SiLU(Activation):
-    """φ(u) = u·σ(u) (swish); duals by quadrature."""
+    """φ(u) = u·σ(u) (swish); duals by quadrature (large variances: as ``Tanh``)."""
 
     name = "silu"
     smooth = True

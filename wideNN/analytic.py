@@ -24,7 +24,10 @@ Extreme scales: activations with positively homogeneous duals (ReLU family, iden
 after every layer, so inputs from subnormal to 1e300 and deep layers that grow or shrink give
 the exact kernel wherever it is representable and a clear error where it overflows.  The other
 closed forms are written in bounded quantities (``wideNN._gaussian.correlation`` and
-``shifted_gram``); their first-layer kernel σ_b² + σ_w²|x|²/d must be representable.
+``shifted_gram``).  Inputs whose squares overflow (|x| ≳ 1e154 in float64) run a scaled first
+layer (``wideNN._large_inputs``): erf, sin and cos, whose duals are bounded, give the exact kernel
+even where the first-layer kernel σ_b² + σ_w²|x|²/d is not representable; GELU and the
+quadrature activations need that first layer representable (a clear error otherwise).
 """
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ from ._fused import exact_near_one_ as _exact_near_one_, fused_kernels, openmp_t
 from ._native import library as _native_library
 from ._numpy_math import arccos_into, sqrt_
 from ._gaussian import MAX_NODE_FACTOR
+from ._large_inputs import large_inputs, scaled_first_layer
 from ._scaling import Scaled, homogeneous, ldexp, scaled_inputs
 
 __all__ = ["kernels"]
@@ -110,7 +114,10 @@ def kernels(
         raise ValueError("compute_nngp=False needs compute_ntk=True: nothing would be computed")
 
     spec = _Recursion(act, depth, weight_variance, bias_variance, parameterization, widths, compute_ntk)
-    if not homogeneous(spec):  # (homogeneous duals carry a scale: only the output must be representable)
+    # inputs whose squares overflow run the first layer scaled (``wideNN._large_inputs``), off the
+    # fused tiles; homogeneous duals carry a scale throughout (``wideNN._scaling``)
+    large = not homogeneous(spec) and large_inputs(spec, x1, x2)[1] != 0
+    if not homogeneous(spec) and not large:
         _check_first_layer(x1, x2, weight_variance, bias_variance)
     if diag:
         if x2 is not None and x2.shape != x1.shape:
@@ -130,7 +137,7 @@ def kernels(
     relu_tiles = type(act) is _acts.ReLU and (
         x1.shape[-2] * m >= _RELU_TILES_MIN_ENTRIES
         or (x1.device.type == "cpu" and _native_library() is not None))
-    if plain and not compile and (type(act) is not _acts.ReLU or relu_tiles):
+    if plain and not large and not compile and (type(act) is not _acts.ReLU or relu_tiles):
         out = fused_kernels(x1, x2, act, depth, float(weight_variance), float(bias_variance),
                             compute_ntk, compute_nngp, block_size)
         if out is not None:
@@ -162,7 +169,7 @@ def _check_first_layer(x1: Tensor, x2: Tensor | None, w, b) -> None:
     for name, x in (("x1", x1), ("x2", x2)):
         if x is None:
             continue
-        scale = x.detach().abs().amax()  # noqa: the check needs no gradient
+        scale = torch.linalg.vector_norm(x.detach(), ord=math.inf)  # (no |x| temporary)
         # |x|²/d ≤ max|x|², so this is exact unless max|x|² itself is near the limit
         s = float(scale) if scale.numel() else 0.0
         k = _as_float(b) + _as_float(w) * (s * s)
@@ -243,26 +250,33 @@ class _Recursion:
         return dataclasses.replace(self, w=_shaped(self.w, x, extra), b=_shaped(self.b, x, extra))
 
 
-def _recursion(spec: _Recursion, g, n1, n2, d: int, same: bool, log2_scale: int = 0):
+def _recursion(spec: _Recursion, g, n1, n2, d: int, same: bool, log2_scale: int = 0,
+               diag_offset: int | None = None):
     """The layer recursion on any broadcastable (g, n1, n2) = (x·x'/d, |x|²/d, |x'|²/d) · 2^-log2_scale.
 
     ``same``: x and x' coincide (diagonal), so the 1-D ``dual_diag`` is used throughout.
     ``log2_scale`` ≠ 0 only for positively homogeneous duals (``wideNN._scaling.scaled_inputs``): the kernels
     are then carried as K = 2^E·K̃ with K̃ renormalised after every layer (``wideNN._scaling``).
+    ``diag_offset``: g is a row tile of a symmetric kernel whose diagonal starts at this column;
+    closed forms then take the coincident pairs from ``dual_diag`` (``_coincident_pairs``).
     """
     act, depth, w, b, param, widths, compute_ntk = (spec.act, spec.depth, spec.w, spec.b, spec.param,
                                                    spec.widths, spec.compute_ntk)
-    sc = Scaled.start(act, b, w, g, log2_scale) if homogeneous(spec) else None
-    bs, ws = (sc.b, sc.w) if sc is not None else (b, w)
-    k = bs + ws * g
-    k1 = bs + ws * n1
-    k2 = k1 if same else bs + ws * n2
-    th = None
-    if compute_ntk:
-        th = k if param == "ntk" else d * g + 1.0
     inputs_need_grad = torch.is_grad_enabled() and any(
         isinstance(t, Tensor) and t.requires_grad for t in (g, n1, n2))
-    for layer in range(depth):
+    sc = Scaled.start(act, b, w, g, log2_scale) if homogeneous(spec) else None
+    first = 0
+    if log2_scale and sc is None:
+        k, k1, k2, th, first = scaled_first_layer(spec, g, n1, n2, d, same, log2_scale)
+    else:
+        bs, ws = (sc.b, sc.w) if sc is not None else (b, w)
+        k = bs + ws * g
+        k1 = bs + ws * n1
+        k2 = k1 if same else bs + ws * n2
+        th = None
+        if compute_ntk:
+            th = k if param == "ntk" else d * g + 1.0
+    for layer in range(first, depth):
         if same:
             t, td = act.dual_diag(k)
         else:
@@ -270,6 +284,9 @@ def _recursion(spec: _Recursion, g, n1, n2, d: int, same: bool, log2_scale: int 
             kappa = (_common_variance(k1, k2, inputs_need_grad or act.closed_form)
                      if act.uses_angle_table() else None)
             t, td = act.dual(k1, k, k2) if kappa is None else act.dual_equal_variance(kappa, k)
+            if diag_offset is not None and kappa is None and act.closed_form:
+                diag1 = act.dual_diag(k1)
+                t, td = _coincident_pairs(t, td, diag1, diag_offset)
         back = 0  # T is scale-free for degree 0: the recursion returns to scale 1
         if sc is not None and act.dual_degree == 0 and sc.e != 0:
             back, sc = sc.e, sc.reset(b)
@@ -282,7 +299,8 @@ def _recursion(spec: _Recursion, g, n1, n2, d: int, same: bool, log2_scale: int 
                 grad_term = ldexp(w * td * th, back)
             th = (k if param == "ntk" else widths[layer] * t + 1.0) + grad_term
         if not same:
-            k1 = bs + w * act.dual_diag(k1)[0]
+            k1 = bs + w * (diag1 if diag_offset is not None and kappa is None and act.closed_form
+                           else act.dual_diag(k1))[0]
             k2 = bs + w * act.dual_diag(k2)[0]
         else:
             k1 = k2 = k
@@ -291,6 +309,24 @@ def _recursion(spec: _Recursion, g, n1, n2, d: int, same: bool, log2_scale: int 
     if sc is not None and sc.e != 0:
         k, th = ldexp(k, sc.e), (None if th is None else ldexp(th, sc.e))
     return k, th
+
+
+def _coincident_pairs(t: Tensor, td: Tensor, diag1, offset: int) -> tuple[Tensor, Tensor]:
+    """T and Ṫ with the entries of a point with itself (column = row + ``offset``) replaced by
+    the one-variable ``dual_diag`` of its variance.  Two reasons: the layer's own variance and
+    its covariance with itself then stay equal at every layer (the bivariate form rounds
+    differently), and under autograd their derivative is the accurate one-variable one — through
+    the bivariate form it is the sum of three partials (in k11, k12, k22) that cancel from
+    O(k^-1/2) to O(k^-3/2) for GELU and from O(k) to O(1) for erf at variance k, which cost
+    k·ε relative (1e-6 at variance 1e10)."""
+    rows, cols = t.shape[-2], t.shape[-1]
+    n = max(0, min(rows, cols - offset))
+    if n == 0:
+        return t, td
+    mask = torch.zeros(rows, cols, dtype=torch.bool, device=t.device)
+    idx = torch.arange(n, device=t.device)
+    mask[idx, idx + offset] = True
+    return torch.where(mask, diag1[0], t), torch.where(mask, diag1[1], td)
 
 
 def _common_variance(k1: Tensor, k2: Tensor, inputs_need_grad: bool = False) -> float | Tensor | None:
@@ -379,7 +415,7 @@ def _generic_tiled(spec: _Recursion, x1: Tensor, x2: Tensor | None, block_size: 
             # so their correlation is exactly 1 at every layer
             diag = torch.diagonal(g, offset=start, dim1=-2, dim2=-1)
             diag.copy_(n1.squeeze(-1)[..., :diag.shape[-1]])
-        return _recursion(shaped, g, n1, n2, d, False, scale)
+        return _recursion(shaped, g, n1, n2, d, False, scale, start if x2 is None else None)
 
     for start in range(0, x1.shape[-2], rows):
         xa = x1[..., start:start + rows, :]

@@ -21,6 +21,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jvp, vjp
 
+from ._checks import check_not_meta_for
+
 __all__ = ["TaylorModel", "linearize", "taylor"]
 
 
@@ -105,6 +107,7 @@ class TaylorModel(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Σ_{j ≤ order} (1/j!) D^j f(x; θ₀)[δ^j] with δ = θ − θ₀."""
+        check_not_meta_for("x", x, self)
         if self.order == 1:
             return _Linearized.apply(self, x, *self.theta().values())
         out = None

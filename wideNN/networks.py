@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_device, check_seed, check_variance, fits_in_memory
+from ._checks import check_device, check_not_meta_for, check_seed, check_variance, fits_in_memory
 
 __all__ = ["Dense", "Network"]
 
@@ -109,6 +109,7 @@ class Network(nn.Sequential):
         self.in_features, self.out_features = sizes[0], sizes[-1]
 
     def forward(self, x: Tensor) -> Tensor:
+        check_not_meta_for("x", x, self)
         if x.shape[-1] != self.in_features:
             raise ValueError(f"inputs have {x.shape[-1]} features but the network expects "
                              f"in_features={self.in_features}")

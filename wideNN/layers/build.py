@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_seed
+from .._checks import check_not_meta_for, check_seed
 
 __all__ = ["LayerNetwork", "build"]
 
@@ -26,6 +26,7 @@ class LayerNetwork(nn.Sequential):
         self.description = description
 
     def forward(self, x: Tensor) -> Tensor:
+        check_not_meta_for("x", x, self)
         if tuple(x.shape[1:]) != self.in_shape:
             raise ValueError(f"inputs have shape {tuple(x.shape)} but the network was built for "
                              f"in_shape={self.in_shape} (inputs (N, {', '.join(map(str, self.in_shape))}))")
