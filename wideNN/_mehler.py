@@ -20,10 +20,9 @@ The series is cut where the tail of Σ m a_m² (the slowest, Ṫ at coincident p
 below ``MIN_VARIANCE`` (the Ṫ series divides by √(k1 k2)), or for other shapes, :func:`dual`
 returns None and the caller integrates per entry.
 
-The coefficients are integrals of φ(√k z)·h_m(z)·pdf(z) by the trapezoid rule on [−L, L]
+The coefficients are integrals of φ(√k z)·h_m(z)·pdf(z) by the trapezoid rule on [−14, 14]
 (spectrally accurate for integrands analytic in a strip, as ``wideNN._gaussian.normal_rule``),
-with L past the turning point 2√m of the highest Hermite function and a spacing that resolves
-both its oscillation and φ's transition; the basis is formed as Hermite *functions*
+on a spacing that resolves both the highest Hermite function's oscillation and φ's transition; the basis is formed as Hermite *functions*
 h_m(z)·√(w) by their three-term recurrence, which stays bounded.
 """
 from __future__ import annotations
@@ -38,9 +37,11 @@ __all__ = ["dual", "MAX_TERMS", "TOLERANCE"]
 
 #: relative tail of the series accepted (at coincident points of the largest variance)
 TOLERANCE = 1e-15
-#: the longest series evaluated (the basis past ~640 terms would need |z| > 52, where the
-#: Hermite functions' starting weight e^{−z²/4} underflows)
-MAX_TERMS = 600
+#: the longest series evaluated (tanh reaches it near k = 20: its coefficients decay like
+#: exp(−π √(2m) / (2√k)); each entry costs ~2 multiply-adds per term and series)
+MAX_TERMS = 2500
+#: most nodes of the coefficient integrals (their spacing shrinks like 1/√k)
+MAX_NODES = 1 << 14
 #: smallest variance taken (Ṫ's series divides by √(k1 k2))
 MIN_VARIANCE = 1e-6
 #: most distinct variances integrated for one call of any other shape than the outer one (each
@@ -52,7 +53,9 @@ DISTINCT_LIMIT = 1 << 16
 def _basis(terms: int, spacing: float) -> tuple[Tensor, Tensor, Tensor]:
     """(z, √w, Ψ): trapezoid nodes and root weights for E[·] under N(0, 1), and the Hermite
     functions Ψ[p, m] = h_m(z_p)·√w_p for m < terms (float64)."""
-    half = min(2.0 * math.sqrt(terms) + 8.0, 52.0)
+    # the integrands φ(√k z) h_m(z) pdf(z) are below e^{−z²/4} · (e^{−z²/4}|h_m|) ≤ 1.1 e^{−z²/4}
+    # (Cramér's bound on the Hermite functions): beyond |z| = 14 under 1e-21 for every m
+    half = 14.0
     nodes = 2 * math.ceil(half / spacing) + 1
     z = torch.linspace(-half, half, nodes, dtype=torch.float64)
     w = torch.exp(-0.5 * z * z)
@@ -150,6 +153,8 @@ def _terms(act, k11: Tensor, k22: Tensor) -> tuple[int | None, float]:
     if not (lo >= MIN_VARIANCE and math.isfinite(hi)):
         return None, hi
     kmax = _bucket(hi)
+    if 28.0 / _spacing(MAX_TERMS + 3, kmax) > MAX_NODES:
+        return None, kmax  # φ(√k z) too steep for the tabulated basis (the quadrature decides)
     return terms_needed(act, kmax), kmax
 
 
@@ -203,16 +208,56 @@ def _horner_outer(rho: Tensor, a1: Tensor, a2: Tensor, first: int, last: int, we
     return out
 
 
+def _native_lib(t: Tensor):
+    from . import _native
+    return _native.library() if t.device.type == "cpu" else None
+
+
+def _row_blocks(n: int, work) -> None:
+    """work(start, stop) over blocks of rows, on the fused path's worker threads (the compiled
+    loops release the GIL)."""
+    from ._fused import run_tasks, tile_threads
+    step = max(1, min(64, -(-n // 8)))
+    blocks = [(i, min(n, i + step)) for i in range(0, n, step)]
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_tasks(blocks, lambda blk, _: work(*blk), lambda: None, min(tile_threads(before), len(blocks)))
+    finally:
+        torch.set_num_threads(before)
+
+
+def _outer_sums(rho: Tensor, a1: Tensor, a2: Tensor, terms: int) -> tuple[Tensor, Tensor]:
+    """(Σ_{m<terms} ρ^m a1 a2', Σ_{1≤m≤terms} m ρ^{m−1} a1 a2') for (B, N, M) ρ."""
+    lib = _native_lib(rho)
+    if lib is None:
+        m = torch.arange(terms + 1, dtype=torch.float64)
+        return _horner_outer(rho, a1, a2, 0, terms), _horner_outer(rho, a1, a2, 1, terms + 1, m)
+    rho = rho.contiguous()
+    t, td = torch.empty_like(rho), torch.empty_like(rho)
+    n, mm = rho.shape[1:]
+    for b in range(rho.shape[0]):
+        a1b = a1[b].contiguous()
+        a2t = a2[b, :, :terms + 1].T.contiguous()
+        base = [x.data_ptr() for x in (rho[b], t[b], td[b])]
+        row = 8 * mm
+
+        def work(i0, i1, a1b=a1b, a2t=a2t, base=base):
+            lib.mehler_rows(base[0] + i0 * row, i1 - i0, mm, a1b.data_ptr() + i0 * 8 * a1b.shape[1],
+                            a1b.shape[1], a2t.data_ptr(), terms, base[1] + i0 * row, base[2] + i0 * row)
+        _row_blocks(n, work)
+    return t, td
+
+
 class _Outer(torch.autograd.Function):
     """(T, Ṫ) of k11 (…, N, 1), k12 (…, N, M), k22 (…, 1, M); gradients from the series."""
 
     @staticmethod
     def forward(act, terms: int, kmax: float, k11: Tensor, k12: Tensor, k22: Tensor):
         _, _, a1, a2, rho, s, batch = _outer_setup(act, terms, kmax, k11, k12, k22)
-        m = torch.arange(terms + 1, dtype=torch.float64)
-        t = _horner_outer(rho, a1, a2, 0, terms)
-        # Ṫ = Σ_{m≥1} m ρ^{m−1} a_m a_m' / s
-        td = _horner_outer(rho, a1, a2, 1, terms + 1, m).div_(s)
+        # T = Σ_{m<terms} ρ^m a_m a_m',  Ṫ = Σ_{1≤m≤terms} m ρ^{m−1} a_m a_m' / s
+        t, td = _outer_sums(rho, a1, a2, terms)
+        td.div_(s)
         shape = (*batch, *k12.shape[-2:])
         return t.reshape(shape).to(k12.dtype), td.reshape(shape).to(k12.dtype)
 
@@ -257,6 +302,9 @@ class _Outer(torch.autograd.Function):
 def _coefficient_grads(rho: Tensor, g_t: Tensor, r: Tensor, a1: Tensor, a2: Tensor, terms: int):
     """G1[b, i, m] = Σ_j W_m[b, i, j] a2[b, j, m], G2[b, j, m] = Σ_i W_m[b, i, j] a1[b, i, m] for
     m ≤ terms, W_m = g_t ρ^m (m < terms) + r m ρ^{m−1} (1 ≤ m ≤ terms)."""
+    lib = _native_lib(rho)
+    if lib is not None:
+        return _native_coefficient_grads(lib, rho, g_t, r, a1, a2, terms)
     bsz, n1, n2 = rho.shape
     g1 = torch.zeros(bsz, n1, terms + 1, dtype=rho.dtype, device=rho.device)
     g2 = torch.zeros(bsz, n2, terms + 1, dtype=rho.dtype, device=rho.device)
@@ -274,6 +322,23 @@ def _coefficient_grads(rho: Tensor, g_t: Tensor, r: Tensor, a1: Tensor, a2: Tens
         g2[:, :, m:m + 1] = torch.bmm(work.transpose(1, 2), a1[:, :, m:m + 1])
         prev.copy_(power)
         power.mul_(rho)
+    return g1, g2
+
+
+def _native_coefficient_grads(lib, rho, g_t, r, a1, a2, terms: int):
+    bsz, n1, n2 = rho.shape
+    rho, g_t, r = rho.contiguous(), g_t.contiguous(), r.contiguous()
+    g1 = torch.empty(bsz, n1, terms + 1, dtype=torch.float64)
+    g2 = torch.empty(bsz, n2, terms + 1, dtype=torch.float64)
+    for b in range(bsz):
+        a1b, a2t = a1[b].contiguous(), a2[b, :, :terms + 1].T.contiguous()
+        g2t = torch.zeros(terms + 1, n2, dtype=torch.float64)
+        p, pp = torch.empty(n2, dtype=torch.float64), torch.empty(n2, dtype=torch.float64)
+        # one thread: every row adds into the same g2t
+        lib.mehler_grad_rows(rho[b].data_ptr(), g_t[b].data_ptr(), r[b].data_ptr(), n1, n2,
+                             a1b.data_ptr(), a1b.shape[1], a2t.data_ptr(), terms, g1[b].data_ptr(),
+                             terms + 1, g2t.data_ptr(), p.data_ptr(), pp.data_ptr())
+        g2[b] = g2t.T
     return g1, g2
 
 

@@ -109,6 +109,10 @@ def _open(path: Path) -> ctypes.CDLL | None:
         for name in ("wn_acos_array", "wn_asin_array", "wn_atan_array", "wn_expm1_array"):
             fn = getattr(lib, name)
             fn.argtypes, fn.restype = [_P, _P, _L], None
+        lib.mehler_rows.argtypes = [_P, _L, _L, _P, _L, _P, _L, _P, _P]
+        lib.mehler_rows.restype = None
+        lib.mehler_grad_rows.argtypes = [_P, _P, _P, _L, _L, _P, _L, _P, _L, _P, _L, _P, _P, _P]
+        lib.mehler_grad_rows.restype = None
     except (OSError, AttributeError):
         return None
     return lib

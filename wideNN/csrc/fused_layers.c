@@ -107,6 +107,74 @@ void wn_asin_array(const double *x, double *y, long n) { for (long i = 0; i < n;
 void wn_atan_array(const double *x, double *y, long n) { for (long i = 0; i < n; i++) y[i] = wn_atan(x[i]); }
 void wn_expm1_array(const double *x, double *y, long n) { for (long i = 0; i < n; i++) y[i] = wn_expm1(x[i]); }
 
+/* Mehler's series for rows i of a kernel tile (wideNN/_mehler.py), float64:
+ *   t[i, j]  = sum_{k < terms} rho^k a1[i, k] a2[j, k]
+ *   td[i, j] = sum_{1 <= k <= terms} k rho^(k-1) a1[i, k] a2[j, k]
+ * by Horner's rule; a2t is a2 transposed (k-major, a2t[k * m + j]); columns in blocks that stay
+ * in L1 across the terms. */
+void mehler_rows(const double *restrict rho, long rows, long m, const double *restrict a1, long lda,
+                 const double *restrict a2t, long terms, double *restrict t, double *restrict td) {
+    const long block = 256;
+    for (long i = 0; i < rows; i++) {
+        const double *ai = a1 + i * lda;
+        for (long j0 = 0; j0 < m; j0 += block) {
+            const long j1 = j0 + block < m ? j0 + block : m;
+            const double *restrict ri = rho + i * m;
+            double *restrict ti = t + i * m;
+            double *restrict di = td + i * m;
+            for (long j = j0; j < j1; j++) ti[j] = di[j] = 0.0;
+            for (long k = terms; k >= 0; k--) {
+                const double *restrict ak = a2t + k * m;
+                const double ct = k < terms ? ai[k] : 0.0, cd = (double)k * ai[k];
+                for (long j = j0; j < j1; j++) {
+                    ti[j] = ti[j] * ri[j] + ct * ak[j];
+                    di[j] = k >= 1 ? di[j] * ri[j] + cd * ak[j] : di[j];
+                }
+            }
+        }
+    }
+}
+
+/* The coefficient gradients of Mehler's series for rows i (wideNN/_mehler.py):
+ *   g1[i, k] = sum_j W_k[i, j] a2[j, k],  g2t[k, j] += W_k[i, j] a1[i, k]   (k <= terms)
+ *   W_k = gt rho^k (k < terms) + r k rho^(k-1) (k >= 1);
+ * p and pp are caller-provided rows of m doubles (rho^k, rho^(k-1)). */
+void mehler_grad_rows(const double *restrict rho, const double *restrict gt, const double *restrict r,
+                      long rows, long m, const double *restrict a1, long lda, const double *restrict a2t,
+                      long terms, double *restrict g1, long ldg, double *restrict g2t,
+                      double *restrict p, double *restrict pp) {
+    for (long i = 0; i < rows; i++) {
+        const double *restrict ri = rho + i * m, *restrict gi = gt + i * m, *restrict qi = r + i * m;
+        const double *ai = a1 + i * lda;
+        for (long j = 0; j < m; j++) { p[j] = 1.0; pp[j] = 0.0; }
+        for (long k = 0; k <= terms; k++) {
+            const double *restrict ak = a2t + k * m;
+            double *restrict gk = g2t + k * m;
+            const double wt = k < terms ? 1.0 : 0.0, wk = (double)k, aik = ai[k];
+            double acc[8] = {0};
+            long j = 0;
+            for (; j + 8 <= m; j += 8)
+                for (int l = 0; l < 8; l++) {
+                    const double w = wt * gi[j + l] * p[j + l] + wk * qi[j + l] * pp[j + l];
+                    acc[l] += w * ak[j + l];
+                    gk[j + l] += w * aik;
+                    pp[j + l] = p[j + l];
+                    p[j + l] *= ri[j + l];
+                }
+            double total = 0.0;
+            for (; j < m; j++) {
+                const double w = wt * gi[j] * p[j] + wk * qi[j] * pp[j];
+                total += w * ak[j];
+                gk[j] += w * aik;
+                pp[j] = p[j];
+                p[j] *= ri[j];
+            }
+            for (int l = 0; l < 8; l++) total += acc[l];
+            g1[i * ldg + k] = total;
+        }
+    }
+}
+
 #define REAL double
 #define SFX(name) name##_f64
 #include "fused_layers.c"
