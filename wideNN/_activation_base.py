@@ -65,9 +65,11 @@ class Activation(nn.Module):
     """An elementwise activation φ with its dual kernels.
 
     Subclasses override ``forward`` (the torch function), and optionally ``dual`` /
-    ``dual_diag`` with closed forms.  The defaults integrate numerically,
-    with ``quadrature_degree`` nodes per axis per unit standard deviation, using
-    ``derivative`` for φ'.
+    ``dual_diag`` with closed forms.  The defaults sum Mehler's series (``wideNN._mehler``:
+    T = Σ ρ^m a_m(k11) a_m(k22) with φ's Hermite coefficients a_m, to ~1e-15 relative) where it
+    converges within its term limit, and otherwise integrate numerically, with
+    ``quadrature_degree`` nodes per axis per unit standard deviation, using ``derivative``
+    for φ'.
     """
 
     name: str = "activation"
