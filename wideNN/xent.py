@@ -18,60 +18,18 @@ One integration answers every test set (G is kept at the requested times).
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from .linalg import eigh_psd
 from ._predict_checks import check_number, check_tensor
+from ._odes import dopri5, dopri5_run, rodas4
+from ._xent_jacobian import jacobian_solver
 from .dynamics import Dynamics, GradientDescent, GradientFlow, Momentum
 
 __all__ = ["CrossEntropyTrajectory", "dopri5"]
-
-# Dormand–Prince 5(4) tableau (Dormand & Prince 1980)
-_C = (0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0)
-_A = ((), (1 / 5,), (3 / 40, 9 / 40), (44 / 45, -56 / 15, 32 / 9),
-      (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
-      (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656),
-      (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84))
-_B5 = (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0)
-_B4 = (5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40)
-
-
-def dopri5(rhs: Callable[[Tensor], Tensor], y0: Tensor, times: list[float], *, rtol: float = 1e-9,
-           atol: float = 1e-12, max_steps: int = 1_000_000) -> list[Tensor]:
-    """States of the autonomous ODE ẏ = rhs(y) at the sorted ``times`` (≥ 0) from y(0) = y0."""
-    y, t, k1 = y0, 0.0, rhs(y0)
-    scale0 = atol + rtol * y0.abs()
-    d0, d1 = float((y0 / scale0).pow(2).mean().sqrt()), float((k1 / scale0).pow(2).mean().sqrt())
-    h = 0.01 * d0 / d1 if d0 > 1e-5 and d1 > 1e-5 else 1e-6   # Hairer's first-step heuristic
-    out, steps = [], 0
-    for target in times:
-        while t < target:
-            if steps >= max_steps:
-                raise RuntimeError(f"dopri5: more than {max_steps} steps before t = {target}")
-            step = min(h, target - t)
-            ks = [k1]
-            for i in range(1, 7):
-                yi = y + step * sum(a * k for a, k in zip(_A[i], ks) if a)
-                ks.append(rhs(yi))
-            y5 = yi                                              # stage 7 is at the 5th-order point
-            err = step * sum((b5 - b4) * k for b5, b4, k in zip(_B5, _B4, ks) if b5 != b4)
-            tol = atol + rtol * torch.maximum(y.abs(), y5.abs())
-            e = float((err / tol).pow(2).mean().sqrt())
-            steps += 1
-            if e <= 1.0:
-                t = target if step == target - t else t + step
-                y, k1 = y5, ks[6]                                  # first-same-as-last
-            factor = 5.0 if e == 0 else min(5.0, max(0.2, 0.9 * e ** -0.2))
-            if e <= 1.0 and step < h:                              # clipped to land on target
-                factor = max(factor, 1.0)
-                h = max(h, step * factor)
-            else:
-                h = step * factor
-        out.append(y)
-    return out
-
 
 def _check_classes(y: Any, n: int, o: int) -> Tensor:
     """Targets as probabilities (N, O): integer labels in [0, O) or rows ≥ 0 summing to 1."""
@@ -144,6 +102,15 @@ class CrossEntropyTrajectory:
         # residual, decaying like 1/t, lets the step grow with t: t = 1e300 in a few seconds)
         self._true = (self.p == 1) if bool(((self.p == 0) | (self.p == 1)).all()) else None
         self._cache: dict[tuple[float, ...], tuple[Tensor, Tensor]] = {}
+        self._eigh: tuple[Tensor, Tensor] | None = None
+        #: the time from which the flow was integrated implicitly (None: explicit throughout)
+        self.stiff_from: float | None = None
+
+    def _eig(self) -> tuple[Tensor, Tensor]:
+        """Θ = V diag(λ) Vᵀ (shared NTK), computed once, for the matrix-free implicit solves."""
+        if self._eigh is None:
+            self._eigh = eigh_psd(self.theta, name="ntk_train")
+        return self._eigh
 
     def _residual(self, f: Tensor) -> Tensor:
         """σ(f) − P, exact to rounding relative to its size for one-hot P."""
@@ -168,12 +135,26 @@ class CrossEntropyTrajectory:
                 def rhs(state: Tensor) -> Tensor:
                     g = self._residual(state[0])
                     return torch.stack([-(eta / n) * self._apply(self.theta, g), g])
-                states = dopri5(rhs, torch.stack([self.f0, torch.zeros_like(self.f0)]), times,
-                                rtol=self.rtol, atol=self.atol)
+                states = self._flow(rhs, times)
             else:
                 states = self._steps(times)
             self._cache = {key: (torch.stack([s[0] for s in states]), torch.stack([s[1] for s in states]))}
         return self._cache[key]
+
+    def _flow(self, rhs: Any, times: list[float]) -> list[Tensor]:
+        """Dormand–Prince while the flow is not stiff, RODAS from where the stiffness test fires."""
+        y0 = torch.stack([self.f0, torch.zeros_like(self.f0)])
+        run = dopri5_run(rhs, y0, times, rtol=self.rtol, atol=self.atol, detect_stiffness=True)
+        if not run.stiff:
+            return run.states
+        self.stiff_from = run.t
+        rest = rodas4(rhs, self._factor, run.y, run.t, times[len(run.states):], run.h, rtol=self.rtol,
+                      atol=self.atol)
+        return run.states + rest.states
+
+    def _factor(self, state: Tensor, h: float) -> Any:
+        """b ↦ (I/γ − hJ)⁻¹ b for the (f_X, G) system at ``state``, J = [[−(η/N)ΘD, 0], [D, 0]]."""
+        return jacobian_solver(self.theta, state, h, self.dynamics.learning_rate / self.n, self._eig)
 
     def _steps(self, times: list[float]) -> list[Tensor]:
         eta, n = self.dynamics.learning_rate, self.n

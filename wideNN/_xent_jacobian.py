@@ -1,0 +1,115 @@
+"""Linear solves with the Jacobian of the cross-entropy flow, for the implicit (Rosenbrock) steps.
+
+State (f_X, G), ḟ_X = −(η/N) Θ r, Ġ = r, r = σ(f_X) − P, σ = softmax.  The Jacobian is
+J = [[−(η/N) Θ D, 0], [D, 0]] with D = blockdiag_i(diag(s_i) − s_i s_iᵀ), s = σ(f_X), and a
+stage solve (I/γ − hJ) x = b reduces to the N·O system
+
+    (I + c Θ D) x_f = γ b_f,   c = γ h η/N,        x_G = γ (b_G + h D x_f).
+
+* Full NTK (N, N, O, O), or N·O ≤ ``DENSE_MAX``: I + cΘD is formed and LU-factored once per step.
+* NTK shared by the outputs (Θ ⊗ I) and N·O larger: matrix-free.  Woodbury gives
+  (I + cΘD)⁻¹ b = b − cΘD^{½} w with (I + c D^{½} Θ D^{½}) w = D^{½} b, a symmetric positive
+  definite system solved by conjugate gradients preconditioned with (I + c Θ ⊗ D̄)⁻¹, D̄ = mean_i D_i,
+  which is diagonal in the eigenbasis of Θ and of D̄ (exact when all rows share one distribution).
+  Memory O(N² + N·O²): no (N·O)² matrix (20 GB at N = 5000, O = 10).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+__all__ = ["jacobian_solver", "DENSE_MAX", "CG_RTOL", "CG_MAXITER"]
+
+GAMMA = 0.25                  # RODAS's diagonal coefficient γ (wideNN._odes)
+#: the largest N·O solved by a dense LU (a (N·O)² matrix: 18 MB at the limit) for a shared NTK
+DENSE_MAX = 1500
+#: relative residual at which conjugate gradients stop, and their most iterations
+CG_RTOL, CG_MAXITER = 1e-13, 5000
+
+Solve = Callable[[Tensor], Tensor]
+
+
+def _apply_d(s: Tensor, v: Tensor) -> Tensor:
+    """D v = s ⊙ v − s (sᵀv) per row: the softmax Jacobian, rows of (N, O)."""
+    return s * v - s * (s * v).sum(-1, keepdim=True)
+
+
+def _blocks(s: Tensor) -> Tensor:
+    """D_i = diag(s_i) − s_i s_iᵀ, (N, O, O)."""
+    return torch.diag_embed(s) - s[:, :, None] * s[:, None, :]
+
+
+def _dense(theta: Tensor, s: Tensor, c: float) -> Solve:
+    n, o = s.shape
+    d = _blocks(s)
+    if theta.dim() == 4:                                       # Θ[i, j, a, b]
+        a = torch.einsum("ijac,jcb->iajb", theta, d)
+    else:
+        a = theta[:, None, :, None] * d.permute(1, 0, 2)[None]
+    a = (c * a).reshape(n * o, n * o)
+    a.diagonal().add_(1.0)
+    lu, piv = torch.linalg.lu_factor(a)
+    return lambda b: torch.linalg.lu_solve(lu, piv, b.reshape(-1, 1)).reshape(n, o)
+
+
+def _cg(theta: Tensor, s: Tensor, c: float, eig: tuple[Tensor, Tensor]) -> Solve:
+    lam, vec = eig
+    d = _blocks(s)
+    dl, dq = torch.linalg.eigh(d)
+    root = (dq * dl.clamp_min(0.0).sqrt()[:, None, :]) @ dq.transpose(1, 2)        # D_i^{½}
+    mu, u = torch.linalg.eigh(d.mean(0))
+    scale = 1.0 + c * lam[:, None] * mu.clamp_min(0.0)[None, :]
+
+    def half(v: Tensor) -> Tensor:
+        return torch.einsum("nab,nb->na", root, v)
+
+    def op(w: Tensor) -> Tensor:
+        return w + c * half(theta @ half(w))
+
+    def prec(r: Tensor) -> Tensor:
+        return vec @ ((vec.T @ r @ u) / scale) @ u.T
+
+    def solve(b: Tensor) -> Tensor:
+        w = _pcg(op, prec, half(b))
+        return b - c * (theta @ half(w))
+    return solve
+
+
+def _pcg(op: Solve, prec: Solve, rhs: Tensor) -> Tensor:
+    """Preconditioned conjugate gradients for op(w) = rhs (op symmetric positive definite)."""
+    w = torch.zeros_like(rhs)
+    r = rhs.clone()
+    stop = CG_RTOL * float(rhs.norm())
+    if stop == 0.0:
+        return w
+    z = prec(r)
+    p, rz = z, float((r * z).sum())
+    for _ in range(CG_MAXITER):
+        q = op(p)
+        alpha = rz / float((p * q).sum())
+        w = w + alpha * p
+        r = r - alpha * q
+        if float(r.norm()) <= stop:
+            return w
+        z = prec(r)
+        rz, rz_old = float((r * z).sum()), rz
+        p = z + (rz / rz_old) * p
+    raise RuntimeError(f"conjugate gradients of the implicit cross-entropy step did not reach a "
+                       f"relative residual of {CG_RTOL:g} in {CG_MAXITER} iterations")
+
+
+def jacobian_solver(theta: Tensor, state: Tensor, h: float, rate: float,
+                    eig: Callable[[], tuple[Tensor, Tensor]]) -> Solve:
+    """b ↦ (I/γ − hJ)⁻¹ b for states and b shaped (2, N, O) (f_X, G); ``rate`` = η/N,
+    ``eig()`` the eigendecomposition of a shared Θ (asked for only by the matrix-free path)."""
+    s = torch.softmax(state[0], -1)
+    c = GAMMA * h * rate
+    n, o = s.shape
+    solve_f = _dense(theta, s, c) if theta.dim() == 4 or n * o <= DENSE_MAX else _cg(theta, s, c, eig())
+
+    def solve(b: Tensor) -> Tensor:
+        xf = solve_f(GAMMA * b[0])
+        return torch.stack([xf, GAMMA * (b[1] + h * _apply_d(s, xf))])
+    return solve
