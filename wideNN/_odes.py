@@ -23,6 +23,8 @@ from torch import Tensor
 
 __all__ = ["dopri5", "rodas4", "OdeRun"]
 
+STIFF_HRHO = 2.0
+
 # Dormand–Prince 5(4) tableau (Dormand & Prince 1980)
 _A = ((), (1 / 5,), (3 / 40, 9 / 40), (44 / 45, -56 / 15, 32 / 9),
       (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
@@ -61,23 +63,31 @@ def _rms(x: Tensor) -> float:
     return float(x.pow(2).mean().sqrt())
 
 
-def _error_norm(err: Tensor, y: Tensor, y_new: Tensor, rtol: float, atol: float) -> float:
+def _error_norm(err: Tensor, y: Tensor, y_new: Tensor, rtol: float, atol: float,
+                offset: Tensor | None = None) -> float:
+    if offset is not None:                                     # tolerance relative to y + offset
+        y, y_new = y + offset, y_new + offset
     e = _rms(err / (atol + rtol * torch.maximum(y.abs(), y_new.abs())))
     return e if e == e else float("inf")                       # NaN (overflow) rejects the step
 
 
-def _first_step(rhs: Callable[[Tensor], Tensor], y0: Tensor, k1: Tensor, rtol: float, atol: float) -> float:
+def _first_step(y0: Tensor, k1: Tensor, rtol: float, atol: float) -> float:
     scale0 = atol + rtol * y0.abs()
     d0, d1 = _rms(y0 / scale0), _rms(k1 / scale0)
     return 0.01 * d0 / d1 if d0 > 1e-5 and d1 > 1e-5 else 1e-6   # Hairer's first-step heuristic
 
 
 def dopri5_run(rhs: Callable[[Tensor], Tensor], y0: Tensor, times: list[float], *, rtol: float = 1e-9,
-               atol: float = 1e-12, max_steps: int = 1_000_000, detect_stiffness: bool = False) -> OdeRun:
+               atol: float = 1e-12, max_steps: int = 1_000_000, detect_stiffness: bool = False,
+               spectral_radius: Callable[[Tensor], float] | None = None,
+               offset: Tensor | None = None) -> OdeRun:
     """Dormand–Prince 5(4) from y(0) = y0 to the sorted ``times``; with ``detect_stiffness`` it
-    stops (``stiff=True``) as soon as the stiffness test fires (module docstring)."""
+    stops (``stiff=True``) as soon as the stiffness test fires (module docstring).  The test
+    uses h·``spectral_radius(y)`` (an estimate of ρ(J) at each accepted y) when given, else
+    Hairer's quotient, which sees only the direction y₇ − y₆ and can fire late.  ``offset``:
+    the tolerance is relative to |y + offset| (a state stored relative to a reference point)."""
     y, t, k1 = y0, 0.0, rhs(y0)
-    h = _first_step(rhs, y0, k1, rtol, atol)
+    h = _first_step(y0 if offset is None else y0 + offset, k1, rtol, atol)
     out, steps, n_stiff, n_calm = [], 0, 0, 0
     for target in times:
         while t < target:
@@ -92,14 +102,18 @@ def dopri5_run(rhs: Callable[[Tensor], Tensor], y0: Tensor, times: list[float], 
                 ks.append(rhs(yi))
             y5 = yi                                              # stage 7 is at the 5th-order point
             err = step * sum((b5 - b4) * k for b5, b4, k in zip(_B5, _B4, ks) if b5 != b4)
-            e = _error_norm(err, y, y5, rtol, atol)
+            e = _error_norm(err, y, y5, rtol, atol, offset)
             steps += 1
             if e <= 1.0:
                 t = target if step == target - t else t + step
                 y, k1 = y5, ks[6]                                  # first-same-as-last
                 if detect_stiffness:
-                    den = _rms(y5 - y6)
-                    if den > 0 and step * _rms(ks[6] - ks[5]) / den > 3.25:
+                    if spectral_radius is not None:     # ρ itself: near the boundary (3.3)
+                        hrho = step * spectral_radius(y) * 3.25 / STIFF_HRHO
+                    else:
+                        den = _rms(y5 - y6)
+                        hrho = step * _rms(ks[6] - ks[5]) / den if den > 0 else 0.0
+                    if hrho > 3.25:
                         n_stiff, n_calm = n_stiff + 1, 0
                         if n_stiff >= 15:
                             return OdeRun(out, t, y, h, True, steps)
@@ -124,7 +138,7 @@ def dopri5(rhs: Callable[[Tensor], Tensor], y0: Tensor, times: list[float], *, r
 
 def rodas4(rhs: Callable[[Tensor], Tensor], factor: Callable[[Tensor, float], Callable[[Tensor], Tensor]],
            y0: Tensor, t0: float, times: list[float], h0: float, *, rtol: float = 1e-9, atol: float = 1e-12,
-           max_steps: int = 1_000_000) -> OdeRun:
+           max_steps: int = 1_000_000, offset: Tensor | None = None) -> OdeRun:
     """RODAS from y(t0) = y0 to the sorted ``times`` (each ≥ t0) with first trial step ``h0``.
 
     ``factor(y, h)`` returns a function b ↦ (I/γ − h J(y))⁻¹ b, J = ∂rhs/∂y, γ = 1/4; it is
@@ -150,7 +164,7 @@ def rodas4(rhs: Callable[[Tensor], Tensor], factor: Callable[[Tensor, float], Ca
                     b = b + sum(c * k for c, k in zip(_RC[i], ks))
                 ks.append(solve(b))
             y_new = yi + ks[5]
-            e = _error_norm(ks[5], y, y_new, rtol, atol)
+            e = _error_norm(ks[5], y, y_new, rtol, atol, offset)
             steps += 1
             # h_new = h · 0.9 e^{-1/4}, between h/6 and 6h (no growth right after a rejection)
             grow = 6.0 if e == 0 else min(6.0, max(1 / 6, 0.9 * e ** -0.25))

@@ -20,11 +20,12 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["jacobian_solver", "DENSE_MAX", "CG_RTOL", "CG_MAXITER"]
+__all__ = ["jacobian_solver", "CLASSWISE_MAX", "CG_RTOL", "CG_MAXITER"]
 
 GAMMA = 0.25                  # RODAS's diagonal coefficient γ (wideNN._odes)
-#: the largest N·O solved by a dense LU (a (N·O)² matrix: 18 MB at the limit) for a shared NTK
-DENSE_MAX = 1500
+#: the most numbers the class-wise exact solve of a shared NTK may hold (2(O−1) N×N matrices;
+#: 5·10⁷ = 400 MB, N ≈ 1650 at O = 10); above it conjugate gradients take over
+CLASSWISE_MAX = 50_000_000
 #: relative residual at which conjugate gradients stop, and their most iterations
 CG_RTOL, CG_MAXITER = 1e-13, 5000
 
@@ -52,6 +53,35 @@ def _dense(theta: Tensor, s: Tensor, c: float) -> Solve:
     a.diagonal().add_(1.0)
     lu, piv = torch.linalg.lu_factor(a)
     return lambda b: torch.linalg.lu_solve(lu, piv, b.reshape(-1, 1)).reshape(n, o)
+
+
+def _classwise(theta: Tensor, s: Tensor, c: float) -> Solve:
+    """Exact solve for a shared Θ in O(O·N³): one N×N factorization per class and one for
+    the rows' coupling (module docstring), instead of an (N·O)³ one."""
+    n, o = s.shape
+    ref = int(s.amin(0).argmax())                 # the reference class: largest smallest probability
+    perm = torch.tensor([a for a in range(o) if a != ref] + [ref], device=s.device)
+    sp = s[:, perm]
+    s_free, s_ref = sp[:, :-1].T, sp[:, -1]                         # (O−1, N), (N,)
+    u = s_ref[None, :] - s_free                                     # U_i = s_iO 1 − s̃_i, (O−1, N)
+    b_mat = c * theta[None] * s_free[:, None, :]
+    b_mat.diagonal(dim1=1, dim2=2).add_(1.0)                        # B_a = I + cΘ diag(s_a)
+    lu, piv = torch.linalg.lu_factor(b_mat)
+    z = torch.linalg.lu_solve(lu, piv, theta.expand(o - 1, n, n))   # Z_a = B_a⁻¹ Θ
+    cap = c * torch.einsum("an,anm,am->nm", s_free, z, u)
+    cap.diagonal().add_(1.0)                                        # I + c Σ_a S_a Z_a U_a
+    cap_lu, cap_piv = torch.linalg.lu_factor(cap)
+
+    def solve(b: Tensor) -> Tensor:
+        bp = b[:, perm]
+        diff = (bp[:, :-1] - bp[:, -1:]).T                          # T b: differences to the reference
+        y = torch.linalg.lu_solve(lu, piv, diff[:, :, None])[:, :, 0]
+        q = torch.linalg.lu_solve(cap_lu, cap_piv, (s_free * y).sum(0)[:, None])[:, 0]
+        g = y - c * (z @ (u * q)[:, :, None])[:, :, 0]
+        x_ref = bp[:, -1] + c * (theta @ (s_ref * q))
+        xp = torch.cat([(g + x_ref[None]).T, x_ref[:, None]], 1)
+        return torch.empty_like(xp).index_copy_(1, perm, xp)
+    return solve
 
 
 def _cg(theta: Tensor, s: Tensor, c: float, eig: tuple[Tensor, Tensor]) -> Solve:
@@ -100,14 +130,18 @@ def _pcg(op: Solve, prec: Solve, rhs: Tensor) -> Tensor:
                        f"relative residual of {CG_RTOL:g} in {CG_MAXITER} iterations")
 
 
-def jacobian_solver(theta: Tensor, state: Tensor, h: float, rate: float,
+def jacobian_solver(theta: Tensor, s: Tensor, h: float, rate: float,
                     eig: Callable[[], tuple[Tensor, Tensor]]) -> Solve:
-    """b ↦ (I/γ − hJ)⁻¹ b for states and b shaped (2, N, O) (f_X, G); ``rate`` = η/N,
+    """b ↦ (I/γ − hJ)⁻¹ b for b shaped (2, N, O) (f_X, G) at σ(f_X) = ``s``; ``rate`` = η/N,
     ``eig()`` the eigendecomposition of a shared Θ (asked for only by the matrix-free path)."""
-    s = torch.softmax(state[0], -1)
     c = GAMMA * h * rate
     n, o = s.shape
-    solve_f = _dense(theta, s, c) if theta.dim() == 4 or n * o <= DENSE_MAX else _cg(theta, s, c, eig())
+    if theta.dim() == 4:
+        solve_f = _dense(theta, s, c)
+    elif 2 * (o - 1) * n * n <= CLASSWISE_MAX:
+        solve_f = _classwise(theta, s, c)
+    else:
+        solve_f = _cg(theta, s, c, eig())
 
     def solve(b: Tensor) -> Tensor:
         xf = solve_f(GAMMA * b[0])

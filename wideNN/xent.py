@@ -27,6 +27,7 @@ from .linalg import eigh_psd
 from ._predict_checks import check_number, check_tensor
 from ._odes import dopri5, dopri5_run, rodas4
 from ._xent_jacobian import jacobian_solver
+from ._xent_residual import ReferenceResidual
 from .dynamics import Dynamics, GradientDescent, GradientFlow, Momentum
 
 __all__ = ["CrossEntropyTrajectory", "dopri5"]
@@ -101,8 +102,10 @@ class CrossEntropyTrajectory:
         # capped the adaptive step near 1e8, so t = 1e20 never finished, while the exact
         # residual, decaying like 1/t, lets the step grow with t: t = 1e300 in a few seconds)
         self._true = (self.p == 1) if bool(((self.p == 0) | (self.p == 1)).all()) else None
+        self._flow_residual = ReferenceResidual(self.p, self.f0)
         self._cache: dict[tuple[float, ...], tuple[Tensor, Tensor]] = {}
         self._eigh: tuple[Tensor, Tensor] | None = None
+        self._power: Tensor | None = None
         #: the time from which the flow was integrated implicitly (None: explicit throughout)
         self.stiff_from: float | None = None
 
@@ -113,7 +116,7 @@ class CrossEntropyTrajectory:
         return self._eigh
 
     def _residual(self, f: Tensor) -> Tensor:
-        """σ(f) − P, exact to rounding relative to its size for one-hot P."""
+        """σ(f) − P, exact to rounding relative to its size for one-hot P (discrete optimizers)."""
         s = torch.softmax(f, -1)
         if self._true is None:
             return s - self.p
@@ -132,10 +135,11 @@ class CrossEntropyTrajectory:
         if key not in self._cache:
             eta, n = self.dynamics.learning_rate, self.n
             if isinstance(self.dynamics, GradientFlow):
-                def rhs(state: Tensor) -> Tensor:
-                    g = self._residual(state[0])
+                def rhs(state: Tensor) -> Tensor:                 # state (δ, G), f = f_ref + δ
+                    g = self._flow_residual(state[0])
                     return torch.stack([-(eta / n) * self._apply(self.theta, g), g])
-                states = self._flow(rhs, times)
+                f_ref = self._flow_residual.f_ref
+                states = [torch.stack([f_ref + s[0], s[1]]) for s in self._flow(rhs, times)]
             else:
                 states = self._steps(times)
             self._cache = {key: (torch.stack([s[0] for s in states]), torch.stack([s[1] for s in states]))}
@@ -143,18 +147,37 @@ class CrossEntropyTrajectory:
 
     def _flow(self, rhs: Any, times: list[float]) -> list[Tensor]:
         """Dormand–Prince while the flow is not stiff, RODAS from where the stiffness test fires."""
-        y0 = torch.stack([self.f0, torch.zeros_like(self.f0)])
-        run = dopri5_run(rhs, y0, times, rtol=self.rtol, atol=self.atol, detect_stiffness=True)
+        y0 = torch.stack([self.f0 - self._flow_residual.f_ref, torch.zeros_like(self.f0)])
+        # one-hot targets (on a positive-definite kernel): no finite fixed point, J decays like
+        # 1/t and the explicit steps grow with t, so the explicit method runs throughout
+        offset = torch.stack([self._flow_residual.f_ref, torch.zeros_like(self.f0)])
+        run = dopri5_run(rhs, y0, times, rtol=self.rtol, atol=self.atol, detect_stiffness=self._true is None,
+                         spectral_radius=self._spectral_radius, offset=offset)
         if not run.stiff:
             return run.states
         self.stiff_from = run.t
         rest = rodas4(rhs, self._factor, run.y, run.t, times[len(run.states):], run.h, rtol=self.rtol,
-                      atol=self.atol)
+                      atol=self.atol, offset=offset)
         return run.states + rest.states
 
+    def _spectral_radius(self, state: Tensor) -> float:
+        """ρ((η/N) Θ D) by one power-iteration step per call, its vector kept between calls (D
+        changes slowly along the solution; J is similar to a PSD matrix, so ρ is its top
+        eigenvalue)."""
+        if self._power is None:
+            k = torch.arange(self.n * self.o, dtype=self.dtype, device=self.theta.device)
+            self._power = torch.sin(1.3 * k + 0.7).reshape(self.n, self.o)   # not row-constant
+        s = self._flow_residual.probabilities(state[0])
+        jv = self._apply(self.theta, s * self._power - s * (s * self._power).sum(-1, keepdim=True))
+        norm, prev = float(jv.norm()), float(self._power.norm())
+        if norm == 0.0 or prev == 0.0:
+            return 0.0
+        self._power = jv / norm
+        return self.dynamics.learning_rate / self.n * norm / prev
+
     def _factor(self, state: Tensor, h: float) -> Any:
-        """b ↦ (I/γ − hJ)⁻¹ b for the (f_X, G) system at ``state``, J = [[−(η/N)ΘD, 0], [D, 0]]."""
-        return jacobian_solver(self.theta, state, h, self.dynamics.learning_rate / self.n, self._eig)
+        """b ↦ (I/γ − hJ)⁻¹ b for the (δ, G) system at ``state``, J = [[−(η/N)ΘD, 0], [D, 0]]."""
+        return jacobian_solver(self.theta, self._flow_residual.probabilities(state[0]), h, self.dynamics.learning_rate / self.n, self._eig)
 
     def _steps(self, times: list[float]) -> list[Tensor]:
         eta, n = self.dynamics.learning_rate, self.n
