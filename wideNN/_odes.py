@@ -23,6 +23,7 @@ from torch import Tensor
 
 __all__ = ["dopri5", "rodas4", "OdeRun"]
 
+#: h·ρ(J) from which a step counts as held back by stability (with a known ρ)
 STIFF_HRHO = 2.0
 
 # Dormand–Prince 5(4) tableau (Dormand & Prince 1980)
