@@ -6,12 +6,19 @@ stage solve (I/γ − hJ) x = b reduces to the N·O system
 
     (I + c Θ D) x_f = γ b_f,   c = γ h η/N,        x_G = γ (b_G + h D x_f).
 
-* Full NTK (N, N, O, O), or N·O ≤ ``DENSE_MAX``: I + cΘD is formed and LU-factored once per step.
-* NTK shared by the outputs (Θ ⊗ I) and N·O larger: matrix-free.  Woodbury gives
-  (I + cΘD)⁻¹ b = b − cΘD^{½} w with (I + c D^{½} Θ D^{½}) w = D^{½} b, a symmetric positive
-  definite system solved by conjugate gradients preconditioned with (I + c Θ ⊗ D̄)⁻¹, D̄ = mean_i D_i,
-  which is diagonal in the eigenbasis of Θ and of D̄ (exact when all rows share one distribution).
-  Memory O(N² + N·O²): no (N·O)² matrix (20 GB at N = 5000, O = 10).
+* Full NTK (N, N, O, O): I + cΘD is formed and LU-factored once per step (the size of Θ itself).
+* Shared NTK (Θ ⊗ I), 2(O−1)N² ≤ ``CLASSWISE_MAX``: exact, class by class.  With a reference class
+  (the one whose smallest probability is largest) and the differences g = x_a − x_ref, the
+  system is g + cΘ(S̃g + U(s̃ᵀg)) = Tb, U_i = s_i,ref 1 − s̃_i: diagonal in the classes up to a
+  rank-one term per row, so with B_a = I + cΘ diag(s_a), Z_a = B_a⁻¹Θ, one N×N capacitance
+  C = I + c Σ_a S_a Z_a U_a gives q = sᵀg and then every class: O N×N factorizations instead of
+  one (N·O)³ one.  (Splitting D = diag(s) − s sᵀ without a reference class would leave the
+  shift direction D·1 = 0 in C, which then tends to 0 like 1/c: the reference removes it.)
+* Shared NTK, larger: matrix-free.  Woodbury gives (I + cΘD)⁻¹ b = b − cΘD^{½} w with
+  (I + c D^{½} Θ D^{½}) w = D^{½} b, a symmetric positive definite system solved by conjugate
+  gradients preconditioned with (I + c Θ ⊗ D̄)⁻¹, D̄ = mean_i D_i, diagonal in the eigenbasis of
+  Θ and of D̄ (exact when all rows share one distribution; ~80 iterations for widely spread soft
+  targets).  Memory O(N² + N·O²): no (N·O)² matrix (20 GB at N = 5000, O = 10).
 """
 from __future__ import annotations
 
@@ -23,8 +30,8 @@ from torch import Tensor
 __all__ = ["jacobian_solver", "CLASSWISE_MAX", "CG_RTOL", "CG_MAXITER"]
 
 GAMMA = 0.25                  # RODAS's diagonal coefficient γ (wideNN._odes)
-#: the most numbers the class-wise exact solve of a shared NTK may hold (2(O−1) N×N matrices;
-#: 5·10⁷ = 400 MB, N ≈ 1650 at O = 10); above it conjugate gradients take over
+#: the most numbers the class-wise exact solve of a shared NTK may hold (2(O−1) N×N matrices,
+#: LU factors and B⁻¹Θ; 5·10⁷ = 400 MB, N ≈ 1650 at O = 10); above it conjugate gradients
 CLASSWISE_MAX = 50_000_000
 #: relative residual at which conjugate gradients stop, and their most iterations
 CG_RTOL, CG_MAXITER = 1e-13, 5000
@@ -67,8 +74,9 @@ def _classwise(theta: Tensor, s: Tensor, c: float) -> Solve:
     b_mat = c * theta[None] * s_free[:, None, :]
     b_mat.diagonal(dim1=1, dim2=2).add_(1.0)                        # B_a = I + cΘ diag(s_a)
     lu, piv = torch.linalg.lu_factor(b_mat)
+    del b_mat                                                       # peak: two (O−1)·N² arrays
     z = torch.linalg.lu_solve(lu, piv, theta.expand(o - 1, n, n))   # Z_a = B_a⁻¹ Θ
-    cap = c * torch.einsum("an,anm,am->nm", s_free, z, u)
+    cap = c * torch.einsum("an,anm,am->nm", s_free, z, u)          # (may add a third, briefly)
     cap.diagonal().add_(1.0)                                        # I + c Σ_a S_a Z_a U_a
     cap_lu, cap_piv = torch.linalg.lu_factor(cap)
 
