@@ -152,3 +152,25 @@ def test_matrix_free_path_gives_the_classwise_trajectory(problem, monkeypatch):
     traj = CrossEntropyTrajectory(d["th"], d["f0"], d["soft"], wn.GradientFlow(1.5))
     torch.testing.assert_close(traj.train_outputs(times), exact, rtol=1e-9, atol=1e-9)
     assert traj._eigh is not None                                   # it did go through the CG path
+
+
+def test_reference_residual_is_softmax_minus_targets_and_exactly_zero_at_the_fixed_point():
+    from wideNN._xent_residual import ReferenceResidual
+    g = torch.Generator().manual_seed(6)
+    p = torch.softmax(torch.randn(6, 4, dtype=DT, generator=g), -1)
+    p[1] = torch.tensor([0.0, 1.0, 0.0, 0.0], dtype=DT)                 # one-hot row
+    p[2] = torch.tensor([0.0, 0.3, 0.7, 0.0], dtype=DT)                 # zero probabilities
+    f0 = torch.randn(6, 4, dtype=DT, generator=g)
+    res = ReferenceResidual(p, f0)
+    for scale in (1e-3, 1.0, 80.0):                                     # 80: the log-sum-exp branch
+        d = scale * torch.randn(6, 4, dtype=DT, generator=g)
+        # the naive σ(f) − P is itself exact only to ~ε·|f|
+        torch.testing.assert_close(res(d), torch.softmax(res.f_ref + d, -1) - p, rtol=0, atol=4e-16 * (2 + scale))
+    zero = res(torch.zeros(6, 4, dtype=DT))
+    assert bool((zero[[0, 3, 4, 5]] == 0).all())                        # σ(f_ref) = P exactly
+    # small residuals keep their relative accuracy (σ(f) − P would be rounding noise here)
+    d = torch.zeros(6, 4, dtype=DT)
+    d[0, 0] = 1e-12
+    r = res(d)[0]
+    expect = p[0] * (torch.eye(4, dtype=DT)[0] - p[0, 0]) * 1e-12      # D (δ) to first order
+    torch.testing.assert_close(r, expect, rtol=1e-6, atol=0)

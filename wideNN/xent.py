@@ -172,9 +172,9 @@ class CrossEntropyTrajectory:
         offset = torch.stack([self._flow_residual.f_ref, torch.zeros_like(self.f0)])
         run = dopri5_run(rhs, y0, times, rtol=self.rtol, atol=self.atol, detect_stiffness=self._true is None,
                          spectral_radius=self._spectral_radius, offset=offset)
+        self.stiff_from = run.t if run.stiff else None
         if not run.stiff:
             return run.states
-        self.stiff_from = run.t
         rest = rodas4(rhs, self._factor, run.y, run.t, times[len(run.states):], run.h, rtol=self.rtol,
                       atol=self.atol, offset=offset)
         return run.states + rest.states
