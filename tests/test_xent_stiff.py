@@ -103,6 +103,7 @@ def test_one_hot_labels_long_times_match_lsoda(problem):
     assert float((f[4].argmax(-1) == d["labels"]).double().mean()) == 1.0
 
 
+@pytest.mark.slow  # ~5 s each
 def test_full_ntk_soft_labels_with_zero_probabilities_match_lsoda(problem):
     """Empirical full NTK (N, N, O, O): dense implicit solves; a zero probability sends its
     logit to −∞ (like log t) while the other classes settle."""
@@ -144,6 +145,7 @@ def test_implicit_step_solvers_agree(c):
     torch.testing.assert_close(xj._dense(full, s, c)(b), dense, rtol=1e-13 * (1 + c), atol=1e-13 * (1 + c))
 
 
+@pytest.mark.slow  # ~5 s each
 def test_matrix_free_path_gives_the_classwise_trajectory(problem, monkeypatch):
     d = problem
     times = torch.tensor([2.0, 2e4], dtype=DT)
