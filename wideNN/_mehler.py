@@ -49,10 +49,10 @@ MIN_VARIANCE = 1e-6
 DISTINCT_LIMIT = 1 << 16
 
 
-@functools.lru_cache(maxsize=16)
-def _basis(terms: int, spacing: float) -> tuple[Tensor, Tensor, Tensor]:
+@functools.lru_cache(maxsize=4)
+def _basis(spacing: float) -> tuple[Tensor, Tensor, Tensor]:
     """(z, √w, Ψ): trapezoid nodes and root weights for E[·] under N(0, 1), and the Hermite
-    functions Ψ[p, m] = h_m(z_p)·√w_p for m < terms (float64)."""
+    functions Ψ[p, m] = h_m(z_p)·√w_p for m < MAX_TERMS + 3 (float64; ~18 MB, one per spacing)."""
     # the integrands φ(√k z) h_m(z) pdf(z) are below e^{−z²/4} · (e^{−z²/4}|h_m|) ≤ 1.1 e^{−z²/4}
     # (Cramér's bound on the Hermite functions): beyond |z| = 14 under 1e-21 for every m
     half = 14.0
@@ -61,23 +61,26 @@ def _basis(terms: int, spacing: float) -> tuple[Tensor, Tensor, Tensor]:
     w = torch.exp(-0.5 * z * z)
     w = w / w.sum()
     root = w.sqrt()
-    psi = torch.empty(nodes, terms, dtype=torch.float64)
+    psi = torch.empty(nodes, MAX_TERMS + 3, dtype=torch.float64)
     prev, cur = torch.zeros_like(z), root.clone()
-    for m in range(terms):
+    for m in range(MAX_TERMS + 3):
         psi[:, m] = cur
         prev, cur = cur, (z * cur - math.sqrt(m) * prev) / math.sqrt(m + 1)
     return z, root, psi
 
 
-def _spacing(terms: int, kmax: float) -> float:
-    # the Hermite functions oscillate with wavenumber ≲ √terms (Nyquist spacing π/√terms, halved
-    # for spectral accuracy); φ(√k z) changes on 1/√k
-    return min(1.5 / math.sqrt(terms + 1.0), 0.25 / math.sqrt(max(kmax, 1.0)))
+def _spacing(kmax: float) -> float:
+    # the Hermite functions up to MAX_TERMS oscillate with wavenumber ≲ √MAX_TERMS (Nyquist
+    # spacing π/√MAX_TERMS, halved for spectral accuracy); φ(√k z) changes on 1/√k
+    return min(1.5 / math.sqrt(MAX_TERMS + 4.0), 0.25 / math.sqrt(max(kmax, 1.0)))
 
 
 def coefficients(act, k: Tensor, terms: int, kmax: float) -> Tensor:
     """a_m(k_i) for m < terms, shape (len(k), terms), in k's dtype."""
-    z, root, psi = _basis(terms, _spacing(terms, kmax))
+    if terms > MAX_TERMS + 3:
+        raise ValueError(f"at most {MAX_TERMS + 3} Hermite coefficients, asked for {terms}")
+    z, root, psi = _basis(_spacing(kmax))
+    psi = psi[:, :terms]
     out = torch.empty(k.numel(), terms, dtype=torch.float64)
     kk = k.detach().reshape(-1).to(torch.float64).cpu()
     rows = max(1, (1 << 22) // z.numel())
@@ -153,7 +156,7 @@ def _terms(act, k11: Tensor, k22: Tensor) -> tuple[int | None, float]:
     if not (lo >= MIN_VARIANCE and math.isfinite(hi)):
         return None, hi
     kmax = _bucket(hi)
-    if 28.0 / _spacing(MAX_TERMS + 3, kmax) > MAX_NODES:
+    if 28.0 / _spacing(kmax) > MAX_NODES:
         return None, kmax  # φ(√k z) too steep for the tabulated basis (the quadrature decides)
     return terms_needed(act, kmax), kmax
 

@@ -2,8 +2,10 @@
 
 The fused closed-form kernels (``wideNN._fused``) spend their time in elementwise passes over
 in-cache tiles.  In torch each layer is 6–12 such passes; the C file does one layer in one
-vectorised pass (with its own branch-free acos/asin/atan/expm1, ≤ 2 ulp), which takes the
-depth-3 ReLU NNGP+NTK of 2000 × 2000 inputs from ~45 ms of passes to ~10.
+vectorised pass (with its own branch-free acos/asin/atan/expm1, ≤ 2 ulp): the depth-3 ReLU
+NNGP+NTK of 2000 × 2000 inputs (d = 784, float64, 2 cores) measured 98 ms with the torch passes
+and 54 ms with these, depth 20 269 → 112 ms.  It also holds the sums of Mehler's series
+(``wideNN._mehler``).
 
 Building needs a C compiler (``$CC``, else ``cc``/``gcc``/``clang`` on the PATH); it takes about
 a second once per machine and source version.  The library is cached under
