@@ -217,7 +217,7 @@ class _Side:
                  raw: bool = False) -> None:
         scales = [plan.scale(k) for k in ks]
         s0 = scales[0]
-        self.x, self.raw, self.w, self.b = x, raw, w, b
+        self.x, self.raw, self.b = x, raw, b
         # c = r_i r_j x_i·x_j + t_i t_j
         self.r, self.t = s0 * math.sqrt(w / d), s0 * math.sqrt(b)
         self.aug = None if raw else self.aug_rows(slice(None))
