@@ -17,17 +17,13 @@ import torch
 import wideNN as wn
 from wideNN._gelu import gelu_dual, gelu_dual_diag
 
+from _mp_duals import mp_dual
+
 F64, F32 = torch.float64, torch.float32
 
 
 def _mp_gelu(k11, k12, k22):
-    pi = mpmath.pi
-    s = (1 + k11) * (1 + k22)
-    d = 1 + k11 + k22 + (k11 * k22 - k12 ** 2)
-    p = mpmath.mpf(1) / 4 + mpmath.atan2(k12, mpmath.sqrt(d)) / (2 * pi)
-    t = k12 * p + (k11 * k22 * d + k12 ** 2) / (2 * pi * s * mpmath.sqrt(d))
-    td = p + k12 * ((3 + k11 + k22) * d + k12 ** 2) / (2 * pi * s * d ** 1.5)
-    return t, td
+    return mp_dual("gelu", k11, k12, k22)
 
 
 def _mp_partials(k11, k12, k22):

@@ -132,7 +132,7 @@ def _fused(plan, x1, x2, first, act, depth, w, b, compute_ntk, compute_nngp, blo
     def work(ij, bufs):
         _one_tile(plan, side1, side2, ij, tile, depth, symmetric, bufs, nngp, ntk)
 
-    buffers = 3 + plan.scratch
+    buffers = 3 + (0 if plan.lib is not None else plan.scratch)  # (the compiled layers need none)
     size = min(tile, n) * min(tile, m)
     make_buffers = lambda: [torch.empty(size, dtype=x1.dtype, device=x1.device)  # noqa: E731
                             for _ in range(buffers)]

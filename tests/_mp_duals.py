@@ -1,0 +1,34 @@
+"""The closed-form duals (T, Ṫ) of the elementwise activations in mpmath, for the 50-digit
+references of the numerics tests (shared so that every test checks against one formula)."""
+import mpmath
+
+
+def mp_dual(name, k11, k12, k22):
+    """(E[φ(u)φ(v)], E[φ'(u)φ'(v)]) for (u, v) ~ N(0, [[k11, k12], [k12, k22]]), mpf arguments."""
+    pi = mpmath.pi
+    if name in ("relu", "leaky_relu", "abs", "step"):
+        s = mpmath.sqrt(k11) * mpmath.sqrt(k22)
+        c = max(min(k12 / s, 1), -1) if s > 0 else mpmath.mpf(0)
+        th = mpmath.acos(c)
+        if name == "step":
+            return (pi - th) / (2 * pi), mpmath.mpf(0)
+        a = {"relu": 0, "leaky_relu": mpmath.mpf("0.01"), "abs": -1}[name]
+        mix = (1 + a * a) * (pi - th) + 2 * a * th
+        return s / (2 * pi) * ((1 - a) ** 2 * mpmath.sqrt(1 - c * c) + mix * c), mix / (2 * pi)
+    if name == "erf":
+        d = 1 + 2 * k11 + 2 * k22 + 4 * (k11 * k22 - k12 ** 2)  # (1+2k11)(1+2k22) − 4k12²
+        return 2 / pi * mpmath.atan2(2 * k12, mpmath.sqrt(d)), 4 / pi / mpmath.sqrt(d)
+    if name == "gelu":
+        s = (1 + k11) * (1 + k22)
+        d = 1 + k11 + k22 + (k11 * k22 - k12 ** 2)
+        p = mpmath.mpf(1) / 4 + mpmath.atan2(k12, mpmath.sqrt(d)) / (2 * pi)
+        t = k12 * p + (k11 * k22 * d + k12 ** 2) / (2 * pi * s * mpmath.sqrt(d))
+        td = p + k12 * ((3 + k11 + k22) * d + k12 ** 2) / (2 * pi * s * d ** 1.5)
+        return t, td
+    if name in ("sin", "cos"):
+        e = mpmath.exp(-(k11 + k22) / 2)
+        odd, even = e * mpmath.sinh(k12), e * mpmath.cosh(k12)
+        return (odd, even) if name == "sin" else (even, odd)
+    if name == "identity":
+        return k12, mpmath.mpf(1)
+    raise KeyError(name)
