@@ -9,6 +9,8 @@ filter's positions for a convolution, Novak et al. 2019 eq. (7); Garriga-Alonso 
 
 where fan_in = C·k (input channels times filter positions).  The standard-parameterization
 NTK is the gradient of W ~ N(0, σ_w²/fan_in) giving Σ x x' = fan_in · op(K), and of b giving 1.
+A state held at scale 2^E (``wideNN.layers._scale``) follows the same maps, with σ_b² and the 1
+taken as σ_b² 2^-E and 2^-E.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from .._scaling import ldexp
+from ._scale import scaled_bias
 from ._state import KernelState
 
 
@@ -34,6 +38,10 @@ def affine(state: KernelState, op: Callable[[Tensor], Tensor], spatial: tuple[in
     ``scale · op`` (a convolution passes its window sum and 1/k, saving a pass over the tensor)."""
     w = _as(weight_variance, state.nngp)
     b = _as(bias_variance, state.nngp)
+    s = state.log2_scale
+    if s:
+        state, b = scaled_bias(state, b)
+        s = state.log2_scale
     if scale != 1.0:
         w = w * scale
         fan_in = None if fan_in is None else fan_in * scale
@@ -44,12 +52,12 @@ def affine(state: KernelState, op: Callable[[Tensor], Tensor], spatial: tuple[in
         # op returned new arrays: update them in place (no autograd to preserve)
         nngp = k_op.mul_(w).add_(b)
         if not compute_ntk:
-            return KernelState(nngp, None, spatial, state.full)
+            return KernelState(nngp, None, spatial, state.full, s)
         ntk = nngp.clone() if state.ntk is None else op(state.ntk).mul_(w).add_(nngp)
-        return KernelState(nngp, ntk, spatial, state.full)
+        return KernelState(nngp, ntk, spatial, state.full, s)
     nngp = b + w * k_op
     if not compute_ntk:
-        return KernelState(nngp, None, spatial, state.full)
+        return KernelState(nngp, None, spatial, state.full, s)
     carried = None if state.ntk is None else w * op(state.ntk)
     if parameterization == "ntk":
         ntk = nngp if carried is None else nngp + carried
@@ -57,7 +65,7 @@ def affine(state: KernelState, op: Callable[[Tensor], Tensor], spatial: tuple[in
         if fan_in is None:
             raise ValueError(f"{label}: the standard-parameterization NTK depends on the channel "
                              f"counts: pass width=... (the hidden width used by build)")
-        ntk = fan_in * k_op + 1.0
+        ntk = fan_in * k_op + (1.0 if not s else ldexp(1.0, -s))
         if carried is not None:
             ntk = ntk + carried
-    return KernelState(nngp, ntk, spatial, state.full)
+    return KernelState(nngp, ntk, spatial, state.full, s)

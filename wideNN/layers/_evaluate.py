@@ -21,6 +21,7 @@ from torch import Tensor
 
 from .._checks import check_inputs
 from .._fused import run_tasks, tile_threads
+from ._scale import rescaled
 from ._state import KernelState, input_state
 from .base import Evaluation
 
@@ -71,9 +72,16 @@ def _quadrature_arrays(step) -> int:
     return 0 if act.closed_form else 6 * act.quadrature_degree
 
 
-def _run(root, xa: Tensor, xb: Tensor | None, pairs: str, ev: Evaluation) -> KernelState:
+def _run(root, xa: Tensor, xb: Tensor | None, pairs: str, ev: Evaluation,
+         log2_scale: int = 0) -> KernelState:
+    """The output state of one pass; inputs divided by 2^(E/2) (``log2_scale`` = E,
+    ``wideNN.layers._scale``) return 2^E times the scaled output (∞ where it overflows)."""
     d = xa.dim() - 2
-    return root.apply(input_state(xa, xb, d, root.in_full, pairs), ev)
+    state = input_state(xa, xb, d, root.in_full, pairs)
+    if not log2_scale:
+        return root.apply(state, ev)
+    state.log2_scale = log2_scale
+    return rescaled(root.apply(state, ev), 0)
 
 
 def _prepared(root, variances: list[Tensor]) -> list | None:
@@ -113,15 +121,16 @@ def _tiles(tasks: list, work: Callable[[object], bool], on_cpu: bool) -> None:
         torch.set_num_threads(before)
 
 
-def self_pass(root, x: Tensor, block: int, compute_ntk: bool):
-    """Per-activation variances (N, *S) of x with itself, and the output kernels (N, …)."""
+def self_pass(root, x: Tensor, block: int, compute_ntk: bool, log2_scale: int = 0):
+    """Per-activation variances (N, *S) of x with itself (at the scale of the state reaching each
+    activation), and the output kernels (N, …)."""
     n_act = root.n_activations
     starts = list(range(0, x.shape[0], block))
     results: list = [None] * len(starts)
 
     def work(b: int) -> bool:
         ev = Evaluation("self", compute_ntk, record={})
-        st = _run(root, x[starts[b]:starts[b] + block], None, "self", ev)
+        st = _run(root, x[starts[b]:starts[b] + block], None, "self", ev, log2_scale)
         results[b] = ([ev.record[i] for i in range(n_act)], st.nngp, st.ntk)
         return _requires_grad(st)
 
@@ -142,30 +151,32 @@ def _cat(parts):
 
 
 def evaluate(root, x1: Tensor, x2: Tensor | None, diag: bool, block_size: int | None,
-             compute_ntk: bool) -> tuple[Tensor, Tensor | None]:
-    """``(nngp, ntk)`` of a resolved description (see ``Serial.kernels``)."""
+             compute_ntk: bool, log2_scale: int = 0) -> tuple[Tensor, Tensor | None]:
+    """``(nngp, ntk)`` of a resolved description (see ``Serial.kernels``); ``log2_scale`` = E ≠ 0
+    for inputs divided by 2^(E/2) (``wideNN.layers._scale``)."""
     per_tile = _pairs_per_tile(root, x1)
     block = block_size or per_tile
+    sc = log2_scale
     if diag:
-        vars1, k, th = self_pass(root, x1, block, compute_ntk)
+        vars1, k, th = self_pass(root, x1, block, compute_ntk, sc)
         if x2 is None:
             return k, _ntk_or_zero(th, k, compute_ntk)
-        vars2, _, _ = self_pass(root, x2, block, False)
+        vars2, _, _ = self_pass(root, x2, block, False, sc)
         prep1, prep2 = _prepared(root, vars1), _prepared(root, vars2)
         ks, ths = [], []
         for s in range(0, x1.shape[0], block):
             sl = slice(s, s + block)
             ev = Evaluation("zip", compute_ntk, [v[sl] for v in vars1], [v[sl] for v in vars2],
                             prepared1=_slice(prep1, sl), prepared2=_slice(prep2, sl))
-            st = _run(root, x1[sl], x2[sl], "zip", ev)
+            st = _run(root, x1[sl], x2[sl], "zip", ev, sc)
             ks.append(st.nngp)
             ths.append(st.ntk)
         k = _cat(ks)
         return k, _ntk_or_zero(_cat(ths) if compute_ntk else None, k, compute_ntk)
-    vars1 = self_pass(root, x1, block, False)[0] if root.n_activations else []
-    vars2 = vars1 if x2 is None else (self_pass(root, x2, block, False)[0] if root.n_activations else [])
+    vars1 = self_pass(root, x1, block, False, sc)[0] if root.n_activations else []
+    vars2 = vars1 if x2 is None else (self_pass(root, x2, block, False, sc)[0] if root.n_activations else [])
     rows = block_size or max(1, math.isqrt(per_tile))
-    return _matrix(root, x1, x2, vars1, vars2, rows, compute_ntk)
+    return _matrix(root, x1, x2, vars1, vars2, rows, compute_ntk, sc)
 
 
 def _slice(prepared: list | None, rows: slice) -> list | None:
@@ -180,7 +191,7 @@ def _ntk_or_zero(th, k, compute_ntk):
     return torch.zeros_like(k) if th is None else th
 
 
-def _matrix(root, x1, x2, vars1, vars2, rows, compute_ntk):
+def _matrix(root, x1, x2, vars1, vars2, rows, compute_ntk, log2_scale=0):
     symmetric = x2 is None
     xb = x1 if symmetric else x2
     n, m = x1.shape[0], xb.shape[0]
@@ -194,7 +205,7 @@ def _matrix(root, x1, x2, vars1, vars2, rows, compute_ntk):
         ri, rj = slice(i, i + rows), slice(j, j + rows)
         ev = Evaluation("matrix", compute_ntk, [v[ri] for v in vars1], [v[rj] for v in vars2],
                         prepared1=_slice(prep1, ri), prepared2=_slice(prep2, rj))
-        st = _run(root, x1[ri], xb[rj], "matrix", ev)
+        st = _run(root, x1[ri], xb[rj], "matrix", ev, log2_scale)
         th = _ntk_or_zero(st.ntk, st.nngp, compute_ntk)
         if symmetric and i == j:
             # the pair (a, b) and (b, a) round differently (k11 and k22 enter the duals in

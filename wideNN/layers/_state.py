@@ -30,12 +30,15 @@ __all__ = ["KernelState", "positions_diagonal", "input_state"]
 class KernelState:
     """NNGP ``nngp`` and NTK ``ntk`` (None: identically zero, before any trainable layer) of a
     batch of example pairs, with ``spatial`` the spatial shape (``()`` when flat) and ``full``
-    whether the position layout is full (every position pair) or diagonal."""
+    whether the position layout is full (every position pair) or diagonal.  ``log2_scale`` = E:
+    the true kernels are 2^E times the tensors held (inputs whose squares leave the dtype's
+    range: ``wideNN.layers._scale``); 0 for every input of ordinary size."""
 
     nngp: Tensor
     ntk: Tensor | None
     spatial: tuple[int, ...]
     full: bool
+    log2_scale: int = 0
 
     @property
     def batch_dims(self) -> int:
@@ -46,12 +49,13 @@ class KernelState:
     def map(self, fn: Callable[[Tensor], Tensor], spatial: tuple[int, ...], full: bool | None = None) -> "KernelState":
         """The same linear map applied to K and Θ."""
         ntk = None if self.ntk is None else fn(self.ntk)
-        return KernelState(fn(self.nngp), ntk, spatial, self.full if full is None else full)
+        return KernelState(fn(self.nngp), ntk, spatial, self.full if full is None else full,
+                           self.log2_scale)
 
     def diagonalized(self) -> "KernelState":
         """Full → diagonal layout (keep only the coincident position pairs)."""
         if not self.full or not self.spatial:
-            return KernelState(self.nngp, self.ntk, self.spatial, False)
+            return KernelState(self.nngp, self.ntk, self.spatial, False, self.log2_scale)
         return self.map(lambda t: positions_diagonal(t, len(self.spatial)), self.spatial, full=False)
 
 

@@ -20,6 +20,8 @@ from torch.nn.functional import threshold_
 
 from .. import activations as _acts
 from .._numpy_math import arccos, sqrt_
+from .._large_inputs import _all_large
+from ._scale import unscaled
 from ._state import KernelState, positions_diagonal
 from .base import Env, Evaluation, Layer, LayerError, Step, shape_str
 
@@ -73,6 +75,48 @@ class ActivationStep(Step):
         return relu_factors(var)
 
     def apply(self, state: KernelState, ev: Evaluation) -> KernelState:
+        if state.log2_scale:
+            return self._apply_scaled(state, ev)
+        return self._apply(state, ev)
+
+    def _apply_scaled(self, state: KernelState, ev: Evaluation) -> KernelState:
+        """A state held at scale 2^E (``wideNN.layers._scale``): homogeneous duals run on it and
+        keep (degree 1) or end (degree 0) the scale; bounded duals take the scaled covariances
+        when every variance is ≥ 2^60; others the true kernel (a clear error if it overflows)."""
+        act, s = self.activation, state.log2_scale
+        if act.dual_degree is not None:
+            out = self._apply(state, ev)
+            out.log2_scale = s if act.dual_degree == 1 else 0
+            return out
+        v1, v2, diag = self._sides(state, ev)
+        k, th = state.nngp, (state.ntk if ev.compute_ntk else None)
+        if s > 0 and hasattr(act, "dual_scaled") and _all_large(v1, v2, s):
+            t, td = act.dual_diag_scaled(k, s) if diag else act.dual_scaled(v1, k, v2, s)
+        else:
+            true = unscaled(KernelState(k, th, state.spatial, state.full, s), self.label)
+            k, th = true.nngp, true.ntk
+            if diag:
+                t, td = act.dual_diag(k)
+            else:
+                v1, v2 = (unscaled(KernelState(v, None, (), False, s), self.label).nngp for v in (v1, v2))
+                t, td = act.dual(v1, k, v2)
+        return KernelState(t, None if th is None else td * th, state.spatial, state.full)
+
+    def _sides(self, state: KernelState, ev: Evaluation) -> tuple[Tensor, Tensor, bool]:
+        """(v1, v2, diag): the variances of the two sides placed against the state (recorded in
+        self passes), and whether the state is itself those variances (flat self pass)."""
+        d, k = len(state.spatial), state.nngp
+        full = state.full and d > 0
+        if ev.pairs == "self":
+            var = positions_diagonal(k, d) if full else k
+            ev.record[self.index] = var
+            if not full:
+                return var, var, True
+            return place(var, 1, "self", True, d), place(var, 2, "self", True, d), False
+        return (place(ev.vars1[self.index], 1, ev.pairs, full, d),
+                place(ev.vars2[self.index], 2, ev.pairs, full, d), False)
+
+    def _apply(self, state: KernelState, ev: Evaluation) -> KernelState:
         act, d, k = self.activation, len(state.spatial), state.nngp
         full = state.full and d > 0
         f1 = f2 = None

@@ -14,6 +14,7 @@ import dataclasses
 
 from torch import Tensor, nn
 
+from ._scale import unscaled
 from ._state import KernelState
 from .base import Env, Layer, LayerError, Step, shape_str
 
@@ -77,10 +78,14 @@ class ResidualStep(Step):
         if branch.full and not self.out_full:
             branch = branch.diagonalized()
         ident = state.diagonalized() if (state.full and not self.out_full) else state
+        if ident.log2_scale != branch.log2_scale:
+            # held at different scales (``wideNN.layers._scale``: an activation in the block
+            # returned to true units): add in true units
+            ident, branch = unscaled(ident, self.label), unscaled(branch, self.label)
         ntk = ident.ntk
         if ev.compute_ntk and branch.ntk is not None:
             ntk = branch.ntk if ntk is None else ntk + branch.ntk
-        return KernelState(ident.nngp + branch.nngp, ntk, state.spatial, ident.full)
+        return KernelState(ident.nngp + branch.nngp, ntk, state.spatial, ident.full, ident.log2_scale)
 
     def module(self, generator, dtype, device) -> nn.Module:
         from .modules import ResidualModule

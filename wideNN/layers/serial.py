@@ -159,6 +159,7 @@ class Serial(Layer):
     def _kernels(self, x1, x2, diag, block_size, width, compute_nngp, compute_ntk):
         from ._evaluate import check_kernel_inputs, evaluate
         from ._mlp import mlp_kernels
+        from ._scale import scaled_layer_inputs
         check_kernel_inputs(x1, x2, diag)
         if block_size is not None:
             block_size = check_int("block_size", block_size)
@@ -167,30 +168,12 @@ class Serial(Layer):
         root = self.plan(tuple(x1.shape[1:]), width, None)
         out = mlp_kernels(self, root, x1, x2, diag, block_size, compute_nngp, compute_ntk)
         if out is None:
-            _check_layer_scales(self, x1, x2)
-            out = evaluate(root, x1, x2, diag, block_size, compute_ntk)
+            # inputs whose squares leave the dtype's range run scaled by a power of two
+            x1, x2, scale = scaled_layer_inputs(self, root, x1, x2, compute_ntk)
+            out = evaluate(root, x1, x2, diag, block_size, compute_ntk, scale)
             _check_layer_output(out)
         nngp, ntk = out
         return (nngp if compute_nngp else None), (ntk if compute_ntk else None)
-
-
-def _check_layer_scales(desc: "Serial", x1: Tensor, x2: Tensor | None) -> None:
-    """The layer-by-layer evaluation works on the kernels themselves (the MLP fast path carries a
-    power-of-two scale instead): inputs whose squares leave the normal range of their dtype
-    would lose their correlations silently, so they get a clear error."""
-    info = torch.finfo(x1.dtype)
-    b = desc.bias_variance
-    held = b is not None and float(b.detach().min() if isinstance(b, Tensor) else b) > 0
-    for name, x in (("x1", x1), ("x2", x2)):
-        if x is None or not x.numel():
-            continue
-        rows = x.detach().reshape(x.shape[0], -1).abs().amax(-1)
-        small = rows[(rows > 0) & (rows * rows < info.tiny * 2.0 ** 20)]
-        if small.numel() and not held:
-            raise ValueError(f"{name} has examples of size {float(small.min()):.3g}: their squares fall "
-                             f"below the normal range of {x.dtype}, where the layer kernels lose their "
-                             f"precision; rescale the inputs (with zero bias variance the kernels of "
-                             f"ReLU-type networks scale exactly by the square of the factor)")
 
 
 def _check_layer_output(out) -> None:
