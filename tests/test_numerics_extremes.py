@@ -280,8 +280,11 @@ def test_inputs_no_common_scale_can_hold_get_a_clear_error():
 
 def test_convolutional_descriptions_exact_or_clear_error():
     """The layer-by-layer evaluation (Conv, Flatten): exact at 1e±150 (ReLU homogeneity, step
-    scale-free), a clear error for subnormal inputs and for an overflowing kernel (it returned
-    NaN before, and a step kernel 33 % off at 1e-310)."""
+    scale-free), and for subnormal inputs (a power-of-two scale carried through the layers: ReLU's
+    kernel ~1e-620 rounds to 0, step's is that of x to the ~2^-44 the subnormal inputs keep; a
+    step kernel was 33 % off at 1e-310 before the scale) and at 1e300 (step); a clear error for an
+    overflowing kernel (ReLU at 1e300; it returned NaN before) and for subnormal inputs of a
+    non-homogeneous activation."""
     x = torch.randn(3, 1, 6, 6, generator=torch.Generator().manual_seed(0), dtype=F64)
     for act in ("relu", "step"):
         net = wn.Serial(wn.Conv(4), act, wn.Conv(4), act, wn.Flatten(), wn.Dense(),
@@ -292,10 +295,22 @@ def test_convolutional_descriptions_exact_or_clear_error():
             factor = scale ** 2 if act == "relu" else 1.0
             torch.testing.assert_close(ks / factor, k, rtol=1e-13, atol=1e-13 * float(k.abs().max()))
             torch.testing.assert_close(ts / factor, t, rtol=1e-13, atol=1e-13 * float(t.abs().max()))
-        with pytest.raises(ValueError, match="normal range"):
-            net.kernels(x * 1e-310)
-        with pytest.raises(ValueError, match="overflowed"):
-            net.kernels(x * 1e300)
+        ks, ts = net.kernels(x * 1e-310)
+        if act == "relu":
+            assert not bool(ks.any()) and not bool(ts.any())
+        else:
+            torch.testing.assert_close(ks, k, rtol=1e-11, atol=1e-11 * float(k.abs().max()))
+            torch.testing.assert_close(ts, t, rtol=1e-11, atol=1e-11 * float(t.abs().max()))
+        if act == "relu":
+            with pytest.raises(ValueError, match="overflowed"):  # K ~ 1e600
+                net.kernels(x * 1e300)
+        else:  # step's kernel is scale-free: that of x
+            ks, ts = net.kernels(x * 1e300)
+            torch.testing.assert_close(ks, k, rtol=1e-13, atol=1e-13 * float(k.abs().max()))
+            torch.testing.assert_close(ts, t, rtol=1e-13, atol=1e-13 * float(t.abs().max()))
+    erf = wn.Serial(wn.Conv(4), "erf", wn.Flatten(), wn.Dense(), weight_variance=W, bias_variance=0.0)
+    with pytest.raises(ValueError, match="normal range"):
+        erf.kernels(x * 1e-310)
 
 
 @pytest.mark.parametrize("act,k", [("erf", 0.3), ("erf", 1e3), ("erf", 1e20), ("erf", 1e100),
