@@ -291,3 +291,34 @@ def test_batches_one_scale_cannot_serve_and_tiny_non_homogeneous_inputs_are_refu
     k = _cnn("relu", "pool", parameterization="standard").nngp(_ldexp(x, -600))
     k0 = _cnn("relu", "pool", parameterization="standard").nngp(x)
     assert torch.equal(_ldexp(k, 1200), k0) or bool((k == 0).all())
+
+
+class _Naive(wn.layers.Layer):
+    """A layer written without the scale in mind: it builds a fresh state (scale 0)."""
+
+    kind = "Naive"
+
+    def resolve(self, in_shape, env):
+        return _NaiveStep(env.label, tuple(in_shape))
+
+
+class _NaiveStep(wn.layers.base.Step):
+    def __init__(self, label, shape):
+        self.label, self.in_shape, self.out_shape = label, shape, shape
+
+    def apply(self, state, ev):
+        return wn.layers.KernelState(state.nngp * 1.0, None if state.ntk is None else state.ntk * 1.0,
+                                     state.spatial, state.full)
+
+
+def test_layers_that_do_not_carry_the_scale_get_true_units():
+    """A step without ``carries_scale`` receives the state in true units (checked for overflow):
+    ReLU at 2^500 stays exact through it; at 1e300 the error names it."""
+    net = wn.Serial(wn.Conv(3), "relu", _Naive(), wn.Conv(3), "relu", wn.GlobalAvgPool(), wn.Dense(),
+                    weight_variance=W, bias_variance=0.0)
+    x = _x(3, 13)
+    k, t = net.kernels(x)
+    ks, ts = net.kernels(_ldexp(x, 500))
+    assert torch.equal(ks, _ldexp(k, 1000)) and torch.equal(ts, _ldexp(t, 1000))
+    with pytest.raises(ValueError, match=r"layer 2 \(Naive\).*overflows"):
+        net.kernels(x * 1e300)

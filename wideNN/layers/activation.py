@@ -63,6 +63,8 @@ def place(v: Tensor, side: int, pairs: str, full: bool, d: int) -> Tensor:
 
 
 class ActivationStep(Step):
+    carries_scale = True
+
     def __init__(self, label, in_shape, out_shape, activation, index: int):
         self.label, self.in_shape, self.out_shape = label, in_shape, out_shape
         self.activation, self.index = activation, index

@@ -134,6 +134,10 @@ class Step:
     out_shape: tuple
     in_full: bool = False
     out_full: bool = False
+    #: whether ``apply`` handles a state held at a power-of-two scale (``KernelState.log2_scale``,
+    #: ``wideNN.layers._scale``); a step that does not gets the state in true units, checked
+    #: for overflow (``SerialStep.apply``)
+    carries_scale: bool = False
 
     def mark_modes(self, out_full: bool) -> bool:
         """Record the output layout the rest of the description needs; return the input's."""

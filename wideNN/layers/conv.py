@@ -73,6 +73,8 @@ class Conv(Layer):
 
 
 class ConvStep(Step):
+    carries_scale = True
+
     def __init__(self, label, in_shape, out_shape, window: Window, defaults):
         self.label, self.in_shape, self.out_shape, self.window = label, in_shape, out_shape, window
         self.weight_variance, self.bias_variance = defaults.weight_variance, defaults.bias_variance

@@ -53,6 +53,8 @@ class Dense(Layer):
 
 
 class DenseStep(Step):
+    carries_scale = True
+
     def __init__(self, label, in_shape, out_shape, weight_variance, bias_variance, parameterization):
         self.label, self.in_shape, self.out_shape = label, in_shape, out_shape
         self.weight_variance, self.bias_variance = weight_variance, bias_variance

@@ -33,6 +33,8 @@ class Flatten(Layer):
 
 
 class FlattenStep(Step):
+    carries_scale = True
+
     def __init__(self, label, in_shape, out_shape):
         self.label, self.in_shape, self.out_shape = label, in_shape, out_shape
 

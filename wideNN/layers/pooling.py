@@ -47,6 +47,8 @@ class AvgPool(Layer):
 
 
 class AvgPoolStep(Step):
+    carries_scale = True
+
     def __init__(self, label, in_shape, out_shape, window: Window):
         self.label, self.in_shape, self.out_shape, self.window = label, in_shape, out_shape, window
 
@@ -77,6 +79,8 @@ class GlobalAvgPool(Layer):
 
 
 class GlobalAvgPoolStep(Step):
+    carries_scale = True
+
     def __init__(self, label, in_shape, out_shape):
         self.label, self.in_shape, self.out_shape = label, in_shape, out_shape
 

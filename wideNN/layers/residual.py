@@ -61,6 +61,8 @@ def _ends_in_linear(layer: Layer) -> bool:
 
 
 class ResidualStep(Step):
+    carries_scale = True
+
     def __init__(self, label, in_shape, out_shape, block: Step):
         self.label, self.in_shape, self.out_shape, self.block = label, in_shape, out_shape, block
 

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from .. import activations as _acts
 from .._checks import check_float_dtype, check_int
+from ._scale import unscaled
 from .activation import ActivationLayer
 from .base import Defaults, Env, Layer, LayerError, Step, check_layer_variances
 
@@ -189,6 +190,7 @@ class SerialStep(Step):
     step needs less."""
 
     n_activations: int = 0
+    carries_scale = True
 
     def __init__(self, label, in_shape, out_shape, steps: list[Step]):
         self.label, self.in_shape, self.out_shape, self.steps = label, in_shape, out_shape, steps
@@ -207,6 +209,8 @@ class SerialStep(Step):
         for step in self.steps:
             if state.full and not step.in_full:
                 state = state.diagonalized()
+            if state.log2_scale and not step.carries_scale:
+                state = unscaled(state, step.label)
             state = step.apply(state, ev)
         if state.full and not self.out_full:
             state = state.diagonalized()
