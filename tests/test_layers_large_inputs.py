@@ -45,16 +45,17 @@ def _cnn(act, head="flatten", residual=False, **kw):
 
 @pytest.mark.parametrize("act", HOMOGENEOUS)
 @pytest.mark.parametrize("head,residual", [("flatten", False), ("pool", False), ("pool", True)])
-def test_homogeneous_activations_scale_exactly(act, head, residual):
-    """Inputs 2^500 (squares 2^1000: would overflow without the scale) and 2^-505 (squares below
-    the normal range, refused before): K and Θ are 2^±1000 times those of x, bit for bit, for the
-    matrix, the cross kernel and diag=True."""
+@pytest.mark.parametrize("dtype,scales", [(F64, (500, -505)), (F32, (60, -56))])
+def test_homogeneous_activations_scale_exactly(act, head, residual, dtype, scales):
+    """Inputs 2^500 (float64; squares 2^1000 would overflow without the scale) and 2^-505 (squares
+    below the normal range, refused before); float32 2^60 and 2^-56 likewise: K and Θ are 2^2e
+    times those of x, bit for bit, for the matrix, the cross kernel and diag=True."""
     net = _cnn(act, head, residual, bias_variance=0.0)
-    x1, x2 = _x(3, 0), _x(2, 1)
+    x1, x2 = _x(3, 0, dtype), _x(2, 1, dtype)
     k, t = net.kernels(x1)
     kx, tx = net.kernels(x1, x2)
     kd, td = net.kernels(x1, x1[[1, 0, 2]], diag=True)
-    for e in (500, -505):
+    for e in scales:
         ks, ts = net.kernels(_ldexp(x1, e))
         kxs, txs = net.kernels(_ldexp(x1, e), _ldexp(x2, e))
         kds, tds = net.kernels(_ldexp(x1, e), _ldexp(x1[[1, 0, 2]], e), diag=True)
@@ -269,6 +270,12 @@ def test_overflowing_kernels_raise_clear_errors():
                     wn.Dense())
     with pytest.raises(ValueError, match="Residual.*overflows"):
         net.kernels(x * 1e200)
+    # erf where some positions see only zeros (variance 0) next to variances ~1e400: the scaled
+    # duals need every variance ≥ 2^60, the true kernel reaching erf overflows: a clear error
+    z = x.clone()
+    z[:, :, :, 3:] = 0
+    with pytest.raises(ValueError, match=r"layer 1 \(Erf\).*overflows"):
+        wn.Serial(wn.Conv(3), "erf", wn.Flatten(), wn.Dense()).kernels(z * 1e200)
     # float32: 1e30 squared overflows; ReLU's kernel with it
     with pytest.raises(ValueError, match="overflowed"):
         _cnn("relu", "pool").kernels(x.float() * 1e30)
