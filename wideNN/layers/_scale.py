@@ -100,13 +100,12 @@ def scaled_layer_inputs(desc, root, x1: Tensor, x2: Tensor | None, compute_ntk: 
     top = max(float(r.max()) for _, r in rows)
     info = torch.finfo(x1.dtype)
     large = math.isfinite(top) and top >= 2.0 ** (math.frexp(info.max)[1] // 2 - 16)
-    if not large:
-        small = check_layer_scales(desc, x1, x2, rows)
-        if not small:
-            return x1, x2, 0
-        if not _homogeneous(root, compute_ntk):
-            _refuse_small(x1, small)
+    small = [] if large else check_layer_scales(desc, x1, x2, rows)
+    if not large and not small:
+        return x1, x2, 0
     homogeneous = _homogeneous(root, compute_ntk)
+    if small and not homogeneous:
+        _refuse_small(x1, small)
     span = 2.0 ** -int(0.4 * math.log2(info.max)) if homogeneous else _SMALLEST_POSITION
     for name, x in present:
         # per example and position: the largest channel (its square dominates the position's variance)
