@@ -28,7 +28,10 @@ def _x(n, seed, dtype=F64, c=2, s=5):
 
 
 def _ldexp(t, e):
-    return torch.ldexp(t, torch.tensor(e, dtype=t.dtype))
+    """t·2^e in two exact halves (2^e itself may not be representable)."""
+    for part in (e // 2, e - e // 2):
+        t = torch.ldexp(t, torch.tensor(part, dtype=t.dtype))
+    return t
 
 
 HOMOGENEOUS = ["relu", "leaky_relu", "abs", "identity"]
@@ -276,9 +279,32 @@ def test_overflowing_kernels_raise_clear_errors():
     z[:, :, :, 3:] = 0
     with pytest.raises(ValueError, match=r"layer 1 \(Erf\).*overflows"):
         wn.Serial(wn.Conv(3), "erf", wn.Flatten(), wn.Dense()).kernels(z * 1e200)
+    # a spatial output, positions that see only zeros: their kernels are the bias's (~0.1), which
+    # at the scale of inputs ~2^532 (σ_b² 2^-s ≈ 2^-1067: ~7 bits left) would lose their precision
+    w = 1e-20  # (keeps the other positions' kernels, ~σ_w⁴·2^1064, representable)
+    wide = _ldexp(_wide_zero(x), 530)
+    spatial = wn.Serial(wn.Conv(3), "relu", wn.Conv(3), weight_variance=w, bias_variance=0.1)
+    with pytest.raises(ValueError, match="every channel is 0"):
+        spatial.kernels(wide)
+    # ... exact with zero bias (those positions are 0), and with a readout that averages them away
+    plain = wn.Serial(wn.Conv(3), "relu", wn.Conv(3), weight_variance=w, bias_variance=0.0)
+    assert torch.equal(plain.nngp(wide), _ldexp(plain.nngp(_wide_zero(x)), 1060))
+    pooled = wn.Serial(wn.Conv(3), "relu", wn.Conv(3), wn.GlobalAvgPool(), weight_variance=w,
+                       bias_variance=0.1)
+    assert bool(torch.isfinite(pooled.nngp(wide)).all())
+    # at 2^508 σ_b² 2^-1020 keeps 50 bits: the zero band's kernels (columns 7–9 see only zeros and
+    # biases, whatever the input scale) match the unscaled evaluation to round-off
+    k_big = spatial.nngp(_ldexp(_wide_zero(x), 508))
+    k_one = spatial.nngp(_wide_zero(x))
+    torch.testing.assert_close(k_big[..., 7:], k_one[..., 7:], rtol=1e-14, atol=0)
     # float32: 1e30 squared overflows; ReLU's kernel with it
     with pytest.raises(ValueError, match="overflowed"):
         _cnn("relu", "pool").kernels(x.float() * 1e30)
+
+
+def _wide_zero(x):
+    """x with a zero band wider than two 3×3 receptive fields (columns 5–9 of 10)."""
+    return torch.cat([x, torch.zeros_like(x)], -1)
 
 
 def test_batches_one_scale_cannot_serve_and_tiny_non_homogeneous_inputs_are_refused():

@@ -118,7 +118,37 @@ def scaled_layer_inputs(desc, root, x1: Tensor, x2: Tensor | None, compute_ntk: 
                 f"with one scale in {x1.dtype} (the ratio exceeds {1 / span:.3g}); compute the "
                 f"kernels of the two groups separately or rescale them")
     e = math.frexp(top)[1]
+    if large and len(root.out_shape) > 1:
+        _check_bias_held(root, present, 2 * e, info)
     return ldexp(x1, -e), (None if x2 is None else ldexp(x2, -e)), 2 * e
+
+
+def _check_bias_held(root, present, s: int, info) -> None:
+    """An output that keeps positions shows each position's own kernel: where a position's inputs
+    are all 0 (every layer's window on it), it is made of bias variances alone, which at the scale
+    2^s can fall below the normal range and lose their bits (to 0): a clear error where fewer than
+    45 bits would be left (float64: σ_b² 2^-s < 2^-8·tiny; float32: below tiny).  (In outputs
+    that average over positions such kernels are below round-off next to the others.)"""
+    digits = 1 - math.frexp(info.eps)[1] + 1  # 53 / 24 significant bits
+    floor = info.tiny * 2.0 ** -max(0, digits - 45)
+    lost = [b for b in (_largest_bias(st) for st in _steps(root)) if b > 0 and math.ldexp(b, -s) < floor]
+    if not lost:
+        return
+    for name, x in present:
+        if x.dim() > 2 and bool((x.detach().abs().amax(1) == 0).any()):
+            raise ValueError(
+                f"{name} has positions where every channel is 0 next to inputs of size "
+                f"~2^{s // 2}: with the bias variance {max(lost):.3g} their per-position kernels in "
+                f"this description's spatial output (~σ_b²) cannot be held at the scale of the "
+                f"others in {x.dtype}; rescale the inputs, or end the description in a pooling "
+                f"or Flatten layer")
+
+
+def _largest_bias(step) -> float:
+    b = getattr(step, "bias_variance", None)
+    if b is None:
+        return 0.0
+    return float(b.detach().max()) if isinstance(b, Tensor) else float(b)
 
 
 def rescaled(state: KernelState, target: int) -> KernelState:
