@@ -20,7 +20,11 @@ the true kernels are 2^E times the tensors held.
 
 The output is 2^E times the last state (the overflow check of ``Serial.kernels`` follows).
 One scale serves a batch only while no example position is far below the largest input (its
-covariances would lose their bits): such batches get a clear error.
+covariances would lose their bits): such batches get a clear error.  Positions whose inputs are
+all 0 are exact, except where an output that keeps positions shows their kernels, made of bias
+variances that the scale would push below the normal range (a clear error too).  Likewise erf,
+sin and cos need every variance reaching them to be large: a position that sees only zeros next
+to variances that overflow gets the overflow error (one scale cannot hold both).
 """
 from __future__ import annotations
 
