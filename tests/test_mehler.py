@@ -35,6 +35,41 @@ def test_series_equals_a_high_degree_quadrature(name):
         assert float((a - b).abs().max() / b.abs().max()) < 1e-13
 
 
+def _trapezoid_tanh_duals(k1: float, k12: float, k2: float) -> tuple[float, float]:
+    """E[tanh(u) tanh(v)], E[tanh'(u) tanh'(v)] by the 2-D trapezoid rule in u = √k1 z1,
+    v = √k2 (ρ z1 + √(1−ρ²) z2) on [−9, 9]² with spacing 1/80: the integrand is analytic in a
+    strip of half-width ≥ π/(2√k) ≈ 0.2, so the rule's error is ~exp(−2π·0.2·80) (spectral)."""
+    z = torch.linspace(-9.0, 9.0, 1441, dtype=F64)
+    w = torch.exp(-0.5 * z * z)
+    w = w / w.sum()
+    rho = k12 / math.sqrt(k1 * k2)
+    u = math.sqrt(k1) * z[:, None]
+    v = math.sqrt(k2) * (rho * z[:, None] + math.sqrt(max(0.0, 1 - rho * rho)) * z[None, :])
+    ww = w[:, None] * w[None, :]
+    tu, tv = torch.tanh(u), torch.tanh(v)
+    return float((ww * tu * tv).sum()), float((ww * (1 - tu * tu) * (1 - tv * tv)).sum())
+
+
+def test_large_tanh_variances_take_the_extended_basis():
+    """tanh at variances 20–60 needs 3800–10800 terms (the extended basis): against a fine 2-D
+    trapezoid rule (values to 1e-14 relative) and ∂T/∂k12 = Ṫ through the explicit backward."""
+    act = A.get("tanh")
+    g = torch.Generator().manual_seed(5)
+    k1 = torch.tensor([[20.0], [41.0], [58.0]], dtype=F64)
+    k2 = torch.tensor([[33.0, 60.0]], dtype=F64)
+    c = (torch.rand(3, 2, dtype=F64, generator=g) * 2 - 1) * 0.999
+    k12 = (c * (k1 * k2).sqrt()).requires_grad_()
+    assert _mehler.terms_needed(act, _mehler._bucket(60.0)) > _mehler._LEVELS[0]
+    t, td = _mehler.dual(act, k1, k12, k2)
+    for i in range(3):
+        for j in range(2):
+            ref_t, ref_td = _trapezoid_tanh_duals(float(k1[i, 0]), float(k12[i, j]), float(k2[0, j]))
+            assert abs(float(t[i, j]) - ref_t) < 1e-14 * max(abs(ref_t), 0.1)
+            assert abs(float(td[i, j]) - ref_td) < 1e-14 * max(abs(ref_td), 0.01)
+    (grad,) = torch.autograd.grad(t.sum(), k12)
+    torch.testing.assert_close(grad, td.detach(), rtol=1e-12, atol=0)
+
+
 def test_gradients_against_finite_differences_batched_and_per_entry():
     act = A.get("tanh")
     k1, k12, k2 = _pairs(3, 2, seed=1)
@@ -62,7 +97,7 @@ def test_coincident_points_equal_the_one_variable_duals():
 
 def test_large_variances_and_many_distinct_values_take_the_quadrature():
     act = A.get("tanh")
-    k = torch.tensor([[50.0]], dtype=F64)
+    k = torch.tensor([[400.0]], dtype=F64)
     assert _mehler.dual(act, k, 0.5 * k, k) is None  # > MAX_TERMS terms
     assert _mehler.dual(act, torch.tensor([[1e-9]], dtype=F64), torch.zeros(1, 1, dtype=F64),
                         torch.tensor([[1.0]], dtype=F64)) is None

@@ -37,10 +37,13 @@ __all__ = ["dual", "MAX_TERMS", "TOLERANCE"]
 
 #: relative tail of the series accepted (at coincident points of the largest variance)
 TOLERANCE = 1e-15
-#: the longest series evaluated (tanh reaches it near k = 20: its coefficients decay like
-#: exp(−π √(2m) / (2√k)); each entry costs ~2 multiply-adds per term and series)
-MAX_TERMS = 2500
-#: most nodes of the coefficient integrals (their spacing shrinks like 1/√k)
+#: the Hermite bases: up to 2500 terms on a spacing that also follows φ's steepness, and an
+#: extended one of 12000 terms (tanh needs ~170·k terms for Ṫ: 2500 near k = 15, 11000 at
+#: k = 64); each entry costs ~4 multiply-adds per term
+_LEVELS = (2500, 12000)
+#: the longest series evaluated
+MAX_TERMS = _LEVELS[-1]
+#: most nodes of the coefficient integrals of the first basis (their spacing shrinks like 1/√k)
 MAX_NODES = 1 << 14
 #: smallest variance taken (Ṫ's series divides by √(k1 k2))
 MIN_VARIANCE = 1e-6
@@ -50,9 +53,10 @@ DISTINCT_LIMIT = 1 << 16
 
 
 @functools.lru_cache(maxsize=4)
-def _basis(spacing: float) -> tuple[Tensor, Tensor, Tensor]:
+def _basis(spacing: float, capacity: int) -> tuple[Tensor, Tensor, Tensor]:
     """(z, √w, Ψ): trapezoid nodes and root weights for E[·] under N(0, 1), and the Hermite
-    functions Ψ[p, m] = h_m(z_p)·√w_p for m < MAX_TERMS + 3 (float64; ~18 MB, one per spacing)."""
+    functions Ψ[p, m] = h_m(z_p)·√w_p for m < capacity + 3 (float64; ~18 MB for 2500 terms,
+    ~200 MB for the extended 12000)."""
     # the integrands φ(√k z) h_m(z) pdf(z) are below e^{−z²/4} · (e^{−z²/4}|h_m|) ≤ 1.1 e^{−z²/4}
     # (Cramér's bound on the Hermite functions): beyond |z| = 14 under 1e-21 for every m
     half = 14.0
@@ -61,25 +65,37 @@ def _basis(spacing: float) -> tuple[Tensor, Tensor, Tensor]:
     w = torch.exp(-0.5 * z * z)
     w = w / w.sum()
     root = w.sqrt()
-    psi = torch.empty(nodes, MAX_TERMS + 3, dtype=torch.float64)
+    psi = torch.empty(capacity + 3, nodes, dtype=torch.float64)  # (rows written contiguously)
     prev, cur = torch.zeros_like(z), root.clone()
-    for m in range(MAX_TERMS + 3):
-        psi[:, m] = cur
+    for m in range(capacity + 3):
+        psi[m] = cur
         prev, cur = cur, (z * cur - math.sqrt(m) * prev) / math.sqrt(m + 1)
-    return z, root, psi
+    return z, root, psi.T
 
 
-def _spacing(kmax: float) -> float:
-    # the Hermite functions up to MAX_TERMS oscillate with wavenumber ≲ √MAX_TERMS (Nyquist
-    # spacing π/√MAX_TERMS, halved for spectral accuracy); φ(√k z) changes on 1/√k
-    return min(1.5 / math.sqrt(MAX_TERMS + 4.0), 0.25 / math.sqrt(max(kmax, 1.0)))
+def _level(terms: int) -> int:
+    """The smallest basis holding ``terms`` coefficients (2 more feed da/dk)."""
+    for capacity in _LEVELS:
+        if terms <= capacity + 3:
+            return capacity
+    raise ValueError(f"at most {MAX_TERMS + 3} Hermite coefficients, asked for {terms}")
+
+
+def _spacing(kmax: float, capacity: int = _LEVELS[0]) -> float:
+    # the Hermite functions up to ``capacity`` oscillate with wavenumber ≲ √capacity (Nyquist
+    # spacing π/√capacity, halved for spectral accuracy); φ(√k z) changes on 1/√k
+    return min(1.5 / math.sqrt(capacity + 4.0), 0.25 / math.sqrt(max(kmax, 1.0)))
+
+
+#: the extended basis is used only where its spacing is set by its terms, not by φ's steepness
+#: (one basis for every variance it serves: k ≤ (0.25 √(12004) / 1.5)² ≈ 333)
+_EXTENDED_KMAX = (0.25 * math.sqrt(_LEVELS[-1] + 4.0) / 1.5) ** 2
 
 
 def coefficients(act, k: Tensor, terms: int, kmax: float) -> Tensor:
     """a_m(k_i) for m < terms, shape (len(k), terms), in k's dtype."""
-    if terms > MAX_TERMS + 3:
-        raise ValueError(f"at most {MAX_TERMS + 3} Hermite coefficients, asked for {terms}")
-    z, root, psi = _basis(_spacing(kmax))
+    capacity = _level(terms)
+    z, root, psi = _basis(_spacing(kmax, capacity), capacity)
     psi = psi[:, :terms]
     out = torch.empty(k.numel(), terms, dtype=torch.float64)
     kk = k.detach().reshape(-1).to(torch.float64).cpu()
@@ -96,17 +112,23 @@ def terms_needed(act, kmax: float) -> int | None:
     cache = act.__dict__.setdefault("_mehler_terms", {})
     if kmax in cache:
         return cache[kmax]
-    a = coefficients(act, torch.tensor([kmax], dtype=torch.float64), MAX_TERMS + 3, kmax)[0]
-    m = torch.arange(a.numel(), dtype=torch.float64)
-    energy = torch.stack([a * a, m * a * a])  # T's and Ṫ's coincident-point series
-    tail = energy.flip(-1).cumsum(-1).flip(-1)
-    ok = (tail <= TOLERANCE * tail[:, :1]).all(0)
-    ok[MAX_TERMS + 1:] = False  # (the last two terms only feed da/dk)
-    found = int(ok.nonzero()[0]) if bool(ok.any()) else None
+    found = _terms_on(act, kmax, _LEVELS[0])
+    if found is None and kmax <= _EXTENDED_KMAX:
+        found = _terms_on(act, kmax, _LEVELS[-1])
     if len(cache) > 256:
         cache.clear()
     cache[kmax] = found
     return found
+
+
+def _terms_on(act, kmax: float, capacity: int) -> int | None:
+    a = coefficients(act, torch.tensor([kmax], dtype=torch.float64), capacity + 3, kmax)[0]
+    m = torch.arange(a.numel(), dtype=torch.float64)
+    energy = torch.stack([a * a, m * a * a])  # T's and Ṫ's coincident-point series
+    tail = energy.flip(-1).cumsum(-1).flip(-1)
+    ok = (tail <= TOLERANCE * tail[:, :1]).all(0)
+    ok[capacity + 1:] = False  # (the last two terms only feed da/dk)
+    return int(ok.nonzero()[0]) if bool(ok.any()) else None
 
 
 def dual(act, k11: Tensor, k12: Tensor, k22: Tensor) -> tuple[Tensor, Tensor] | None:
@@ -195,7 +217,9 @@ def _flat(k11: Tensor, k12: Tensor, k22: Tensor):
 def _outer_setup(act, terms, kmax, k11, k12, k22):
     w11, w12, w22, batch = _flat(k11, k12, k22)
     a1 = coefficients(act, w11, terms + 3, kmax).reshape(*w11.shape, terms + 3)
-    a2 = coefficients(act, w22, terms + 3, kmax).reshape(*w22.shape, terms + 3)
+    # x against itself: one set of coefficients (each costs a (rows × nodes × terms) GEMM)
+    same = w11.shape == w22.shape and torch.equal(w11, w22)
+    a2 = a1 if same else coefficients(act, w22, terms + 3, kmax).reshape(*w22.shape, terms + 3)
     rho, s = _rho(w11[:, :, None], w12, w22[:, None, :])
     return w11, w22, a1, a2, rho, s, batch
 
@@ -252,6 +276,19 @@ def _outer_sums(rho: Tensor, a1: Tensor, a2: Tensor, terms: int) -> tuple[Tensor
     return t, td
 
 
+def _outer_derivative_sums(rho: Tensor, a1: Tensor, a2: Tensor, terms: int) -> tuple[Tensor, Tensor]:
+    """(∂T/∂ρ, ∂(sṪ)/∂ρ) of the truncated series: Σ_{1≤m<terms} m ρ^{m−1} a a' and
+    Σ_{2≤m≤terms} m(m−1) ρ^{m−2} a a'.  The second is the first kind of sum over the shifted
+    coefficients b_j = √(j+1) a_{j+1} (j = m − 1), so both run through the same Horner loops."""
+    if _native_lib(rho) is None or terms < 2:
+        m = torch.arange(terms + 1, dtype=torch.float64)
+        return _horner_outer(rho, a1, a2, 1, terms, m), _horner_outer(rho, a1, a2, 2, terms + 1, m * (m - 1))
+    root = torch.arange(1, terms + 1, dtype=torch.float64).sqrt()
+    b1 = a1[..., 1:terms + 1] * root
+    b2 = b1 if a2 is a1 else a2[..., 1:terms + 1] * root
+    return _outer_sums(rho, a1, a2, terms - 1)[1], _outer_sums(rho, b1, b2, terms - 1)[1]
+
+
 class _Outer(torch.autograd.Function):
     """(T, Ṫ) of k11 (…, N, 1), k12 (…, N, M), k22 (…, 1, M); gradients from the series."""
 
@@ -278,11 +315,9 @@ class _Outer(torch.autograd.Function):
         g_t = torch.zeros_like(rho) if g_t is None else _wide(g_t).expand(*batch, *rho.shape[1:]).reshape(rho.shape)
         g_td = torch.zeros_like(rho) if g_td is None else _wide(g_td).expand(*batch, *rho.shape[1:]).reshape(rho.shape)
         td = _wide(td).expand(*batch, *rho.shape[1:]).reshape(rho.shape)
-        m = torch.arange(terms + 1, dtype=torch.float64)
         # derivatives of the truncated series: ∂T/∂ρ = Σ_{1≤m<terms} m ρ^{m−1} a a',
         # ∂Ṫ/∂ρ = Σ_{2≤m≤terms} m(m−1) ρ^{m−2} a a' / s, ∂Ṫ/∂s = −Ṫ/s
-        dt = _horner_outer(rho, a1, a2, 1, terms, m)
-        dtd = _horner_outer(rho, a1, a2, 2, terms + 1, m * (m - 1))
+        dt, dtd = _outer_derivative_sums(rho, a1, a2, terms)
         r = g_td / s
         g_rho = g_t * dt + r * dtd
         g_s = -r * td
