@@ -48,6 +48,7 @@ from ._native import library as _native_library
 from ._numpy_math import arccos_into, sqrt_
 from ._gaussian import MAX_NODE_FACTOR
 from ._large_inputs import large_inputs, scaled_first_layer
+from ._quadrature_range import check_quadrature_range
 from ._scaling import Scaled, homogeneous, ldexp, scaled_inputs
 
 __all__ = ["kernels"]
@@ -125,6 +126,8 @@ def kernels(
                              f"{tuple(x1.shape)} and {tuple(x2.shape)}")
         return _check_finite_output(_diag(spec, x1, x2), depth)
 
+    # an out-of-range variance at a deep layer is refused before the N×M work of the others
+    check_quadrature_range(act, depth, weight_variance, bias_variance, (x1, x2))
     needs_grad = torch.is_grad_enabled() and any(
         isinstance(t, Tensor) and t.requires_grad for t in (x1, x2, weight_variance, bias_variance))
     plain = (not needs_grad and parameterization == "ntk" and x1.dim() == 2
