@@ -46,6 +46,7 @@ from ._checks import (check_bool, check_float_precision, check_inputs, check_int
 from ._fused import exact_near_one_ as _exact_near_one_, fused_kernels, openmp_threads
 from ._native import library as _native_library
 from ._numpy_math import arccos_into, sqrt_
+from ._equal_rows import equal_pairs, equal_rows, pair_mask
 from ._gaussian import MAX_NODE_FACTOR
 from ._large_inputs import large_inputs, scaled_first_layer
 from ._quadrature_range import check_quadrature_range
@@ -254,7 +255,7 @@ class _Recursion:
 
 
 def _recursion(spec: _Recursion, g, n1, n2, d: int, same: bool, log2_scale: int = 0,
-               diag_offset: int | None = None):
+               diag_offset: int | None = None, equal: Tensor | None = None):
     """The layer recursion on any broadcastable (g, n1, n2) = (x·x'/d, |x|²/d, |x'|²/d) · 2^-log2_scale.
 
     ``same``: x and x' coincide (diagonal), so the 1-D ``dual_diag`` is used throughout.
@@ -262,6 +263,8 @@ def _recursion(spec: _Recursion, g, n1, n2, d: int, same: bool, log2_scale: int 
     are then carried as K = 2^E·K̃ with K̃ renormalised after every layer (``wideNN._scaling``).
     ``diag_offset``: g is a row tile of a symmetric kernel whose diagonal starts at this column;
     closed forms then take the coincident pairs from ``dual_diag`` (``_coincident_pairs``).
+    ``equal``: a mask (broadcasting with g) of cross pairs of identical inputs, which closed
+    forms take from both sides' ``dual_diag`` (``wideNN._equal_rows``).
     """
     act, depth, w, b, param, widths, compute_ntk = (spec.act, spec.depth, spec.w, spec.b, spec.param,
                                                    spec.widths, spec.compute_ntk)
@@ -287,9 +290,13 @@ def _recursion(spec: _Recursion, g, n1, n2, d: int, same: bool, log2_scale: int 
             kappa = (_common_variance(k1, k2, inputs_need_grad or act.closed_form)
                      if act.uses_angle_table() else None)
             t, td = act.dual(k1, k, k2) if kappa is None else act.dual_equal_variance(kappa, k)
+            diag1 = diag2 = None
             if diag_offset is not None and kappa is None and act.closed_form:
                 diag1 = act.dual_diag(k1)
                 t, td = _coincident_pairs(t, td, diag1, diag_offset)
+            elif equal is not None and kappa is None and act.closed_form:
+                diag1, diag2 = act.dual_diag(k1), act.dual_diag(k2)
+                t, td = equal_pairs(t, td, diag1, diag2, equal)
         back = 0  # T is scale-free for degree 0: the recursion returns to scale 1
         if sc is not None and act.dual_degree == 0 and sc.e != 0:
             back, sc = sc.e, sc.reset(b)
@@ -302,9 +309,8 @@ def _recursion(spec: _Recursion, g, n1, n2, d: int, same: bool, log2_scale: int 
                 grad_term = ldexp(w * td * th, back)
             th = (k if param == "ntk" else widths[layer] * t + 1.0) + grad_term
         if not same:
-            k1 = bs + w * (diag1 if diag_offset is not None and kappa is None and act.closed_form
-                           else act.dual_diag(k1))[0]
-            k2 = bs + w * act.dual_diag(k2)[0]
+            k1 = bs + w * (diag1 if diag1 is not None else act.dual_diag(k1))[0]
+            k2 = bs + w * (diag2 if diag2 is not None else act.dual_diag(k2))[0]
         else:
             k1 = k2 = k
         if sc is not None:
@@ -361,7 +367,20 @@ def _diag(spec: _Recursion, x1: Tensor, x2: Tensor | None):
         return _recursion(shaped, n1, n1, n1, d, True, scale)
     n2 = (x2 * x2).sum(-1) / d
     g = (x1 * x2).sum(-1) / d
-    return _recursion(shaped, g, n1, n2, d, False, scale)
+    equal = (x1 == x2).all(-1) if _identical_pairs_matter(spec, x1, x2) else None
+    if equal is not None and bool(equal.any()):
+        g = torch.where(equal, 0.5 * n1 + 0.5 * n2, g)
+    else:
+        equal = None
+    return _recursion(shaped, g, n1, n2, d, False, scale, equal=equal)
+
+
+def _identical_pairs_matter(spec: _Recursion, x1: Tensor, x2: Tensor) -> bool:
+    """Identical cross pairs get their own form (``wideNN._equal_rows``) for closed forms under
+    autograd: their values are accurate without it, their gradients are not."""
+    needs_grad = torch.is_grad_enabled() and any(
+        isinstance(t, Tensor) and t.requires_grad for t in (x1, x2, spec.w, spec.b))
+    return needs_grad and spec.act.closed_form
 
 
 def _auto_rows(m: int, x: Tensor, arrays: int) -> int:
@@ -410,6 +429,8 @@ def _generic_tiled(spec: _Recursion, x1: Tensor, x2: Tensor | None, block_size: 
         rows = _auto_rows(m, x1, arrays=12 + _quadrature_arrays(act, x1, xb, w, b, needs_grad))
     nngp_parts, ntk_parts = [], []
     nngp = ntk = None
+    labels = equal_rows(x1, x2) if x2 is not None and _identical_pairs_matter(spec, x1, x2) else None
+
     def tile(xa: Tensor, start: int):
         n1 = ((xa * xa).sum(-1) / d).unsqueeze(-1)
         g = xa @ xb.transpose(-1, -2) / d
@@ -418,7 +439,12 @@ def _generic_tiled(spec: _Recursion, x1: Tensor, x2: Tensor | None, block_size: 
             # so their correlation is exactly 1 at every layer
             diag = torch.diagonal(g, offset=start, dim1=-2, dim2=-1)
             diag.copy_(n1.squeeze(-1)[..., :diag.shape[-1]])
-        return _recursion(shaped, g, n1, n2, d, False, scale, start if x2 is None else None)
+        equal = pair_mask(labels, start, xa.shape[-2])
+        if equal is not None and bool(equal.any()):  # identical cross pairs: the same, both sides
+            g = torch.where(equal, 0.5 * n1 + 0.5 * n2, g)
+        else:
+            equal = None
+        return _recursion(shaped, g, n1, n2, d, False, scale, start if x2 is None else None, equal)
 
     for start in range(0, x1.shape[-2], rows):
         xa = x1[..., start:start + rows, :]
