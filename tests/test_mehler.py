@@ -141,3 +141,15 @@ def test_compiled_sums_equal_the_torch_sums(monkeypatch):
     ref = run()
     for a, b in zip(got, ref):
         torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-15)
+
+
+def test_remembered_coefficients_are_copies():
+    """A tiled layer asks for the same rows once per tile (answered from a small memo): what a
+    caller gets is its own copy, and equals a fresh integration."""
+    act = A.Tanh()
+    k = torch.tensor([0.7, 1.9, 3.1], dtype=F64)
+    first = _mehler.coefficients(act, k, 40, 4.0)
+    first.zero_()
+    again = _mehler.coefficients(act, k, 40, 4.0)
+    torch.testing.assert_close(again, _mehler._integrate(act, k, 40, 4.0), rtol=0, atol=0)
+    assert float(again.abs().max()) > 0.1
