@@ -172,13 +172,14 @@ def run_nt(cs, deg=100):
         np.savez(os.path.join(d, "in.npz"), **stacked)
         env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS="1")
         subprocess.run([NT_PYTHON, WORKER, os.path.join(d, "c.json"), os.path.join(d, "in.npz"),
-                        os.path.join(d, "out.npz")], check=True, env=env, capture_output=True)
+                        os.path.join(d, "out.npz")], check=True, env=env, stdout=subprocess.DEVNULL,
+                       stderr=sys.stderr if os.environ.get("DIFF_FUZZ_PROGRESS") else subprocess.DEVNULL)
         res = np.load(os.path.join(d, "out.npz"))
         return {k: res[k] for k in res.files}
 
 
 def _nerr(a, b, d1, d2):
-    scale = np.sqrt(np.abs(np.outer(d1, d2)))
+    scale = np.outer(np.sqrt(np.abs(d1)), np.sqrt(np.abs(d2)))  # no underflow of d1·d2 ~ 1e-600
     scale = np.maximum(scale, 1e-300)
     return np.abs(a - b) / scale
 
@@ -237,7 +238,7 @@ def compare(c, ref):
             if d1 is None:
                 err = np.abs(a - b) / np.maximum(np.abs(b), 1e-300)
             elif a.ndim == 1:
-                err = np.abs(a - b) / np.maximum(np.sqrt(np.abs(d1 * d2)), 1e-300)
+                err = np.abs(a - b) / np.maximum(np.sqrt(np.abs(d1)) * np.sqrt(np.abs(d2)), 1e-300)
             else:
                 err = _nerr(a, b, d1, d2)
             err = np.where(np.isnan(a) != np.isnan(b), np.inf, np.nan_to_num(err, nan=0.0))
@@ -300,7 +301,7 @@ def adjudicate(c, ref, kname="ntk"):
     for i in range(n):
         for j in range(c.x2.shape[0]):
             ex = mp_mlp(depth, act, c.wv, c.bv, c.x1[i], c.x2[j])[kname == "ntk"]
-            s = np.sqrt(abs(d[i] * d[n + j])) or 1e-300
+            s = np.sqrt(abs(d[i])) * np.sqrt(abs(d[n + j])) or 1e-300
             e_ours = max(e_ours, abs(ours[i, j] - ex) / s)
             e_nt = max(e_nt, abs(big[i, n + j] - ex) / s)
     return e_ours, e_nt

@@ -87,8 +87,10 @@ def main(cases_path, inputs_path, out_path):
     cases = json.load(open(cases_path))
     arrays = np.load(inputs_path)
     out = {}
-    for c in cases:
+    for i, c in enumerate(cases):
         cid = c["id"]
+        if i % 25 == 0:
+            print(f"NT {i}/{len(cases)}", file=sys.stderr, flush=True)
         try:
             x1 = arrays[cid + "/x1"].astype(np.float64)
             x2 = arrays[cid + "/x2"].astype(np.float64) if cid + "/x2" in arrays else None

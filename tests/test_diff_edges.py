@@ -71,3 +71,25 @@ def test_well_conditioned_kernels_keep_zero_jitter():
     arch = wn.Architecture(depth=3, activation="relu", weight_variance=2.0, bias_variance=0.1)
     for m in (arch.nngp(x), arch.ntk(x), arch.nngp(x) + 1e-8 * torch.eye(40, dtype=D64)):
         assert cholesky(m)[1] == 0.0
+
+
+@pytest.mark.parametrize("act", ["relu", "leaky_relu", "abs"])
+@pytest.mark.parametrize("bias", [0.0, 1e-300, 0.1])
+def test_exactly_negated_inputs_have_the_exact_arc_cosine_kernels(act, bias):
+    # x' = −x has correlation exactly −1 (θ = π); the fused tiles left −1 + ulps, which arccos
+    # turns into θ = π − 1.5e-8: ReLU's NTK was −5e-3 instead of 0 at σ_w² = 1000 (4e-9 of the
+    # diagonal).  The generic path (a tensor weight variance) snaps ±1 and is the reference.
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 5, generator=g, dtype=D64)
+    x2 = torch.cat([-x[:3], torch.randn(2, 5, generator=g, dtype=D64)])
+    for w, depth in ((1000.0, 1), (2.0, 3)):
+        fused = wn.Architecture(depth=depth, activation=act, weight_variance=w, bias_variance=bias)
+        generic = wn.Architecture(depth=depth, activation=act, weight_variance=torch.tensor(w, dtype=D64),
+                                  bias_variance=bias)
+        scale = (fused.ntk(x, diag=True)[:, None] * fused.ntk(x2, diag=True)[None]).sqrt()
+        for a, b in zip(fused.kernels(x, x2), generic.kernels(x, x2)):
+            assert float(((a - b).abs() / scale).max()) < 1e-13
+    if act == "relu" and bias == 0.0:    # x, −x: both ReLU kernels vanish exactly at depth 1
+        k, th = wn.Architecture(depth=1, activation="relu", weight_variance=1000.0,
+                                bias_variance=0.0).kernels(x[:3], -x[:3], diag=True)
+        assert float(k.abs().max()) == 0.0 and float(th.abs().max()) == 0.0
