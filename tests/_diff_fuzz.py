@@ -111,15 +111,14 @@ def cases(rng):
     for sname, sfn in IMAGE_SPECS.items():
         for a in ACT_ALL:
             for kind in kinds:
-                if a in QUAD and kind not in ("random", "coincident", "zero"):
+                # NT's numerical activations on per-position covariances are slow (~10 s a case)
+                if a in QUAD and (kind != "random" or sname not in ("conv3-gap", "res")):
                     continue
                 wv, bv = params[rng.integers(len(params))]
                 if a in QUAD or a in ("sin", "cos", "erf", "gelu"):
                     wv = min(wv, 3.0)  # bounded variance: quadrature and NT's grids stay accurate
                 shape = (1, 4, 4) if rng.random() < 0.5 else (2, 5, 4)
                 x1, x2 = _inputs(rng, shape, 3, 4, kind)
-                if a in QUAD and kind == "random":
-                    pass
                 out.append(Case(f"img/{sname}/{a}/{kind}/{wv:g},{bv:g}", sfn(a), wv, bv, x1, x2))
     # 1-pixel images and 1-D signals
     for a in ACT_ALL:
@@ -133,7 +132,7 @@ def cases(rng):
     for a in ACT_ALL:
         for depth in (1, 3, 30):
             for kind in kinds:
-                for wv, bv in params:
+                for wv, bv in [params[i] for i in sorted(rng.choice(len(params), 3, replace=False))]:
                     if a in QUAD and (kind in ("near", "norms") or depth == 30 or wv > 3):
                         continue
                     if a in ("sin", "cos", "erf", "gelu") and wv > 3:
@@ -147,14 +146,15 @@ def cases(rng):
     # residual MLP and float32 copies of a subset
     for a in ("relu", "erf", "tanh"):
         x1, x2 = _inputs(rng, (4,), 3, 3, "coincident")
-        out.append(Case(f"resmlp/{a}", [("dense",), ("act", a), ("res", [("dense",), ("act", a), ("dense",)]),
+        # the residual sum of a Gaussian input (NT refuses a non-Gaussian identity branch)
+        out.append(Case(f"resmlp/{a}", [("dense",), ("act", a), ("dense",), ("res", [("act", a), ("dense",)]),
                                         ("act", a), ("dense",)], 1.7, 0.1, x1, x2))
     f32 = [dataclasses.replace(c, id=c.id + "/f32", dtype=torch.float32) for c in out[::7]
            if "/d30/" not in c.id]
     return out + f32
 
 
-def run_nt(cs, deg=100):
+def run_nt(cs, deg=60):
     with tempfile.TemporaryDirectory() as d:
         arrays = {}
         for c in cs:
