@@ -94,9 +94,10 @@ IMAGE_SPECS = {
     "convfull-valid": lambda a: [("conv", 4, 1, "valid"), ("act", a), ("flatten",), ("dense",)],
     "stride2-circ-pool": lambda a: [("conv", 3, 2, "same"), ("act", a), ("conv", 2, 1, "circular"), ("act", a),
                                     ("avgpool", 2, 2, "valid"), ("flatten",), ("dense",)],
-    "res": lambda a: [("conv", 3, 1, "same"), ("act", a),
-                      ("res", [("conv", 3, 1, "same"), ("act", a), ("conv", 3, 1, "same")]),
-                      ("gap",), ("dense",)],
+    # the identity branch must be Gaussian for NT's FanInSum: the residual follows a convolution
+    "res": lambda a: [("conv", 3, 1, "same"), ("act", a), ("conv", 3, 1, "same"),
+                      ("res", [("act", a), ("conv", 3, 1, "same")]),
+                      ("act", a), ("gap",), ("dense",)],
     "stride3-valid": lambda a: [("conv", 2, 3, "valid"), ("act", a), ("flatten",), ("dense",)],
     "pool-same": lambda a: [("conv", 2, 1, "same"), ("act", a), ("avgpool", 3, 2, "same"),
                             ("conv", 3, 1, "circular"), ("act", a), ("flatten",), ("dense",)],
