@@ -113,9 +113,10 @@ def numerically_singular(L: Tensor, margin: float = 100.0) -> bool:
     """Whether A = L Lᵀ (batched: any of them) may have an eigenvalue within ``margin`` × the
     eigendecomposition's round-off cut n·ε·λ_max (``flow_weights``, ``eigh_psd``).
 
-    Four steps each of inverse and of power iteration on the factor (O(n²) each, against the
-    factorization's O(n³)) estimate λ_min from above and λ_max from below; a round-off-level
-    eigenvalue (~n·ε·λ_max) is found in the first step, a genuine one stays many orders above.
+    Two steps each of inverse and of power iteration on the factor (O(n²) each, against the
+    factorization's O(n³); ~20 % of a 2000 × 2000 Cholesky on the CPU) estimate λ_min from above
+    and λ_max from below; a round-off-level eigenvalue (~n·ε·λ_max) dominates the inverse
+    iteration from its first step, a genuine one stays many orders above the cut.
     """
     n = L.shape[-1]
     g = torch.Generator(device=L.device).manual_seed(0)
@@ -124,7 +125,7 @@ def numerically_singular(L: Tensor, margin: float = 100.0) -> bool:
     lam_max = inv_min = None
     with torch.no_grad():
         L = L.detach()
-        for _ in range(4):
+        for _ in range(2):
             hi = L @ (L.mT @ hi)
             lam_max = hi.norm(dim=(-2, -1), keepdim=True)
             hi = hi / lam_max
