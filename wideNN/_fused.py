@@ -48,15 +48,24 @@ _NEAR_ONE_CHUNK = 1 << 15
 
 
 def exact_near_one_(c: Tensor, u: Tensor, v: Tensor) -> None:
-    """c[i, j] = u_i·v_j for unit vectors u, v; where it is within ``_NEAR_ONE`` of 1, replace
-    it by 1 − ½|u_i − v_j|², exact for coincident rows (the GEMM leaves 1 − a few ulps there,
-    which arccos turns into angles of ~1e-8 at every later layer) and accurate to rounding in
-    1 − c for near-coincident ones."""
-    rows, cols = torch.nonzero(c >= 1.0 - _NEAR_ONE, as_tuple=True)
-    for s in range(0, rows.numel(), _NEAR_ONE_CHUNK):
-        i, j = rows[s:s + _NEAR_ONE_CHUNK], cols[s:s + _NEAR_ONE_CHUNK]
-        diff = u[i] - v[j]
-        c[i, j] = 1.0 - 0.5 * (diff * diff).sum(-1)
+    """c[i, j] = u_i·v_j for unit vectors u, v; where it is within ``_NEAR_ONE`` of ±1, replace
+    it by ±(1 − ½|u_i ∓ v_j|²), exact for coincident (or exactly negated) rows (the GEMM leaves
+    ±(1 − a few ulps) there, which arccos turns into angles of ~1e-8 at every later layer) and
+    accurate to rounding in 1 ∓ c for near-coincident (near-opposite) ones."""
+    for sign in (1.0, -1.0):
+        rows, cols = torch.nonzero(c >= 1.0 - _NEAR_ONE if sign > 0 else c <= _NEAR_ONE - 1.0,
+                                   as_tuple=True)
+        for s in range(0, rows.numel(), _NEAR_ONE_CHUNK):
+            i, j = rows[s:s + _NEAR_ONE_CHUNK], cols[s:s + _NEAR_ONE_CHUNK]
+            diff = u[i] - sign * v[j]
+            c[i, j] = sign * (1.0 - 0.5 * (diff * diff).sum(-1))
+
+
+def _any_near_minus_one(plan, c: Tensor) -> bool:
+    """Whether a signed tile (``plan.sign`` · correlation) holds correlations within
+    ``_NEAR_ONE`` of −1 (exactly negated inputs: x and −x)."""
+    extreme = float(c.min()) * plan.sign if plan.sign > 0 else float(c.max()) * plan.sign
+    return extreme <= _NEAR_ONE - 1.0
 
 
 def _first_layer(x: Tensor, w: float, b: float) -> tuple[Tensor, Tensor]:
@@ -292,7 +301,7 @@ def _first_tile_(plan, side1: _Side, side2: _Side, c: Tensor, ri: slice, rj: sli
         count = plan._native("first_layer", c)(
             _ptr(c), h, w, _ptr(side1.r[ri]), _ptr(side2.r[rj]), _ptr(side1.t[ri]),
             _ptr(side2.t[rj]), plan.sign, near, int(on_diagonal))
-        if count:
+        if count or (plan.unit_rows and _any_near_minus_one(plan, c)):
             c.mul_(plan.sign)
             exact_near_one_(c, side1.aug_rows(ri), side2.aug_rows(rj))
             c.mul_(plan.sign)
@@ -305,11 +314,12 @@ def _first_tile_(plan, side1: _Side, side2: _Side, c: Tensor, ri: slice, rj: sli
 
 def _any_near_one(plan, c: Tensor, on_diagonal: bool) -> bool:
     """Whether a tile has entries within ``_NEAR_ONE`` of 1 (those on the diagonal of a
-    diagonal tile aside)."""
+    diagonal tile aside) or of −1."""
     if plan.lib is None:
         return True
     h, w = c.shape
-    return plan._native("count_at_least", c)(_ptr(c), h, w, 1.0 - _NEAR_ONE, int(on_diagonal)) > 0
+    return (plan._native("count_at_least", c)(_ptr(c), h, w, 1.0 - _NEAR_ONE, int(on_diagonal)) > 0
+            or float(c.min()) <= _NEAR_ONE - 1.0)  # c is the unsigned correlation here
 
 
 def _native_store(plan, u1: Tensor, u2: Tensor, c: Tensor, q: Tensor | None, i: int, j: int,

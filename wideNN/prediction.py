@@ -43,7 +43,7 @@ from ._posterior import Posterior
 from ._predict_checks import check_number, check_targets as _check_targets
 from .architecture import Architecture
 from .dynamics import GradientFlow
-from .linalg import DEFAULT_JITTERS, cholesky_differentiable
+from .linalg import DEFAULT_JITTERS, NotPSDError, cholesky_differentiable
 from .predictor import Predictor, PredictorOptions
 
 __all__ = ["Posterior", "posterior", "log_marginal_likelihood", "prior"]
@@ -137,11 +137,38 @@ def posterior(
     opts = PredictorOptions(dtype=dtype, widths=widths, test_block_size=test_block_size,
                             kernel_block_size=kernel_block_size, jitters=jitters)
     at_infinity = times is None or (times.dim() == 0 and math.isinf(float(times)))
-    pred = Predictor(arch, x_train, y_train, kernel, dynamics, noise,
-                     noise_convention=noise_convention,
-                     factorization="cholesky" if at_infinity else "eigh",
-                     compute_variance=bool(compute_variance or full_covariance), options=opts)
+
+    def make(factorization: str) -> Predictor:
+        return Predictor(arch, x_train, y_train, kernel, dynamics, noise, noise_convention=noise_convention,
+                         factorization=factorization,
+                         compute_variance=bool(compute_variance or full_covariance), options=opts)
+
+    pred = _factored(make, at_infinity, bayesian=kernel == "nngp" and times is None)
     return pred.predict(x_test, t, full_covariance=full_covariance)
+
+
+def _factored(make, at_infinity: bool, bayesian: bool) -> Predictor:
+    """The predictor from ``make(factorization)``: eigh for finite times, Cholesky at t = ∞.
+
+    The t → ∞ limit of gradient flow is the pseudo-inverse (eigenvalues at round-off level get
+    weight 0 at every t, ``wideNN.linalg.flow_weights``).  A training kernel that is singular to
+    working precision (duplicated inputs with conflicting targets and no noise) would need a
+    Cholesky jitter, which moves the mean by ~jitter-sized amounts away from every large finite
+    t; such a kernel goes through the eigendecomposition instead.  The Bayesian NNGP posterior
+    (kernel="nngp", t=None) keeps the documented escalating jitter.
+    """
+    if not at_infinity:
+        return make("eigh")
+    if bayesian:
+        return make("cholesky")
+    try:
+        pred = make("cholesky")
+        if pred._factor.jitter == 0.0:
+            return pred
+    except NotPSDError:
+        pass
+    return make("eigh")
+
 
 
 def prior(kernels, x: Tensor, kernel: str = "nngp", *, dtype: torch.dtype = torch.float64) -> Posterior:
