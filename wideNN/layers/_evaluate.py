@@ -204,7 +204,8 @@ def _matrix(root, x1, x2, vars1, vars2, rows, compute_ntk, log2_scale=0):
         i, j = ij
         ri, rj = slice(i, i + rows), slice(j, j + rows)
         ev = Evaluation("matrix", compute_ntk, [v[ri] for v in vars1], [v[rj] for v in vars2],
-                        prepared1=_slice(prep1, ri), prepared2=_slice(prep2, rj))
+                        prepared1=_slice(prep1, ri), prepared2=_slice(prep2, rj),
+                        coincident=symmetric and i == j)
         st = _run(root, x1[ri], xb[rj], "matrix", ev, log2_scale)
         th = _ntk_or_zero(st.ntk, st.nngp, compute_ntk)
         if symmetric and i == j:

@@ -77,6 +77,8 @@ class ActivationStep(Step):
         return relu_factors(var)
 
     def apply(self, state: KernelState, ev: Evaluation) -> KernelState:
+        if ev.coincident and ev.pairs == "matrix":
+            state = _coincident_variances(state, ev.vars1[self.index])
         if state.log2_scale:
             return self._apply_scaled(state, ev)
         return self._apply(state, ev)
@@ -151,6 +153,22 @@ class ActivationStep(Step):
 
     def module(self, generator, dtype, device) -> nn.Module:
         return self.activation
+
+
+def _coincident_variances(state: KernelState, var: Tensor) -> KernelState:
+    """The state with its coincident entries K[a, a, p, p] set to the recorded variances
+    K(x_a, x_a)[p, p] (bitwise).  The two are the same number computed along different paths
+    (a tile of example pairs, a self pass), so they differ by rounding; every dual then sees
+    k12 ≠ k11 at a correlation of 1, and the duals whose coincident values rest on the
+    cancellation k11 k22 − k12² (erf, GELU at variance k: relative error ~ε·k) lose digits —
+    erf at variance 1e14 by 1 % — while the self pass and ``diag=True`` are exact."""
+    d, k = len(state.spatial), state.nngp
+    k = k.clone()
+    same = torch.diagonal(k, dim1=0, dim2=1).movedim(-1, 0)  # (n, positions…), a view of k
+    if state.full and d:
+        same = positions_diagonal(same, d)
+    same.copy_(var)
+    return KernelState(k, state.ntk, state.spatial, state.full, state.log2_scale)
 
 
 def _needs_grad(*tensors) -> bool:

@@ -102,6 +102,7 @@ class Evaluation:
     ``vars2`` (one (b, *S) tensor per activation, recorded by self passes), and, where an
     activation has a fused dual, ``prepared1`` / ``prepared2``: its per-example factors computed
     once from those variances (``ActivationStep.prepare``; None entries for the others).
+    ``coincident``: a diagonal tile of a symmetric kernel (see the field).
     """
 
     pairs: str
@@ -111,6 +112,9 @@ class Evaluation:
     record: dict[int, Tensor] | None = None
     prepared1: list | None = None
     prepared2: list | None = None
+    #: a ``"matrix"`` tile of x1 against itself with the same examples on both sides (a diagonal
+    #: tile): its entries (a, a, p, p) are coincident pairs
+    coincident: bool = False
 
 
 def entries(spatial: tuple[int, ...], full: bool) -> int:
