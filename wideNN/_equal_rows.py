@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["equal_rows", "pair_mask", "equal_pairs"]
+__all__ = ["equal_rows", "identical_pairs", "pair_mask", "equal_pairs"]
 
 
 def equal_rows(x1: Tensor, x2: Tensor) -> tuple[Tensor, Tensor] | None:
@@ -32,13 +32,53 @@ def equal_rows(x1: Tensor, x2: Tensor) -> tuple[Tensor, Tensor] | None:
     d = x1.shape[-1]
     a, b = x1.detach().reshape(-1, d), x2.detach().reshape(-1, d)
     try:
-        _, inv = torch.unique(torch.cat([a, b]), dim=0, return_inverse=True)
+        # an exact integer hash of each row's bits first: one pass, where sorting the rows
+        # (``unique(dim=0)``) costs ~10 % of a large kernel; most calls have no identical rows
+        h1, h2 = _row_hashes(a), _row_hashes(b)
+        c1, c2 = torch.isin(h1, h2), torch.isin(h2, h1)
+        if not bool(c2.any()):
+            return None
+        # only the rows whose hash has a partner are compared (sorted) in full
+        _, inv = torch.unique(torch.cat([a[c1], b[c2]]), dim=0, return_inverse=True)
     except RuntimeError:  # a batched (vmapped) tensor: no data-dependent shapes
         return None
-    l1, l2 = inv[:a.shape[0]], inv[a.shape[0]:]
+    n1 = int(c1.sum())
+    # rows without a partner get labels of their own (negative: never equal to another's)
+    l1 = -1 - torch.arange(a.shape[0], device=a.device)
+    l2 = -1 - a.shape[0] - torch.arange(b.shape[0], device=b.device)
+    l1[c1], l2[c2] = inv[:n1], inv[n1:]
     if not bool(torch.isin(l2, l1).any()):
         return None
     return l1.reshape(x1.shape[:-1]), l2.reshape(x2.shape[:-1])
+
+
+def _row_hashes(x: Tensor) -> Tensor:
+    """Σ_f bits(x_f)·r_f mod 2^64 per row (r fixed odd integers): equal rows hash alike exactly
+    (−0.0 is made +0.0 first, so that rows equal as numbers are equal as bits)."""
+    bits = (x + 0.0).contiguous()
+    bits = bits.view(torch.int64) if bits.element_size() == 8 else bits.view(torch.int32).to(torch.int64)
+    r = torch.randint(1, 2 ** 62, (x.shape[-1],), generator=torch.Generator().manual_seed(0x5eed),
+                      dtype=torch.int64).to(x.device) * 2 + 1
+    return (bits * r).sum(-1)
+
+
+def identical_pairs(x1: Tensor, x2: Tensor) -> tuple[Tensor, Tensor] | None:
+    """Index pairs (i, j) with x1[i] == x2[j] exactly, for 2-D inputs; None when there are none."""
+    labels = equal_rows(x1, x2)
+    if labels is None:
+        return None
+    l1, l2 = labels
+    order = torch.argsort(l1)
+    pos = torch.searchsorted(l1[order], l2).clamp_max(l1.numel() - 1)
+    js = torch.nonzero(l1[order][pos] == l2).reshape(-1)
+    pairs = [(order[pos[j]], j) for j in js.tolist()]
+    # (a row of x1 repeated: every copy pairs with the matching rows of x2)
+    i_all, j_all = [], []
+    for i0, j in pairs:
+        same = torch.nonzero(l1 == l1[i0]).reshape(-1)
+        i_all.append(same)
+        j_all.append(torch.full_like(same, j))
+    return torch.cat(i_all), torch.cat(j_all)
 
 
 def pair_mask(labels: tuple[Tensor, Tensor] | None, start: int, rows: int) -> Tensor | None:

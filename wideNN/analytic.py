@@ -46,7 +46,7 @@ from ._checks import (check_bool, check_float_precision, check_inputs, check_int
 from ._fused import exact_near_one_ as _exact_near_one_, fused_kernels, openmp_threads
 from ._native import library as _native_library
 from ._numpy_math import arccos_into, sqrt_
-from ._equal_rows import equal_pairs, equal_rows, pair_mask
+from ._equal_rows import equal_pairs, equal_rows, identical_pairs, pair_mask
 from ._gaussian import MAX_NODE_FACTOR
 from ._large_inputs import large_inputs, scaled_first_layer
 from ._quadrature_range import check_quadrature_range
@@ -145,7 +145,7 @@ def kernels(
         out = fused_kernels(x1, x2, act, depth, float(weight_variance), float(bias_variance),
                             compute_ntk, compute_nngp, block_size)
         if out is not None:
-            return out
+            return out if x2 is None else _identical_pairs_exact(spec, x1, x2, out)
     fast = (not needs_grad and type(act) is _acts.ReLU and parameterization == "ntk"
             and x1.dim() == 2 and not isinstance(weight_variance, Tensor)
             and not isinstance(bias_variance, Tensor))
@@ -376,11 +376,27 @@ def _diag(spec: _Recursion, x1: Tensor, x2: Tensor | None):
 
 
 def _identical_pairs_matter(spec: _Recursion, x1: Tensor, x2: Tensor) -> bool:
-    """Identical cross pairs get their own form (``wideNN._equal_rows``) for closed forms under
-    autograd: their values are accurate without it, their gradients are not."""
-    needs_grad = torch.is_grad_enabled() and any(
-        isinstance(t, Tensor) and t.requires_grad for t in (x1, x2, spec.w, spec.b))
-    return needs_grad and spec.act.closed_form
+    """Identical cross pairs get their own form (``wideNN._equal_rows``) for closed forms: their
+    gradients need it, and so do the values of the duals whose coincident form rests on the
+    cancellation k11 k22 − k12² (erf's NTK at variance 1e14 was 2 % off, the GEMM's k12
+    differing from the row sums' k11 by rounding)."""
+    return spec.act.closed_form
+
+
+def _identical_pairs_exact(spec: _Recursion, x1: Tensor, x2: Tensor, out):
+    """The fused tiles' entries at identical cross pairs (x1[i] == x2[j]) replaced by the
+    one-variable recursion of that input, as on the diagonal of K(x1, x1)."""
+    pairs = identical_pairs(x1, x2)
+    if pairs is None:
+        return out
+    i, j = pairs
+    k, th = _diag(spec, x1[i], None)
+    nngp, ntk = out
+    if nngp is not None:
+        nngp[i, j] = k
+    if ntk is not None and th is not None:
+        ntk[i, j] = th
+    return out
 
 
 def _auto_rows(m: int, x: Tensor, arrays: int) -> int:
