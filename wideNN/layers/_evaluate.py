@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_inputs
+from .._equal_rows import identical_pairs
 from .._fused import run_tasks, tile_threads
 from ._scale import rescaled
 from ._state import KernelState, input_state
@@ -179,6 +180,15 @@ def evaluate(root, x1: Tensor, x2: Tensor | None, diag: bool, block_size: int | 
     return _matrix(root, x1, x2, vars1, vars2, rows, compute_ntk, sc)
 
 
+def _local_pairs(pairs, i: int, j: int, rows: int):
+    """The identical example pairs that fall in the tile at (i, j), in its own indices."""
+    if pairs is None:
+        return None
+    a, b = pairs
+    inside = (a >= i) & (a < i + rows) & (b >= j) & (b < j + rows)
+    return (a[inside] - i, b[inside] - j) if bool(inside.any()) else None
+
+
 def _slice(prepared: list | None, rows: slice) -> list | None:
     if prepared is None:
         return None
@@ -199,13 +209,14 @@ def _matrix(root, x1, x2, vars1, vars2, rows, compute_ntk, log2_scale=0):
     prep2 = prep1 if symmetric else (_prepared(root, vars2) if vars2 else None)
     outputs: list = []
     tiles = [(i, j) for i in range(0, n, rows) for j in range(i if symmetric else 0, m, rows)]
+    same = None if symmetric or not root.n_activations else identical_pairs(x1.flatten(1), x2.flatten(1))
 
     def work(ij) -> bool:
         i, j = ij
         ri, rj = slice(i, i + rows), slice(j, j + rows)
         ev = Evaluation("matrix", compute_ntk, [v[ri] for v in vars1], [v[rj] for v in vars2],
                         prepared1=_slice(prep1, ri), prepared2=_slice(prep2, rj),
-                        coincident=symmetric and i == j)
+                        coincident=symmetric and i == j, identical=_local_pairs(same, i, j, rows))
         st = _run(root, x1[ri], xb[rj], "matrix", ev, log2_scale)
         th = _ntk_or_zero(st.ntk, st.nngp, compute_ntk)
         if symmetric and i == j:

@@ -77,8 +77,8 @@ class ActivationStep(Step):
         return relu_factors(var)
 
     def apply(self, state: KernelState, ev: Evaluation) -> KernelState:
-        if ev.coincident and ev.pairs == "matrix":
-            state = _coincident_variances(state, ev.vars1[self.index])
+        if ev.pairs == "matrix" and (ev.coincident or ev.identical is not None):
+            state = _coincident_variances(state, ev.vars1[self.index], ev.identical)
         if state.log2_scale:
             return self._apply_scaled(state, ev)
         return self._apply(state, ev)
@@ -155,8 +155,10 @@ class ActivationStep(Step):
         return self.activation
 
 
-def _coincident_variances(state: KernelState, var: Tensor) -> KernelState:
-    """The state with its coincident entries K[a, a, p, p] set to the recorded variances
+def _coincident_variances(state: KernelState, var: Tensor,
+                          identical: tuple[Tensor, Tensor] | None = None) -> KernelState:
+    """The state with its coincident entries K[a, a, p, p] (a diagonal tile; or K[a, b, p, p]
+    for the ``identical`` example pairs of a cross tile) set to the recorded variances
     K(x_a, x_a)[p, p] (bitwise).  The two are the same number computed along different paths
     (a tile of example pairs, a self pass), so they differ by rounding; every dual then sees
     k12 ≠ k11 at a correlation of 1, and the duals whose coincident values rest on the
@@ -164,10 +166,18 @@ def _coincident_variances(state: KernelState, var: Tensor) -> KernelState:
     erf at variance 1e14 by 1 % — while the self pass and ``diag=True`` are exact."""
     d, k = len(state.spatial), state.nngp
     k = k.clone()
-    same = torch.diagonal(k, dim1=0, dim2=1).movedim(-1, 0)  # (n, positions…), a view of k
-    if state.full and d:
-        same = positions_diagonal(same, d)
-    same.copy_(var)
+    if identical is None:
+        same = torch.diagonal(k, dim1=0, dim2=1).movedim(-1, 0)  # (n, positions…), a view of k
+        if state.full and d:
+            same = positions_diagonal(same, d)
+        same.copy_(var)
+    else:
+        a, b = identical
+        for ai, bi in zip(a.tolist(), b.tolist()):
+            same = k[ai, bi]
+            if state.full and d:
+                same = positions_diagonal(same, d)
+            same.copy_(var[ai])
     return KernelState(k, state.ntk, state.spatial, state.full, state.log2_scale)
 
 

@@ -115,6 +115,9 @@ class Evaluation:
     #: a ``"matrix"`` tile of x1 against itself with the same examples on both sides (a diagonal
     #: tile): its entries (a, a, p, p) are coincident pairs
     coincident: bool = False
+    #: in a ``"matrix"`` tile of x1 against x2, the example pairs (a, b) whose inputs are
+    #: identical (two index tensors, local to the tile): their entries (a, b, p, p) are coincident
+    identical: tuple[Tensor, Tensor] | None = None
 
 
 def entries(spatial: tuple[int, ...], full: bool) -> int:
