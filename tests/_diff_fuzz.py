@@ -271,22 +271,9 @@ if __name__ == "__main__":
 def mp_mlp(depth, act, wv, bv, xa, xb, dps=50):
     """(nngp, ntk) of the MLP at one pair, 50-digit mpmath (closed-form activations)."""
     import mpmath
-    from _mp_duals import mp_dual
+    from _mp_duals import mp_mlp as reference
     with mpmath.workdps(dps):
-        wv, bv = mpmath.mpf(wv), mpmath.mpf(bv)
-        a = [mpmath.mpf(float(v)) for v in np.ravel(xa)]
-        b = [mpmath.mpf(float(v)) for v in np.ravel(xb)]
-        d = len(a)
-        k11 = bv + wv * mpmath.fsum(u * u for u in a) / d
-        k22 = bv + wv * mpmath.fsum(u * u for u in b) / d
-        k12 = bv + wv * mpmath.fsum(u * v for u, v in zip(a, b)) / d
-        th = k12
-        for _ in range(depth):
-            t, td = mp_dual(act, k11, k12, k22)
-            t11, _ = mp_dual(act, k11, k11, k11)
-            t22, _ = mp_dual(act, k22, k22, k22)
-            th = bv + wv * t + wv * td * th
-            k12, k11, k22 = bv + wv * t, bv + wv * t11, bv + wv * t22
+        k12, th = reference(depth, act, wv, bv, xa, xb)
         return float(k12), float(th)
 
 

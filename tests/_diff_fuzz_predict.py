@@ -40,22 +40,8 @@ def mp_kernels(act, depth, wv, bv, xa, xb):
 
 def mp_mlp_mp(depth, act, wv, bv, xa, xb):
     """As ``mp_mlp`` but returning mpf (no rounding to float)."""
-    from _mp_duals import mp_dual
-    wv, bv = mpmath.mpf(wv), mpmath.mpf(bv)
-    a = [mpmath.mpf(float(v)) for v in np.ravel(xa)]
-    b = [mpmath.mpf(float(v)) for v in np.ravel(xb)]
-    d = len(a)
-    k11 = bv + wv * mpmath.fsum(u * u for u in a) / d
-    k22 = bv + wv * mpmath.fsum(u * u for u in b) / d
-    k12 = bv + wv * mpmath.fsum(u * v for u, v in zip(a, b)) / d
-    th = k12
-    for _ in range(depth):
-        t, td = mp_dual(act, k11, k12, k22)
-        t11, _ = mp_dual(act, k11, k11, k11)
-        t22, _ = mp_dual(act, k22, k22, k22)
-        th = bv + wv * t + wv * td * th
-        k12, k11, k22 = bv + wv * t, bv + wv * t11, bv + wv * t22
-    return k12, th
+    from _mp_duals import mp_mlp as reference
+    return reference(depth, act, wv, bv, xa, xb)
 
 
 def mp_weights(m, s, twice=False):

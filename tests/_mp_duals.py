@@ -32,3 +32,28 @@ def mp_dual(name, k11, k12, k22):
     if name == "identity":
         return k12, mpmath.mpf(1)
     raise KeyError(name)
+
+
+def mp_mlp(depth, act, wv, bv, xa, xb):
+    """(nngp, ntk) of a depth-``depth`` MLP (NTK parameterization) at one input pair, as mpf at
+    the caller's working precision, by the layer recursion on ``mp_dual``."""
+    wv, bv = mpmath.mpf(wv), mpmath.mpf(bv)
+    a = [mpmath.mpf(float(v)) for v in _ravel(xa)]
+    b = [mpmath.mpf(float(v)) for v in _ravel(xb)]
+    d = len(a)
+    k11 = bv + wv * mpmath.fsum(u * u for u in a) / d
+    k22 = bv + wv * mpmath.fsum(u * u for u in b) / d
+    k12 = bv + wv * mpmath.fsum(u * v for u, v in zip(a, b)) / d
+    th = k12
+    for _ in range(depth):
+        t, td = mp_dual(act, k11, k12, k22)
+        t11, _ = mp_dual(act, k11, k11, k11)
+        t22, _ = mp_dual(act, k22, k22, k22)
+        th = bv + wv * t + wv * td * th
+        k12, k11, k22 = bv + wv * t, bv + wv * t11, bv + wv * t22
+    return k12, th
+
+
+def _ravel(x):
+    import numpy as np
+    return np.ravel(np.asarray(x))

@@ -63,5 +63,9 @@ def test_batched_variances_are_checked_per_batch_element():
 
 
 def test_closed_forms_and_depth_zero_are_not_checked():
-    check_quadrature_range(A.get("relu"), 3, 1e6, 0.1, (_x(),))
-    check_quadrature_range(A.Softplus(), 0, 1e6, 0.1, (_x(),))
+    """No activation at depth 0, and none to integrate for a closed form: nothing is refused
+    (softplus at variance ~1e6 would be, at depth ≥ 1)."""
+    assert check_quadrature_range(A.get("relu"), 3, 1e6, 0.1, (_x(),)) is None
+    assert check_quadrature_range(A.Softplus(), 0, 1e6, 0.1, (_x(),)) is None
+    with pytest.raises(ValueError, match="estimated relative error"):
+        check_quadrature_range(A.Softplus(), 1, 1e6, 0.1, (_x(),))

@@ -12,6 +12,7 @@ import scipy.integrate
 import torch
 
 import wideNN as wn
+from _xent_reference import softmax_blocks
 from wideNN._odes import dopri5_run
 from wideNN.xent import CrossEntropyTrajectory
 
@@ -38,10 +39,7 @@ def _reference(th: np.ndarray, labels: np.ndarray, f0: np.ndarray, eta: float, t
         return np.concatenate([-(eta / n) * (th @ r).reshape(-1), r.reshape(-1)])
 
     def jac(_, z):
-        s = soft(z[:m].reshape(n, o))
-        d = np.zeros((m, m))
-        for i in range(n):
-            d[i * o:(i + 1) * o, i * o:(i + 1) * o] = np.diag(s[i]) - np.outer(s[i], s[i])
+        d = softmax_blocks(soft(z[:m].reshape(n, o)))
         j = np.zeros((2 * m, 2 * m))
         j[:m, :m], j[m:, :m] = -(eta / n) * np.kron(th, np.eye(o)) @ d, d
         return j

@@ -10,6 +10,7 @@ import scipy.integrate
 import torch
 
 import wideNN as wn
+from _xent_reference import softmax_blocks
 import wideNN._xent_jacobian as xj
 from wideNN.xent import CrossEntropyTrajectory
 
@@ -37,10 +38,7 @@ def _reference(th_flat: np.ndarray, p: np.ndarray, f0: np.ndarray, eta: float, t
         return np.concatenate([-(eta / n) * th_flat @ r, r])
 
     def jac(_, z):
-        s = soft(z[:m].reshape(n, o))
-        d = np.zeros((m, m))
-        for i in range(n):
-            d[i * o:(i + 1) * o, i * o:(i + 1) * o] = np.diag(s[i]) - np.outer(s[i], s[i])
+        d = softmax_blocks(soft(z[:m].reshape(n, o)))
         j = np.zeros((2 * m, 2 * m))
         j[:m, :m], j[m:, :m] = -(eta / n) * th_flat @ d, d
         return j
