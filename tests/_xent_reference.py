@@ -1,5 +1,6 @@
 """Shared pieces of the float64 cross-entropy references of the tests."""
 import numpy as np
+import scipy.integrate
 
 
 def softmax_blocks(s: np.ndarray) -> np.ndarray:
@@ -9,3 +10,34 @@ def softmax_blocks(s: np.ndarray) -> np.ndarray:
     for i in range(n):
         d[i * o:(i + 1) * o, i * o:(i + 1) * o] = np.diag(s[i]) - np.outer(s[i], s[i])
     return d
+
+
+def flow_reference(th_flat: np.ndarray, p: np.ndarray, f0: np.ndarray, eta: float, times: list[float],
+                   method: str = "LSODA", rtol: float = 1e-12, atol: float = 1e-14):
+    """(f_X, G) at ``times`` of ḟ = −(η/N) Θ (σ(f) − P), Ġ = σ(f) − P by scipy's ``solve_ivp`` on
+    the augmented system with the analytic Jacobian [[−(η/N)ΘD, 0], [D, 0]] (Θ the (N·O)²
+    ``th_flat``); one-hot rows use −Σ_{j≠c} σ_j for the true class (σ_c − 1 cancels to rounding
+    noise, which G would integrate into an error growing like ε·t)."""
+    n, o = f0.shape
+    m = n * o
+    true = (p == 1) & np.all((p == 0) | (p == 1), axis=1, keepdims=True)
+
+    def soft(f):
+        e = np.exp(f - f.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    def rhs(_, z):
+        s = soft(z[:m].reshape(n, o))
+        r = np.where(true, -np.where(true, 0.0, s).sum(1, keepdims=True), s - p).reshape(-1)
+        return np.concatenate([-(eta / n) * th_flat @ r, r])
+
+    def jac(_, z):
+        d = softmax_blocks(soft(z[:m].reshape(n, o)))
+        j = np.zeros((2 * m, 2 * m))
+        j[:m, :m], j[m:, :m] = -(eta / n) * th_flat @ d, d
+        return j
+    z0 = np.concatenate([f0.reshape(-1), np.zeros(m)])
+    sol = scipy.integrate.solve_ivp(rhs, (0.0, max(times)), z0, method=method, t_eval=times, jac=jac,
+                                    rtol=rtol, atol=atol)
+    assert sol.success, sol.message
+    return sol.y[:m].T.reshape(-1, n, o), sol.y[m:].T.reshape(-1, n, o)

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import scipy.integrate
 import torch
 
 import wideNN as wn
-from _xent_reference import softmax_blocks
+from _xent_reference import flow_reference
 from wideNN._odes import dopri5_run
 from wideNN.xent import CrossEntropyTrajectory
 
@@ -25,29 +24,9 @@ def _reference(th: np.ndarray, labels: np.ndarray, f0: np.ndarray, eta: float, t
                method: str = "LSODA"):
     """(f_X, G) at ``times`` by scipy (rtol 1e-11, atol 1e-13, analytic Jacobian); the
     true class's residual from the other probabilities (σ_c − 1 cancels once σ_c ≈ 1)."""
-    n, o = f0.shape
-    m = n * o
-    true = np.eye(o, dtype=bool)[labels]
-
-    def soft(f):
-        e = np.exp(f - f.max(1, keepdims=True))
-        return e / e.sum(1, keepdims=True)
-
-    def rhs(_, z):
-        s = soft(z[:m].reshape(n, o))
-        r = np.where(true, -np.where(true, 0.0, s).sum(1, keepdims=True), s)
-        return np.concatenate([-(eta / n) * (th @ r).reshape(-1), r.reshape(-1)])
-
-    def jac(_, z):
-        d = softmax_blocks(soft(z[:m].reshape(n, o)))
-        j = np.zeros((2 * m, 2 * m))
-        j[:m, :m], j[m:, :m] = -(eta / n) * np.kron(th, np.eye(o)) @ d, d
-        return j
-    z0 = np.concatenate([f0.reshape(-1), np.zeros(m)])
-    sol = scipy.integrate.solve_ivp(rhs, (0.0, max(times)), z0, method=method, t_eval=times, jac=jac,
-                                    rtol=1e-11, atol=1e-13)
-    assert sol.success, sol.message
-    return sol.y[:m].T.reshape(-1, n, o), sol.y[m:].T.reshape(-1, n, o)
+    o = f0.shape[1]
+    return flow_reference(np.kron(th, np.eye(o)), np.eye(o)[labels], f0, eta, times, method,
+                          rtol=1e-11, atol=1e-13)
 
 
 def _problem(n=6, o=3, seed=0, scale=1.0):

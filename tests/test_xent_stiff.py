@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import scipy.integrate
 import torch
 
 import wideNN as wn
-from _xent_reference import softmax_blocks
+from _xent_reference import flow_reference
 import wideNN._xent_jacobian as xj
 from wideNN.xent import CrossEntropyTrajectory
 
@@ -21,32 +20,8 @@ TIMES = [0.0, 0.05, 1e3, 1e6, 1e12]
 
 
 def _reference(th_flat: np.ndarray, p: np.ndarray, f0: np.ndarray, eta: float, times: list[float]):
-    """(f_X, G) at ``times`` by scipy's LSODA (rtol 1e-12) on the augmented system with the
-    analytic Jacobian [[−(η/N)ΘD, 0], [D, 0]]; one-hot rows use −Σ_{j≠c} σ_j for the true class
-    (σ_c − 1 cancels to rounding noise, which G would integrate into an error growing like ε·t)."""
-    n, o = f0.shape
-    m = n * o
-    true = (p == 1) & np.all((p == 0) | (p == 1), axis=1, keepdims=True)
-
-    def soft(f):
-        e = np.exp(f - f.max(1, keepdims=True))
-        return e / e.sum(1, keepdims=True)
-
-    def rhs(_, z):
-        s = soft(z[:m].reshape(n, o))
-        r = np.where(true, -np.where(true, 0.0, s).sum(1, keepdims=True), s - p).reshape(-1)
-        return np.concatenate([-(eta / n) * th_flat @ r, r])
-
-    def jac(_, z):
-        d = softmax_blocks(soft(z[:m].reshape(n, o)))
-        j = np.zeros((2 * m, 2 * m))
-        j[:m, :m], j[m:, :m] = -(eta / n) * th_flat @ d, d
-        return j
-    z0 = np.concatenate([f0.reshape(-1), np.zeros(m)])
-    sol = scipy.integrate.solve_ivp(rhs, (0.0, max(times)), z0, method=METHOD, t_eval=times, jac=jac,
-                                    rtol=1e-12, atol=1e-14)
-    assert sol.success, sol.message
-    return sol.y[:m].T.reshape(-1, n, o), sol.y[m:].T.reshape(-1, n, o)
+    """(f_X, G) at ``times`` by scipy's LSODA (rtol 1e-12, ``_xent_reference.flow_reference``)."""
+    return flow_reference(th_flat, p, f0, eta, times, METHOD, rtol=1e-12, atol=1e-14)
 
 
 @pytest.fixture(scope="module")

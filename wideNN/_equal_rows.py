@@ -68,17 +68,16 @@ def identical_pairs(x1: Tensor, x2: Tensor) -> tuple[Tensor, Tensor] | None:
     if labels is None:
         return None
     l1, l2 = labels
+    # every x1 row with x2[j]'s label: a run [lo, hi) of x1's sorted labels (a row of x1 that
+    # appears twice pairs with each of x2's copies)
     order = torch.argsort(l1)
-    pos = torch.searchsorted(l1[order], l2).clamp_max(l1.numel() - 1)
-    js = torch.nonzero(l1[order][pos] == l2).reshape(-1)
-    pairs = [(order[pos[j]], j) for j in js.tolist()]
-    # (a row of x1 repeated: every copy pairs with the matching rows of x2)
-    i_all, j_all = [], []
-    for i0, j in pairs:
-        same = torch.nonzero(l1 == l1[i0]).reshape(-1)
-        i_all.append(same)
-        j_all.append(torch.full_like(same, j))
-    return torch.cat(i_all), torch.cat(j_all)
+    ranked = l1[order]
+    lo = torch.searchsorted(ranked, l2)
+    count = torch.searchsorted(ranked, l2, right=True) - lo
+    j = torch.repeat_interleave(torch.arange(l2.numel(), device=l2.device), count)
+    first = torch.repeat_interleave(lo, count)
+    offset = torch.arange(j.numel(), device=j.device) - torch.repeat_interleave(count.cumsum(0) - count, count)
+    return order[first + offset], j
 
 
 def pair_mask(labels: tuple[Tensor, Tensor] | None, start: int, rows: int) -> Tensor | None:

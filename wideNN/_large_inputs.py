@@ -27,7 +27,7 @@ from torch import Tensor
 
 from ._scaling import ldexp
 
-__all__ = ["large_inputs", "scaled_first_layer"]
+__all__ = ["large_inputs", "refuse_mixed_scales", "scaled_first_layer"]
 
 #: rows whose largest entry falls below this fraction of the largest input are refused
 _SMALLEST_ROW = 2.0 ** -30
@@ -52,14 +52,21 @@ def large_inputs(spec, *xs: Tensor | None) -> tuple[list, int]:
         return list(xs), 0
     e = math.frexp(top)[1]
     for name, r in rows:
-        small = r[(r > 0) & (r < _SMALLEST_ROW * top)]
-        if small.numel():
-            raise ValueError(
-                f"{name} has rows of size {float(small.min()):.3g} next to inputs of size {top:.3g}, "
-                f"whose squares overflow {present[0][1].dtype}: their first-layer kernels cannot be "
-                f"formed with one scale; compute the kernels of the two groups separately or "
-                f"rescale them")
+        refuse_mixed_scales(name, "rows", r, top, _SMALLEST_ROW, present[0][1].dtype)
     return [None if x is None else ldexp(x, -e) for x in xs], 2 * e
+
+
+def refuse_mixed_scales(name: str, what: str, sizes: Tensor, top: float, span: float,
+                        dtype: torch.dtype) -> None:
+    """ValueError naming ``name`` when some nonzero entry of ``sizes`` (∞-norms of its ``what``)
+    lies below ``span``·``top``: divided by one power of two with the largest input, their
+    squares would lose their bits."""
+    small = sizes[(sizes > 0) & (sizes < span * top)]
+    if small.numel():
+        raise ValueError(
+            f"{name} has {what} of size {float(small.min()):.3g} next to inputs of size {top:.3g}: "
+            f"their kernels cannot be formed with one scale in {dtype} (the ratio exceeds "
+            f"{1 / span:.3g}); compute the kernels of the two groups separately or rescale them")
 
 
 def scaled_first_layer(spec, g, n1, n2, d: int, same: bool, e2: int):

@@ -33,6 +33,7 @@ import math
 import torch
 from torch import Tensor
 
+from .._large_inputs import refuse_mixed_scales
 from .._scaling import ldexp
 from ._state import KernelState
 
@@ -114,13 +115,7 @@ def scaled_layer_inputs(desc, root, x1: Tensor, x2: Tensor | None, compute_ntk: 
     for name, x in present:
         # per example and position: the largest channel (its square dominates the position's variance)
         pos = x.detach().abs().amax(1) if x.dim() > 2 else x.detach().abs().amax(-1)
-        low = pos[(pos > 0) & (pos < span * top)]
-        if low.numel():
-            raise ValueError(
-                f"{name} has entries of size {float(low.min()):.3g} (largest over channels at one "
-                f"position) next to inputs of size {top:.3g}: their covariances cannot be formed "
-                f"with one scale in {x1.dtype} (the ratio exceeds {1 / span:.3g}); compute the "
-                f"kernels of the two groups separately or rescale them")
+        refuse_mixed_scales(name, "positions (largest channel)", pos, top, span, x1.dtype)
     e = math.frexp(top)[1]
     if large and len(root.out_shape) > 1:
         _check_bias_held(root, present, 2 * e, info)

@@ -173,11 +173,10 @@ def _coincident_variances(state: KernelState, var: Tensor,
         same.copy_(var)
     else:
         a, b = identical
-        for ai, bi in zip(a.tolist(), b.tolist()):
-            same = k[ai, bi]
-            if state.full and d:
-                same = positions_diagonal(same, d)
-            same.copy_(var[ai])
+        pairs = k[a, b]  # (pairs, positions…): a copy, written back below
+        same = positions_diagonal(pairs, d) if state.full and d else pairs
+        same.copy_(var[a])
+        k[a, b] = pairs
     return KernelState(k, state.ntk, state.spatial, state.full, state.log2_scale)
 
 
