@@ -12,14 +12,18 @@ def softmax_blocks(s: np.ndarray) -> np.ndarray:
     return d
 
 
-def flow_reference(th_flat: np.ndarray, p: np.ndarray, f0: np.ndarray, eta: float, times: list[float],
+def flow_reference(th: np.ndarray, p: np.ndarray, f0: np.ndarray, eta: float, times: list[float],
                    method: str = "LSODA", rtol: float = 1e-12, atol: float = 1e-14):
     """(f_X, G) at ``times`` of ḟ = −(η/N) Θ (σ(f) − P), Ġ = σ(f) − P by scipy's ``solve_ivp`` on
-    the augmented system with the analytic Jacobian [[−(η/N)ΘD, 0], [D, 0]] (Θ the (N·O)²
-    ``th_flat``); one-hot rows use −Σ_{j≠c} σ_j for the true class (σ_c − 1 cancels to rounding
-    noise, which G would integrate into an error growing like ε·t)."""
+    the augmented system with the analytic Jacobian [[−(η/N)ΘD, 0], [D, 0]] (Θ the full (N·O)²
+    matrix, or an N×N one shared by the outputs, applied per class); one-hot rows use
+    −Σ_{j≠c} σ_j for the true class (σ_c − 1 cancels to rounding noise, which G would integrate
+    into an error growing like ε·t)."""
     n, o = f0.shape
     m = n * o
+    shared = th.shape == (n, n) and m != n
+    th_flat = np.kron(th, np.eye(o)) if shared else th
+    apply = (lambda r: (th @ r.reshape(n, o)).reshape(-1)) if shared else (lambda r: th @ r)
     true = (p == 1) & np.all((p == 0) | (p == 1), axis=1, keepdims=True)
 
     def soft(f):
@@ -29,7 +33,7 @@ def flow_reference(th_flat: np.ndarray, p: np.ndarray, f0: np.ndarray, eta: floa
     def rhs(_, z):
         s = soft(z[:m].reshape(n, o))
         r = np.where(true, -np.where(true, 0.0, s).sum(1, keepdims=True), s - p).reshape(-1)
-        return np.concatenate([-(eta / n) * th_flat @ r, r])
+        return np.concatenate([-(eta / n) * apply(r), r])
 
     def jac(_, z):
         d = softmax_blocks(soft(z[:m].reshape(n, o)))

@@ -25,7 +25,7 @@ def _reference(th: np.ndarray, labels: np.ndarray, f0: np.ndarray, eta: float, t
     """(f_X, G) at ``times`` by scipy (rtol 1e-11, atol 1e-13, analytic Jacobian); the
     true class's residual from the other probabilities (σ_c − 1 cancels once σ_c ≈ 1)."""
     o = f0.shape[1]
-    return flow_reference(np.kron(th, np.eye(o)), np.eye(o)[labels], f0, eta, times, method,
+    return flow_reference(th, np.eye(o)[labels], f0, eta, times, method,
                           rtol=1e-11, atol=1e-13)
 
 
